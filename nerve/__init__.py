@@ -1,0 +1,65 @@
+"""nerve: event-driven AI agents on an event bus with delivery guarantees."""
+
+from __future__ import annotations
+
+from nerve.bus import EventBus, EventStatus
+from nerve.context import HandlerContext, current
+from nerve.dlq import DeadLetterQueue
+from nerve.events import Event
+from nerve.exceptions import (
+    BusClosed,
+    BusFull,
+    ChainTooDeep,
+    ConfigurationError,
+    HandlerError,
+    HandlerTimeout,
+    MissingDependency,
+    NerveError,
+    PayloadInvalid,
+    PublishError,
+    Reject,
+    Retry,
+    StoreError,
+    SubscriptionError,
+    TransportError,
+)
+from nerve.settings import Settings
+from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
+from nerve.subscription import Backoff, Subscription
+from nerve.transports.base import Delivery, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttemptError",
+    "Backoff",
+    "BusClosed",
+    "BusFull",
+    "ChainTooDeep",
+    "ConfigurationError",
+    "DeadLetter",
+    "DeadLetterQueue",
+    "Delivery",
+    "DeliveryState",
+    "Event",
+    "EventBus",
+    "EventStatus",
+    "HandlerContext",
+    "HandlerError",
+    "HandlerTimeout",
+    "MissingDependency",
+    "NerveError",
+    "PayloadInvalid",
+    "PublishError",
+    "Reject",
+    "Retry",
+    "Settings",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "SubscriptionError",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "current",
+]

@@ -1,0 +1,367 @@
+"""EventBus: subscribe, publish, and the lifecycle that runs the subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from nerve import constants
+from nerve.context import _current
+from nerve.dlq import DeadLetterQueue
+from nerve.events import Event
+from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
+from nerve.routing import matches
+from nerve.settings import Settings
+from nerve.stores import store_from_url
+from nerve.stores.base import DeliveryState, Store
+from nerve.subscription import (
+    Backoff,
+    Handler,
+    KeyFunc,
+    StartFrom,
+    Subscription,
+    check_handler,
+    default_name,
+    key_func,
+)
+from nerve.transports import transport_from_url
+from nerve.transports.base import Delivery, Transport
+from nerve.worker import SubscriptionRunner
+
+log = logging.getLogger("nerve")
+
+H = TypeVar("H", bound=Handler)
+_State = Literal["new", "connected", "running", "stopping", "stopped"]
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EventStatus:
+    """Where one event stands with each subscription that should handle it.
+
+    ``event_type`` is None when the store has no record of the event (never published
+    here, or older than the idempotency window).
+    """
+
+    event_id: str
+    event_type: str | None
+    subscriptions: dict[str, DeliveryState] = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        """True when every subscription is done or dead-lettered."""
+        return all(
+            s in (DeliveryState.DONE, DeliveryState.DEAD_LETTERED)
+            for s in self.subscriptions.values()
+        )
+
+
+class EventBus:
+    """Routes events to subscriptions and runs their handlers with delivery guarantees.
+
+    Args:
+        url: the transport, e.g. ``memory://`` (default, from ``NERVE_URL``).
+        store: a :class:`Store` or a store URL; by default one of the transport's kind.
+        settings: defaults for everything else (``NERVE_*`` environment variables).
+        transport: a transport instance, instead of ``url``.
+
+    Example:
+        ```python
+        bus = EventBus()
+
+        @bus.on("support.ticket.created", retries=3, timeout=60)
+        async def triage(event: Event) -> None: ...
+
+        async with bus:
+            await bus.publish(Event(event_type="support.ticket.created", payload={"id": 7}))
+        ```
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: Store | str | None = None,
+        settings: Settings | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.url = url or self.settings.url
+        self._transport = transport or transport_from_url(self.url, self.settings)
+        if isinstance(store, Store):
+            self._store = store
+        else:
+            store_url = store or self.settings.store_url or self._transport.default_store_url
+            self._store = store_from_url(store_url, self.settings)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._runners: list[SubscriptionRunner] = []
+        self._state: _State = "new"
+        self._connecting = asyncio.Lock()
+        self.dlq = DeadLetterQueue(self)
+        #: Deliveries an in-process transport still held when the bus stopped (lost).
+        self.unfinished: list[Delivery] = []
+
+    # subscribing
+
+    def on(
+        self,
+        pattern: str,
+        *,
+        name: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = _UNSET,
+        concurrency: int | None = None,
+        ordered_by: str | KeyFunc | None = None,
+        backoff: Backoff | None = None,
+        payload_model: type[Any] | None = None,
+        start_from: StartFrom = "earliest",
+    ) -> Callable[[H], H]:
+        """Decorate an async handler to subscribe it to ``pattern``.
+
+        Args:
+            pattern: event type, or a pattern with ``*`` (one segment) / ``#`` (any).
+            name: the subscription's stable name (default: module.qualname of the handler).
+            retries: attempts after the first (default ``settings.retries``).
+            timeout: seconds an attempt may take; a timeout is a retryable failure.
+            concurrency: handlers of this subscription in flight at once.
+            ordered_by: a payload path (``"customer.id"``) or a function of the event;
+                events with equal keys are handled one after another, in order.
+            backoff: the retry schedule (default: 0.5 s doubling to 60 s, with jitter).
+            payload_model: validate payloads into this type (or annotate ``Event[Model]``).
+            start_from: where a new subscription on a durable transport starts.
+        """
+
+        def register(handler: H) -> H:
+            self.subscribe(
+                pattern,
+                handler,
+                name=name,
+                retries=retries,
+                timeout=timeout,
+                concurrency=concurrency,
+                ordered_by=ordered_by,
+                backoff=backoff,
+                payload_model=payload_model,
+                start_from=start_from,
+            )
+            return handler
+
+        return register
+
+    def subscribe(
+        self,
+        event_type: str,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = _UNSET,
+        concurrency: int | None = None,
+        ordered_by: str | KeyFunc | None = None,
+        backoff: Backoff | None = None,
+        payload_model: type[Any] | None = None,
+        start_from: StartFrom = "earliest",
+    ) -> Subscription:
+        """Subscribe ``handler`` to an event type or pattern (the seed's form).
+
+        Takes the same options as :meth:`on`. Subscriptions are made before the bus
+        starts (or first publishes).
+
+        Raises:
+            SubscriptionError: bad pattern, handler not async, name taken, bus running.
+        """
+        if self._state != "new":
+            raise SubscriptionError(
+                "subscribe before the bus starts or first publishes: the transport "
+                "declares every subscription when it connects"
+            )
+        check_handler(handler)
+        sub_name = name or default_name(handler)
+        if sub_name in self._subscriptions:
+            raise SubscriptionError(
+                f"a subscription named {sub_name!r} exists already; pass name=... to tell them apart"
+            )
+        settings = self.settings
+        subscription = Subscription(
+            name=sub_name,
+            pattern=event_type,
+            handler=handler,
+            retries=settings.retries if retries is None else retries,
+            timeout=settings.timeout if timeout is _UNSET else timeout,
+            concurrency=concurrency or settings.concurrency,
+            backoff=backoff or Backoff(),
+            ordered_by=key_func(ordered_by),
+            start_from=start_from,
+            payload_model=payload_model,
+        )
+        self._subscriptions[sub_name] = subscription
+        return subscription
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """The subscriptions by name (a copy)."""
+        return dict(self._subscriptions)
+
+    # publishing
+
+    async def publish(self, event: Event[Any], *, timeout: float | None = _UNSET) -> Event[Any]:
+        """Hand an event to every matching subscription; return the event as published.
+
+        Inside a handler, the event is stamped with ``causation_id`` (the handled event)
+        and ``correlation_id`` (its chain) unless it carries them already. Returns once the
+        transport has the event; waits while pending work is at its bound.
+
+        Raises:
+            BusFull: still no room after ``timeout`` (default ``settings.publish_timeout``).
+            BusClosed: the bus has stopped.
+            ChainTooDeep: inside a handler, the chain would exceed ``settings.chain_limit``
+                (the handler's own event is then dead-lettered, unless it catches this).
+        """
+        if self._state not in ("connected", "running", "stopping"):
+            await self._connect()
+        ctx = _current.get()
+        if ctx is not None and event.causation_id is None:
+            event = self._caused_by(event, ctx.event)
+        await self._store.record_published(event)
+        await self._transport.publish(
+            event, timeout=self.settings.publish_timeout if timeout is _UNSET else timeout
+        )
+        return event
+
+    def _caused_by(self, event: Event[Any], parent: Event[Any]) -> Event[Any]:
+        depth = parent.chain_depth + 1
+        if depth > self.settings.chain_limit:
+            raise ChainTooDeep(
+                f"publishing {event.event_type} from the handler of {parent.event_type} "
+                f"{parent.event_id} would make the chain {parent.correlation_id} "
+                f"{depth} deep (chain_limit={self.settings.chain_limit})"
+            )
+        correlation = parent.correlation_id if event.correlation_id == event.event_id else event.correlation_id
+        return event.model_copy(
+            update={
+                "causation_id": parent.event_id,
+                "correlation_id": correlation,
+                "metadata": {**event.metadata, constants.CHAIN_DEPTH_KEY: str(depth)},
+            }
+        )
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Connect and start handling events. Returns once running."""
+        if self._state == "running":
+            return
+        await self._connect()
+        self._runners = [
+            SubscriptionRunner(sub, self._transport, self._store)
+            for sub in self._subscriptions.values()
+        ]
+        for runner in self._runners:
+            runner.start()
+        self._state = "running"
+
+    async def join(self, timeout: float | None = None) -> None:
+        """Wait until every published event is settled (done or dead-lettered).
+
+        In-process transports only; on a durable transport this returns at once.
+
+        Raises:
+            TimeoutError: events are still unsettled after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            await self._transport.wait_idle()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop: take no new deliveries, give in-flight handlers ``grace`` seconds, close.
+
+        What was not handled stays with a durable transport for redelivery; an in-process
+        transport loses it, and the bus logs it and keeps it in :attr:`unfinished`.
+        """
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._state = "stopping"
+        await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
+        self._runners = []
+        self.unfinished = await self._transport.close()
+        await self._store.close()
+        self._state = "stopped"
+        if self.unfinished:
+            log.warning(
+                "the bus stopped with %d unfinished deliveries (lost: %s is in-process); "
+                "first: %s",
+                len(self.unfinished),
+                self.url,
+                ", ".join(f"{d.subscription}/{d.event.event_id}" for d in self.unfinished[:5]),
+            )
+
+    async def start_processing(self) -> None:
+        """Start, then run until cancelled; stop gracefully on cancellation (the seed's form)."""
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await asyncio.shield(self.stop())
+
+    async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Drain (in-process: until every event is settled) within the grace, then stop."""
+        grace = self.settings.shutdown_grace
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if exc_type is None and not self._transport.durable:
+            try:
+                await self.join(grace)
+            except TimeoutError:
+                log.warning("events still unsettled after the %.1fs grace period", grace)
+        await self.stop(max(0.0, grace - (loop.time() - started)))
+
+    # status
+
+    async def status(self, event_id: str) -> EventStatus:
+        """Per subscription of this bus: pending, done, failed or dead-lettered."""
+        store = await self._ready_store()
+        states = await store.states(event_id)
+        event_type = await store.event_type(event_id)
+        if event_type is not None:
+            for sub in self._subscriptions.values():
+                if sub.name not in states and matches(sub.pattern, event_type):
+                    states[sub.name] = DeliveryState.PENDING
+        return EventStatus(event_id=event_id, event_type=event_type, subscriptions=states)
+
+    # internals
+
+    async def _connect(self) -> None:
+        async with self._connecting:
+            if self._state in ("connected", "running", "stopping"):
+                return
+            if self._state == "stopped":
+                raise BusClosed("the bus has stopped")
+            await self._store.open()
+            await self._transport.connect()
+            for sub in self._subscriptions.values():
+                await self._transport.declare(sub.name, sub.pattern, start_from=sub.start_from)
+            self._state = "connected"
+
+    async def _ready_store(self) -> Store:
+        if self._state == "new":
+            await self._connect()
+        return self._store
+
+    async def _redeliver(self, event: Event[Any], subscription: str) -> None:
+        if self._state not in ("connected", "running", "stopping"):
+            await self._connect()
+        await self._transport.publish(event, subscription=subscription)

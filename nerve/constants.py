@@ -1,0 +1,45 @@
+"""Wire names and fixed limits, in one place (as arq keeps its Redis prefixes)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: One segment of an event type or pattern.
+SEGMENT_RE: Final = r"[a-z0-9_-]+"
+#: A whole event type: dot-separated segments.
+EVENT_TYPE_RE: Final = rf"^{SEGMENT_RE}(?:\.{SEGMENT_RE})*$"
+
+#: Pattern wildcards (AMQP topic semantics).
+WILDCARD_ONE: Final = "*"
+WILDCARD_ANY: Final = "#"
+
+#: Metadata key carrying how deep in its causal chain an event is (root = 0).
+CHAIN_DEPTH_KEY: Final = "nerve-chain-depth"
+
+#: CloudEvents attributes.
+CE_SPECVERSION: Final = "1.0"
+#: CloudEvents requires a non-empty ``source``; an event with ``source=""`` uses this one.
+CE_UNSET_SOURCE: Final = "urn:nerve:unset"
+CE_CORRELATION: Final = "correlationid"
+CE_CAUSATION: Final = "causationid"
+#: Metadata that cannot be carried as CloudEvents extensions travels JSON-encoded here.
+CE_METADATA: Final = "nervemetadata"
+CE_RESERVED: Final = frozenset(
+    {
+        "specversion",
+        "type",
+        "source",
+        "id",
+        "time",
+        "data",
+        "data_base64",
+        "datacontenttype",
+        "dataschema",
+        "subject",
+        CE_CORRELATION,
+        CE_CAUSATION,
+        CE_METADATA,
+    }
+)
+#: Valid CloudEvents extension attribute names.
+CE_EXTENSION_RE: Final = r"^[a-z0-9]{1,20}$"

@@ -1,0 +1,63 @@
+"""The dead letter queue as users see it: list, get, replay, purge."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nerve.stores.base import DeadLetter
+
+if TYPE_CHECKING:
+    from nerve.bus import EventBus
+
+
+class DeadLetterQueue:
+    """Events that a subscription gave up on, with every attempt's error.
+
+    Reached as ``bus.dlq``. Entries are keyed by ``(subscription, event_id)``: one event
+    can be dead in one subscription and done in another.
+    """
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    async def list(
+        self,
+        *,
+        subscription: str | None = None,
+        event_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, optionally filtered."""
+        store = await self._bus._ready_store()
+        return await store.dead_letters(event_id=event_id, subscription=subscription, limit=limit)
+
+    async def get(self, event_id: str, *, subscription: str | None = None) -> DeadLetter | None:
+        """The newest dead letter of ``event_id`` (in ``subscription`` if given), or None."""
+        found = await self.list(event_id=event_id, subscription=subscription, limit=1)
+        return found[0] if found else None
+
+    async def replay(
+        self, event_id: str | None = None, *, subscription: str | None = None
+    ) -> list[DeadLetter]:
+        """Deliver dead letters again, each to its own subscription only.
+
+        With no arguments, replays everything. A replayed entry leaves the queue; its event
+        starts again at attempt 1, and if it fails to the end it comes back with its new
+        errors. Returns the entries replayed.
+        """
+        bus = self._bus
+        store = await bus._ready_store()
+        taken = await store.take_dead_letters(event_id=event_id, subscription=subscription)
+        for index, entry in enumerate(taken):
+            try:
+                await bus._redeliver(entry.event, entry.subscription)
+            except BaseException:
+                for unsent in taken[index:]:  # nothing taken is lost
+                    await store.add_dead_letter(unsent)
+                raise
+        return taken
+
+    async def purge(self, event_id: str | None = None, *, subscription: str | None = None) -> int:
+        """Delete dead letters (all of them with no arguments); return how many."""
+        store = await self._bus._ready_store()
+        return len(await store.take_dead_letters(event_id=event_id, subscription=subscription))

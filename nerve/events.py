@@ -1,0 +1,126 @@
+"""The event envelope and its lossless CloudEvents 1.0 mapping."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, cast
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from typing_extensions import Self, TypeVar
+
+from nerve import constants
+
+PayloadT = TypeVar("PayloadT", default=JsonValue)
+
+_EXTENSION_NAME = re.compile(constants.CE_EXTENSION_RE)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Event(BaseModel, Generic[PayloadT]):
+    """Something that happened, addressed to every subscription whose pattern matches.
+
+    Immutable. ``Event[Model]`` in a handler's signature asks nerve to validate the payload
+    into ``Model`` before the handler runs (an invalid payload is dead-lettered unretried).
+
+    Example:
+        ```python
+        Event(event_type="support.ticket.created", payload={"id": 7, "body": "..."})
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: str = Field(
+        pattern=constants.EVENT_TYPE_RE,
+        max_length=255,
+        description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
+    )
+    payload: PayloadT = Field(default_factory=dict, description="Any JSON value.")  # type: ignore[assignment]  # a dict is a JsonValue; mypy cannot see through the TypeVar default
+    event_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
+    timestamp: str = Field(default_factory=_now, description="ISO 8601, UTC.")
+    source: str = Field(default="", description="Who emitted it (a URI-reference).")
+    correlation_id: str = Field(
+        default_factory=lambda data: data["event_id"],
+        description="Shared by a whole chain: the event_id of its root event.",
+    )
+    causation_id: str | None = Field(
+        default=None, description="The event whose handler published this one."
+    )
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def chain_depth(self) -> int:
+        """How many handlers stand between this event and the root of its chain."""
+        return int(self.metadata.get(constants.CHAIN_DEPTH_KEY, "0"))
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """This event as a CloudEvents 1.0 structured-mode dict (JSON data).
+
+        ``correlation_id`` and ``causation_id`` become extensions; metadata whose keys are
+        valid extension names become extensions too, the rest travels JSON-encoded in the
+        ``nervemetadata`` extension, so :meth:`from_cloudevent` gives back an equal event.
+        """
+        ce: dict[str, Any] = {
+            "specversion": constants.CE_SPECVERSION,
+            "type": self.event_type,
+            "source": self.source or constants.CE_UNSET_SOURCE,
+            "id": self.event_id,
+            "time": self.timestamp,
+            "datacontenttype": "application/json",
+            "data": self.payload,
+            constants.CE_CORRELATION: self.correlation_id,
+        }
+        if self.causation_id is not None:
+            ce[constants.CE_CAUSATION] = self.causation_id
+        packed: dict[str, str] = {}
+        for key, value in self.metadata.items():
+            if _EXTENSION_NAME.match(key) and key not in constants.CE_RESERVED:
+                ce[key] = value
+            else:
+                packed[key] = value
+        if packed:
+            ce[constants.CE_METADATA] = json.dumps(packed, sort_keys=True)
+        return ce
+
+    @classmethod
+    def from_cloudevent(cls, ce: dict[str, Any]) -> Self:
+        """Build an event from a CloudEvents 1.0 dict (structured mode, JSON data).
+
+        Unknown extension attributes land in ``metadata`` (as strings).
+
+        Raises:
+            pydantic.ValidationError: the attributes do not make a valid event.
+        """
+        source = ce.get("source", "")
+        metadata: dict[str, str] = {}
+        for key, value in ce.items():
+            if key not in constants.CE_RESERVED:
+                metadata[key] = value if isinstance(value, str) else json.dumps(value)
+        packed = ce.get(constants.CE_METADATA)
+        if packed:
+            metadata.update(cast(dict[str, str], json.loads(packed)))
+        fields: dict[str, Any] = {
+            "event_type": ce.get("type"),
+            "payload": ce.get("data", {}),
+            "source": "" if source == constants.CE_UNSET_SOURCE else source,
+            "metadata": metadata,
+        }
+        for attr, field in (
+            ("id", "event_id"),
+            ("time", "timestamp"),
+            (constants.CE_CORRELATION, "correlation_id"),
+            (constants.CE_CAUSATION, "causation_id"),
+        ):
+            if ce.get(attr) is not None:
+                fields[field] = ce[attr]
+        return cls.model_validate(fields)

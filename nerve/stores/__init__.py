@@ -1,0 +1,25 @@
+"""Stores of idempotency marks, attempt failures and dead letters, chosen by URL."""
+
+from __future__ import annotations
+
+from nerve.exceptions import ConfigurationError
+from nerve.settings import Settings
+from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
+from nerve.transports import scheme_of
+
+__all__ = ["AttemptError", "DeadLetter", "DeliveryState", "Store", "store_from_url"]
+
+
+def store_from_url(url: str, settings: Settings | None = None) -> Store:
+    """Make the store a URL names: ``memory://`` or ``sqlite:///path.db``."""
+    settings = settings or Settings()
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from nerve.stores.memory import MemoryStore
+
+        return MemoryStore(window=settings.idempotency_window)
+    if scheme == "sqlite":
+        from nerve.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(url, window=settings.idempotency_window)
+    raise ConfigurationError(f"unknown store {scheme}:// (known: memory://, sqlite:///path.db)")

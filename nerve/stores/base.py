@@ -1,0 +1,152 @@
+"""The store contract: what the core remembers about deliveries, apart from the broker.
+
+A store keeps four things, each keyed by ``(subscription, event_id)``:
+
+- **done marks** (idempotency): kept for ``window`` seconds; an event redelivered or
+  re-published within the window is acknowledged without running the handler again.
+- **failures**: the errors of attempts that will be retried, so the dead letter entry made
+  after the last attempt holds every attempt's error even when attempts ran in different
+  processes.
+- **dead letters**: kept until replayed or purged.
+- **published** records (event id -> type), kept for ``window``, so ``status`` can name the
+  subscriptions an event is still pending for.
+"""
+
+from __future__ import annotations
+
+import traceback
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nerve.events import Event
+
+#: Default idempotency window: a day.
+DEFAULT_WINDOW = 24 * 3600.0
+
+
+class DeliveryState(StrEnum):
+    """Where an event stands with one subscription."""
+
+    PENDING = "pending"
+    """Published, not yet handled (or being handled for the first time)."""
+    DONE = "done"
+    """Handled successfully."""
+    FAILED = "failed"
+    """At least one attempt failed; a retry is scheduled."""
+    DEAD_LETTERED = "dead_lettered"
+    """All attempts failed (or the event was rejected); it waits in the dead letter queue."""
+
+
+class AttemptError(BaseModel):
+    """The error of one failed attempt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    type: str
+    message: str
+    traceback: str
+    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, attempt: int) -> AttemptError:
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        return cls(
+            attempt=attempt,
+            type=name,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+class DeadLetter(BaseModel):
+    """An event that one subscription gave up on, with every attempt's error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: Event[Any]
+    subscription: str
+    attempts: int
+    errors: list[AttemptError]
+    dead_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def last_error(self) -> AttemptError | None:
+        return self.errors[-1] if self.errors else None
+
+    def __repr__(self) -> str:
+        last = self.last_error
+        why = f"{last.type}: {last.message}" if last else "no error recorded"
+        return (
+            f"DeadLetter({self.event.event_type} {self.event.event_id} in {self.subscription}, "
+            f"{self.attempts} attempt(s), last error {why})"
+        )
+
+    __str__ = __repr__
+
+
+class Store(ABC):
+    """Idempotency marks, attempt failures, dead letters and publish records.
+
+    Implementations must be safe to share between the subscriptions of one bus. Every
+    method is a coroutine so that network stores fit the same contract.
+    """
+
+    async def open(self) -> None:  # noqa: B027  # optional hook, most stores need nothing
+        """Connect and create what the store needs."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release connections. The store may be opened again."""
+
+    @abstractmethod
+    async def record_published(self, event: Event[Any]) -> None:
+        """Remember that ``event`` was published (for :meth:`event_type`)."""
+
+    @abstractmethod
+    async def event_type(self, event_id: str) -> str | None:
+        """The type of a published event still within the window, or None."""
+
+    @abstractmethod
+    async def is_done(self, subscription: str, event_id: str) -> bool:
+        """Whether the subscription handled this event within the window."""
+
+    @abstractmethod
+    async def mark_done(self, subscription: str, event_id: str) -> None:
+        """Record success (and forget the attempt failures of this pair)."""
+
+    @abstractmethod
+    async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
+        """Record a failed attempt that will be retried."""
+
+    @abstractmethod
+    async def take_failures(self, subscription: str, event_id: str) -> list[AttemptError]:
+        """Remove and return the recorded failures of this pair, oldest first."""
+
+    @abstractmethod
+    async def add_dead_letter(self, entry: DeadLetter) -> None:
+        """Store a dead letter, replacing one for the same pair."""
+
+    @abstractmethod
+    async def dead_letters(
+        self,
+        *,
+        event_id: str | None = None,
+        subscription: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Dead letters matching the filters, newest first."""
+
+    @abstractmethod
+    async def take_dead_letters(
+        self, *, event_id: str | None = None, subscription: str | None = None
+    ) -> list[DeadLetter]:
+        """Remove and return the dead letters matching the filters (all when none given)."""
+
+    @abstractmethod
+    async def states(self, event_id: str) -> dict[str, DeliveryState]:
+        """The recorded (non-pending) state of this event per subscription."""

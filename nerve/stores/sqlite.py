@@ -1,0 +1,249 @@
+"""``sqlite:///path.db``: a store in one SQLite file that survives restarts.
+
+The stdlib driver runs on one dedicated thread (SQLite connections are not meant to be
+shared across threads), in WAL mode with ``synchronous=NORMAL``: a committed write survives
+a crash of the process; a power loss may take the last few transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nerve.events import Event
+from nerve.exceptions import ConfigurationError, StoreError
+from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nerve_done (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_done_at ON nerve_done (at);
+CREATE TABLE IF NOT EXISTS nerve_published (
+    event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_published_at ON nerve_published (at);
+CREATE TABLE IF NOT EXISTS nerve_failures (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (event_id, subscription, attempt)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nerve_dead_letters (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, dead_at REAL NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_dead_letters_at ON nerve_dead_letters (dead_at);
+"""
+
+#: Expired marks are deleted once every this many writes.
+_PRUNE_EVERY = 1000
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a SQLAlchemy-style URL: ``sqlite:///rel.db``, ``sqlite:////abs.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigurationError(
+            f"{url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    return url[len(prefix) :].split("?", 1)[0]
+
+
+class SQLiteStore(Store):
+    """Idempotency marks, failures and dead letters in a SQLite file.
+
+    Args:
+        url: ``sqlite:///path.db``.
+        window: seconds an idempotency mark (and publish record) is kept.
+    """
+
+    def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
+        self.path = sqlite_path(url)
+        self.window = window
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._writes = 0
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerve-sqlite")
+        self._conn = await self._run(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError(f"the SQLite store {self.path} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the SQLite store {self.path} is not open")
+        return self._conn
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        return self._db().execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        db = self._db()
+        db.execute(sql, params)
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 0:
+            horizon = time.time() - self.window
+            db.execute("DELETE FROM nerve_done WHERE at < ?", (horizon,))
+            db.execute("DELETE FROM nerve_published WHERE at < ?", (horizon,))
+
+    async def record_published(self, event: Event[Any]) -> None:
+        await self._run(
+            self._write,
+            "INSERT OR IGNORE INTO nerve_published VALUES (?, ?, ?)",
+            (event.event_id, event.event_type, time.time()),
+        )
+
+    async def event_type(self, event_id: str) -> str | None:
+        rows = await self._run(
+            self._execute,
+            "SELECT event_type FROM nerve_published WHERE event_id = ? AND at >= ?",
+            (event_id, time.time() - self.window),
+        )
+        return rows[0][0] if rows else None
+
+    async def is_done(self, subscription: str, event_id: str) -> bool:
+        rows = await self._run(
+            self._execute,
+            "SELECT 1 FROM nerve_done WHERE event_id = ? AND subscription = ? AND at >= ?",
+            (event_id, subscription, time.time() - self.window),
+        )
+        return bool(rows)
+
+    async def mark_done(self, subscription: str, event_id: str) -> None:
+        await self._run(self._mark_done, subscription, event_id)
+
+    def _mark_done(self, subscription: str, event_id: str) -> None:
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            self._write(
+                "INSERT OR REPLACE INTO nerve_done VALUES (?, ?, ?)",
+                (subscription, event_id, time.time()),
+            )
+            db.execute(
+                "DELETE FROM nerve_failures WHERE event_id = ? AND subscription = ?",
+                (event_id, subscription),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR REPLACE INTO nerve_failures VALUES (?, ?, ?, ?)",
+            (subscription, event_id, error.attempt, error.model_dump_json()),
+        )
+
+    async def take_failures(self, subscription: str, event_id: str) -> list[AttemptError]:
+        rows = await self._run(
+            self._take,
+            "SELECT error FROM nerve_failures WHERE event_id = ? AND subscription = ? ORDER BY attempt",
+            "DELETE FROM nerve_failures WHERE event_id = ? AND subscription = ?",
+            (event_id, subscription),
+        )
+        return [AttemptError.model_validate_json(row[0]) for row in rows]
+
+    def _take(self, select: str, delete: str, params: tuple[Any, ...]) -> list[Any]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(select, params).fetchall()
+            db.execute(delete, params)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return rows
+
+    async def add_dead_letter(self, entry: DeadLetter) -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR REPLACE INTO nerve_dead_letters VALUES (?, ?, ?, ?)",
+            (entry.subscription, entry.event.event_id, time.time(), entry.model_dump_json()),
+        )
+
+    async def dead_letters(
+        self,
+        *,
+        event_id: str | None = None,
+        subscription: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        where, params = _filters(event_id, subscription)
+        sql = f"SELECT entry FROM nerve_dead_letters {where} ORDER BY dead_at DESC"  # noqa: S608  # only placeholders are interpolated
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        rows = await self._run(self._execute, sql, params)
+        return [DeadLetter.model_validate_json(row[0]) for row in rows]
+
+    async def take_dead_letters(
+        self, *, event_id: str | None = None, subscription: str | None = None
+    ) -> list[DeadLetter]:
+        where, params = _filters(event_id, subscription)
+        rows = await self._run(
+            self._take,
+            f"SELECT entry FROM nerve_dead_letters {where} ORDER BY dead_at",  # noqa: S608
+            f"DELETE FROM nerve_dead_letters {where}",  # noqa: S608
+            params,
+        )
+        return [DeadLetter.model_validate_json(row[0]) for row in rows]
+
+    async def states(self, event_id: str) -> dict[str, DeliveryState]:
+        rows = await self._run(
+            self._execute,
+            """SELECT subscription, 'failed' FROM nerve_failures WHERE event_id = ?1
+               UNION ALL SELECT subscription, 'dead_lettered' FROM nerve_dead_letters WHERE event_id = ?1
+               UNION ALL SELECT subscription, 'done' FROM nerve_done WHERE event_id = ?1 AND at >= ?2""",
+            (event_id, time.time() - self.window),
+        )
+        found: dict[str, DeliveryState] = {}
+        for subscription, state in rows:  # later kinds win: done > dead > failed
+            found[subscription] = DeliveryState(state)
+        return found
+
+
+def _filters(event_id: str | None, subscription: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    if event_id is not None:
+        clauses.append("event_id = ?")
+        params.append(event_id)
+    if subscription is not None:
+        clauses.append("subscription = ?")
+        params.append(subscription)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

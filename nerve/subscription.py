@@ -1,0 +1,159 @@
+"""A subscription: a handler, the pattern it listens on, and how its events are delivered.
+
+Everything that can be decided once (the payload model, the ordering key, the retry
+schedule) is decided here at subscribe time, so the hot path only reads attributes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import typing
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from nerve.events import Event
+from nerve.exceptions import PayloadInvalid, SubscriptionError
+from nerve.routing import validate_pattern
+
+Handler = Callable[[Any], Awaitable[object]]
+"""An async function of one event. Its return value is ignored."""
+
+KeyFunc = Callable[[Event[Any]], Hashable]
+StartFrom = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter between attempts.
+
+    The n-th retry waits ``min(maximum, initial * multiplier ** (n - 1))``, shortened by a
+    random fraction up to ``jitter`` so that retries of many events do not arrive together.
+    The defaults retry first within half a second, interactive enough for development.
+    """
+
+    initial: float = 0.5
+    multiplier: float = 2.0
+    maximum: float = 60.0
+    jitter: float = 0.5
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        base = min(self.maximum, self.initial * self.multiplier ** (retry - 1))
+        return base * (1.0 - self.jitter * random.random())
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One handler's subscription to a pattern. Made by ``EventBus.on`` / ``subscribe``."""
+
+    name: str
+    pattern: str
+    handler: Handler
+    retries: int = 3
+    timeout: float | None = None
+    concurrency: int = 64
+    backoff: Backoff = field(default_factory=Backoff)
+    ordered_by: KeyFunc | None = None
+    start_from: StartFrom = "earliest"
+    payload_model: type[Any] | None = None
+    _event_class: type[Event[Any]] | None = field(default=None, repr=False)
+    _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        validate_pattern(self.pattern)
+        if self.retries < 0:
+            raise SubscriptionError(f"retries must be >= 0, got {self.retries}")
+        if self.concurrency < 1:
+            raise SubscriptionError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise SubscriptionError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.payload_model is None:
+            self._event_class, self.payload_model = _declared_event_class(self.handler)
+        elif self._event_class is None:
+            self._event_class = Event[self.payload_model]  # type: ignore[name-defined]  # a runtime generic alias
+        if self.payload_model is not None:
+            self._adapter = TypeAdapter(self.payload_model)
+
+    def prepare(self, event: Event[Any]) -> Event[Any]:
+        """The event as the handler wants it: with its payload validated if it asked.
+
+        Raises:
+            PayloadInvalid: the payload does not validate (never retried).
+        """
+        if self._adapter is None or self._event_class is None:
+            return event
+        try:
+            payload = self._adapter.validate_python(event.payload)
+        except ValidationError as exc:
+            raise PayloadInvalid(
+                f"payload of {event.event_type} {event.event_id} does not validate as "
+                f"{_type_name(self.payload_model)}: {exc}"
+            ) from exc
+        fields = dict(event)
+        fields["payload"] = payload
+        return self._event_class.model_construct(event.model_fields_set, **fields)
+
+
+def default_name(handler: Handler) -> str:
+    """A handler's stable subscription name: its module and qualified name."""
+    module = getattr(handler, "__module__", None) or "handler"
+    qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{module}.{qualname}"
+
+
+def check_handler(handler: Handler) -> None:
+    """Raise :class:`SubscriptionError` unless ``handler`` is an async callable."""
+    call = getattr(handler, "__call__", None)  # noqa: B004  # an async __call__ counts
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+        raise SubscriptionError(
+            f"handler {default_name(handler)} must be an async function of one event "
+            "(async def handler(event): ...)"
+        )
+
+
+def key_func(ordered_by: str | KeyFunc | None) -> KeyFunc | None:
+    """Turn ``ordered_by`` into a function of the event.
+
+    A string is a dotted path into the payload (``"customer.id"``); a missing path gives
+    the key ``None``, so such events are ordered among themselves.
+    """
+    if ordered_by is None or callable(ordered_by):
+        return ordered_by
+    path = ordered_by.split(".")
+
+    def from_payload(event: Event[Any]) -> Hashable:
+        value: Any = event.payload
+        for part in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value if isinstance(value, Hashable) else repr(value)
+
+    return from_payload
+
+
+def _declared_event_class(handler: Handler) -> tuple[type[Event[Any]] | None, type[Any] | None]:
+    """Find ``Event[Model]`` on the handler's first parameter, if it declares one."""
+    target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else None
+    if target is None:
+        target = getattr(handler, "__call__", None)  # noqa: B004
+    try:
+        hints = typing.get_type_hints(target)
+        params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]
+    except (NameError, TypeError, ValueError):
+        return None, None  # unresolvable annotations: treat the payload as plain JSON
+    if not params:
+        return None, None
+    hint = hints.get(params[0].name)
+    meta = getattr(hint, "__pydantic_generic_metadata__", None)
+    if isinstance(hint, type) and issubclass(hint, Event) and meta and meta["args"]:
+        return hint, meta["args"][0]
+    return None, None
+
+
+def _type_name(tp: object) -> str:
+    return getattr(tp, "__name__", repr(tp))

@@ -1,0 +1,51 @@
+"""Transports, chosen by URL scheme and imported lazily (a missing extra names itself)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from urllib.parse import urlsplit
+
+from nerve.exceptions import ConfigurationError, MissingDependency
+from nerve.settings import Settings
+from nerve.transports.base import Delivery, Transport
+
+__all__ = ["Delivery", "Transport", "transport_from_url"]
+
+#: scheme -> (module, class, the extra that installs its client library or None)
+TRANSPORTS: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("nerve.transports.memory", "MemoryTransport", None),
+}
+
+
+def scheme_of(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigurationError(f"{url!r} is not a URL: expected e.g. 'memory://'")
+    return scheme
+
+
+def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
+    """Make the transport a URL names.
+
+    Raises:
+        ConfigurationError: unknown scheme (with the nearest known one suggested).
+        MissingDependency: the transport's client library is not installed.
+    """
+    settings = settings or Settings()
+    scheme = scheme_of(url)
+    try:
+        module_name, class_name, extra = TRANSPORTS[scheme]
+    except KeyError:
+        close = difflib.get_close_matches(scheme, TRANSPORTS, n=1)
+        hint = f"; did you mean {close[0]}://?" if close else ""
+        known = ", ".join(f"{s}://" for s in TRANSPORTS)
+        raise ConfigurationError(f"unknown transport {scheme}:// (known: {known}){hint}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the {scheme}:// transport needs {exc.name}: pip install 'nerve[{extra}]'"
+        ) from exc
+    cls: type[Transport] = getattr(module, class_name)
+    return cls.from_url(url, settings)

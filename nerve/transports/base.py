@@ -1,0 +1,125 @@
+"""The transport contract: what a broker does for nerve, and nothing more.
+
+A transport connects, routes a published event to every declared subscription whose
+pattern matches, hands each subscription's deliveries to its consumers (competing: one
+delivery goes to one consumer at a time), and settles them. Retries, idempotency, dead
+letters and chains live once, in the core (``nerve.worker``), not in each transport.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from typing_extensions import Self
+
+from nerve.events import Event
+from nerve.settings import Settings
+from nerve.subscription import StartFrom
+
+
+class Delivery(ABC):
+    """One event handed to one subscription, to be settled exactly once.
+
+    The first of :meth:`ack`, :meth:`nack` and :meth:`reject` wins; later calls do nothing.
+
+    Attributes:
+        event: the event delivered.
+        subscription: the subscription's name.
+        attempt: 1 on the first delivery, counting every redelivery of this event to this
+            subscription (as brokers count deliveries).
+    """
+
+    __slots__ = ("attempt", "event", "settled", "subscription")
+
+    def __init__(self, event: Event[Any], subscription: str, attempt: int = 1) -> None:
+        self.event = event
+        self.subscription = subscription
+        self.attempt = attempt
+        self.settled = False
+
+    async def ack(self) -> None:
+        """Handled: never deliver it to this subscription again."""
+        if not self.settled:
+            self.settled = True
+            await self._ack()
+
+    async def nack(self, delay: float = 0.0) -> None:
+        """Not handled: deliver it again after ``delay`` seconds, with ``attempt + 1``."""
+        if not self.settled:
+            self.settled = True
+            await self._nack(delay)
+
+    async def reject(self) -> None:
+        """Given up (the core has dead-lettered it): never deliver it again."""
+        if not self.settled:
+            self.settled = True
+            await self._reject()
+
+    @abstractmethod
+    async def _ack(self) -> None: ...
+
+    @abstractmethod
+    async def _nack(self, delay: float) -> None: ...
+
+    @abstractmethod
+    async def _reject(self) -> None: ...
+
+
+class Transport(ABC):
+    """A broker, seen from nerve. One module per broker, chosen by URL scheme.
+
+    Lifecycle: ``connect`` -> ``declare`` each subscription -> ``publish`` / ``receive`` ->
+    ``close``. Publishing needs no declared subscription (a bus that only publishes).
+    """
+
+    #: Whether accepted events survive the process (and are redelivered after a crash).
+    durable: ClassVar[bool] = False
+
+    @property
+    def default_store_url(self) -> str:
+        """The store a bus on this transport uses unless told otherwise."""
+        return "memory://"
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        """Make the transport for ``url``, taking its options from ``settings``."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections. Raises :class:`nerve.TransportError` when unreachable."""
+
+    @abstractmethod
+    async def close(self) -> list[Delivery]:
+        """Stop and release everything; return the deliveries left unfinished.
+
+        Durable transports leave unfinished deliveries to the broker for redelivery and
+        return an empty list; in-process ones return what is lost so the bus can report it.
+        """
+
+    @abstractmethod
+    async def declare(self, subscription: str, pattern: str, *, start_from: StartFrom) -> None:
+        """Create (or attach to) a subscription: every later matching event reaches it."""
+
+    @abstractmethod
+    async def publish(
+        self, event: Event[Any], *, subscription: str | None = None, timeout: float | None = None
+    ) -> None:
+        """Accept an event for every matching subscription, or only ``subscription``.
+
+        Returns once the transport has it (durably, on a durable transport). Waits while
+        the transport is at its bound; raises :class:`nerve.BusFull` after ``timeout``.
+        """
+
+    @abstractmethod
+    async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
+        """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
+
+    async def wait_idle(self) -> None:
+        """Wait until every accepted event is settled (in-process transports only).
+
+        Durable transports cannot know what other processes still owe, so they return at
+        once; their ``async with bus`` exit finishes in-flight work and leaves the rest.
+        """

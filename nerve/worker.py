@@ -1,0 +1,240 @@
+"""The consume loop of one subscription: dedupe -> handler -> settle -> retry / dead letter.
+
+Per subscription, a *pump* task pulls batches from the transport into a bounded buffer,
+and up to ``concurrency`` *worker* tasks take deliveries from it. Workers are started
+only when there is work for them and park (not exit) when there is none, so a quiet
+subscription costs one task and a busy one reuses its tasks instead of making one per
+event. A slow handler occupies one worker; the others and other subscriptions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Hashable
+from typing import Any
+
+from nerve.context import HandlerContext, _current
+from nerve.events import Event
+from nerve.exceptions import HandlerTimeout, Reject, Retry
+from nerve.stores.base import AttemptError, DeadLetter, Store
+from nerve.subscription import Subscription
+from nerve.transports.base import Delivery, Transport
+
+log = logging.getLogger("nerve")
+
+#: Deliveries a subscription pulls ahead of its workers, beyond its concurrency.
+MIN_PREFETCH = 128
+
+
+class SubscriptionRunner:
+    """Runs one subscription's handler over the deliveries a transport hands it."""
+
+    def __init__(self, subscription: Subscription, transport: Transport, store: Store) -> None:
+        self.subscription = subscription
+        self._transport = transport
+        self._store = store
+        self._prefetch = max(MIN_PREFETCH, 2 * subscription.concurrency)
+        self._buffer: deque[Delivery] = deque()
+        self._keyed: dict[Hashable, deque[Delivery]] = {}
+        self._held = 0  # deliveries waiting behind their ordering key
+        self._workers: set[asyncio.Task[None]] = set()
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._room: asyncio.Future[None] | None = None
+        self._active_ids: set[str] = set()
+        self._pump_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._pump_task = asyncio.create_task(
+            self._pump(), name=f"nerve-pump:{self.subscription.name}"
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Take no more deliveries, let in-flight handlers finish for ``grace`` seconds.
+
+        Deliveries received but not started are released for redelivery; handlers still
+        running after the grace period are cancelled and their deliveries left unsettled
+        (a durable transport redelivers them; never ack on cancellation).
+        """
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            await asyncio.gather(self._pump_task, return_exceptions=True)
+            self._pump_task = None
+        unstarted = list(self._buffer)
+        self._buffer.clear()
+        for queue in self._keyed.values():
+            unstarted.extend(queue)
+            queue.clear()
+        for delivery in unstarted:
+            await delivery.nack(0.0)
+        for fut in self._parked:
+            fut.cancel()
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                log.warning(
+                    "%s: %d handler(s) still running after the %.1fs grace period were "
+                    "cancelled; their events are left for redelivery",
+                    self.subscription.name,
+                    len(late),
+                    grace,
+                )
+
+    # the pump and the workers
+
+    async def _pump(self) -> None:
+        buffer = self._buffer
+        loop = asyncio.get_running_loop()
+        while True:
+            room = self._prefetch - len(buffer) - self._held
+            if room <= 0:
+                self._room = loop.create_future()
+                await self._room
+                continue
+            batch = await self._transport.receive(self.subscription.name, room)
+            if not batch:
+                return  # the transport is closed
+            buffer.extend(batch)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        waiting = len(self._buffer)
+        while waiting and self._parked:
+            fut = self._parked.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                waiting -= 1
+        while waiting and len(self._workers) < self.subscription.concurrency:
+            task = asyncio.create_task(self._work(), name=f"nerve-worker:{self.subscription.name}")
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+            waiting -= 1
+
+    async def _work(self) -> None:
+        buffer = self._buffer
+        loop = asyncio.get_running_loop()
+        key_of = self.subscription.ordered_by
+        while True:
+            while buffer:
+                delivery = buffer.popleft()
+                room = self._room
+                if room is not None and not room.done() and len(buffer) < self._prefetch // 2:
+                    room.set_result(None)
+                if key_of is not None:
+                    await self._handle_in_order(delivery, key_of(delivery.event))
+                else:
+                    await self._handle(delivery)
+            fut = loop.create_future()
+            self._parked.append(fut)
+            await fut
+
+    async def _handle_in_order(self, delivery: Delivery, key: Hashable) -> None:
+        queue = self._keyed.get(key)
+        if queue is not None:  # another worker is on this key: it takes this one after
+            queue.append(delivery)
+            self._held += 1
+            return
+        self._keyed[key] = queue = deque()
+        try:
+            await self._handle(delivery)
+            while queue:
+                self._held -= 1
+                await self._handle(queue.popleft())
+        finally:
+            del self._keyed[key]
+
+    # one delivery
+
+    async def _handle(self, delivery: Delivery) -> None:
+        sub = self.subscription
+        event = delivery.event
+        event_id = event.event_id
+        if event_id in self._active_ids or await self._store.is_done(sub.name, event_id):
+            await delivery.ack()  # a duplicate: already handled, or being handled right now
+            return
+        self._active_ids.add(event_id)
+        attempt = delivery.attempt
+        try:
+            while True:
+                token = _current.set(HandlerContext(event, sub.name, attempt))
+                try:
+                    await self._invoke(event)
+                except Exception as exc:  # noqa: BLE001  # any handler failure is data
+                    error = exc
+                else:
+                    await self._store.mark_done(sub.name, event_id)
+                    await delivery.ack()
+                    return
+                finally:
+                    _current.reset(token)
+                delay = await self._failed(event, error, attempt)
+                if delay is None:
+                    await delivery.reject()
+                    return
+                if sub.ordered_by is None:
+                    await delivery.nack(delay)
+                    return
+                # Ordered: retry in place, so later events of the same key keep waiting.
+                await asyncio.sleep(delay)
+                attempt += 1
+        finally:
+            self._active_ids.discard(event_id)
+
+    async def _invoke(self, event: Event[Any]) -> None:
+        sub = self.subscription
+        arg = sub.prepare(event)
+        if sub.timeout is None:
+            await sub.handler(arg)
+            return
+        try:
+            async with asyncio.timeout(sub.timeout) as scope:
+                await sub.handler(arg)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise HandlerTimeout(
+                    f"{sub.name} did not finish {event.event_type} {event.event_id} "
+                    f"within its {sub.timeout}s timeout"
+                ) from exc
+            raise
+
+    async def _failed(self, event: Event[Any], exc: Exception, attempt: int) -> float | None:
+        """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""
+        sub = self.subscription
+        error = AttemptError.from_exception(exc, attempt)
+        if isinstance(exc, Reject) or attempt > sub.retries:
+            errors = await self._store.take_failures(sub.name, event.event_id)
+            errors.append(error)
+            entry = DeadLetter(event=event, subscription=sub.name, attempts=attempt, errors=errors)
+            await self._store.add_dead_letter(entry)
+            log.warning(
+                "dead-lettered %s %s in %s after %d attempt(s): %s: %s",
+                event.event_type,
+                event.event_id,
+                sub.name,
+                attempt,
+                error.type,
+                error.message,
+                extra={"event_id": event.event_id, "correlation_id": event.correlation_id},
+            )
+            return None
+        await self._store.add_failure(sub.name, event.event_id, error)
+        if isinstance(exc, Retry) and exc.delay is not None:
+            delay = exc.delay
+        else:
+            delay = sub.backoff.delay(attempt)
+        log.info(
+            "attempt %d of %s %s in %s failed (%s: %s); retrying in %.2fs",
+            attempt,
+            event.event_type,
+            event.event_id,
+            sub.name,
+            error.type,
+            error.message,
+            delay,
+            extra={"event_id": event.event_id, "correlation_id": event.correlation_id},
+        )
+        return delay
