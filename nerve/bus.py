@@ -183,7 +183,8 @@ class EventBus:
         sub_name = name or default_name(handler)
         if sub_name in self._subscriptions:
             raise SubscriptionError(
-                f"a subscription named {sub_name!r} exists already; pass name=... to tell them apart"
+                f"a subscription named {sub_name!r} exists already; "
+                "pass name=... to tell them apart"
             )
         settings = self.settings
         subscription = Subscription(
@@ -240,7 +241,11 @@ class EventBus:
                 f"{parent.event_id} would make the chain {parent.correlation_id} "
                 f"{depth} deep (chain_limit={self.settings.chain_limit})"
             )
-        correlation = parent.correlation_id if event.correlation_id == event.event_id else event.correlation_id
+        correlation = (
+            parent.correlation_id
+            if event.correlation_id == event.event_id
+            else event.correlation_id
+        )
         return event.model_copy(
             update={
                 "causation_id": parent.event_id,
@@ -293,8 +298,7 @@ class EventBus:
         self._state = "stopped"
         if self.unfinished:
             log.warning(
-                "the bus stopped with %d unfinished deliveries (lost: %s is in-process); "
-                "first: %s",
+                "the bus stopped with %d unfinished deliveries (lost: %s is in-process); first: %s",
                 len(self.unfinished),
                 self.url,
                 ", ".join(f"{d.subscription}/{d.event.event_id}" for d in self.unfinished[:5]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING
 
 from nerve.stores.base import DeadLetter
@@ -26,7 +27,7 @@ class DeadLetterQueue:
         subscription: str | None = None,
         event_id: str | None = None,
         limit: int | None = 100,
-    ) -> list[DeadLetter]:
+    ) -> builtins.list[DeadLetter]:
         """Dead letters, newest first, optionally filtered."""
         store = await self._bus._ready_store()
         return await store.dead_letters(event_id=event_id, subscription=subscription, limit=limit)
@@ -38,7 +39,7 @@ class DeadLetterQueue:
 
     async def replay(
         self, event_id: str | None = None, *, subscription: str | None = None
-    ) -> list[DeadLetter]:
+    ) -> builtins.list[DeadLetter]:
         """Deliver dead letters again, each to its own subscription only.
 
         With no arguments, replays everything. A replayed entry leaves the queue; its event

@@ -6,14 +6,17 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Generic, cast
+from typing import Any, Generic, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
-from typing_extensions import Self, TypeVar
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
+from typing_extensions import TypeVar
 
 from nerve import constants
 
-PayloadT = TypeVar("PayloadT", default=JsonValue)
+# The default is Any for the type checker (``event.payload["id"]`` needs no narrowing);
+# at run time an unparametrised Event still validates its payload as a JSON value.
+PayloadT = TypeVar("PayloadT", default=Any)
+_JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
 _EXTENSION_NAME = re.compile(constants.CE_EXTENSION_RE)
 
@@ -45,7 +48,7 @@ class Event(BaseModel, Generic[PayloadT]):
         max_length=255,
         description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
     )
-    payload: PayloadT = Field(default_factory=dict, description="Any JSON value.")  # type: ignore[assignment]  # a dict is a JsonValue; mypy cannot see through the TypeVar default
+    payload: PayloadT = Field(default_factory=dict, description="Any JSON value.")  # type: ignore[assignment]  # a dict is a valid payload; mypy cannot see through the TypeVar
     event_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
     timestamp: str = Field(default_factory=_now, description="ISO 8601, UTC.")
     source: str = Field(default="", description="Who emitted it (a URI-reference).")
@@ -57,6 +60,13 @@ class Event(BaseModel, Generic[PayloadT]):
         default=None, description="The event whose handler published this one."
     )
     metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_is_json(cls, value: Any) -> Any:
+        if not cls.__pydantic_generic_metadata__["args"]:  # Event[Model] validated it already
+            _JSON.validate_python(value)
+        return value
 
     @property
     def chain_depth(self) -> int:

@@ -22,13 +22,25 @@ class Settings(BaseSettings):
         default=None,
         description="Store URL; by default the transport's own kind (memory for memory://).",
     )
-    max_pending: int = Field(default=10_000, ge=1, description="Events waiting per subscription before publish waits.")
+    max_pending: int = Field(
+        default=10_000, ge=1, description="Events waiting per subscription before publish waits."
+    )
     publish_timeout: float | None = Field(
         default=None, gt=0, description="Seconds publish waits for room before BusFull; None waits."
     )
-    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight handlers get at stop.")
-    chain_limit: int = Field(default=16, ge=1, description="Deepest causal chain a handler may extend.")
-    idempotency_window: float = Field(default=24 * 3600.0, gt=0, description="Seconds done marks are kept.")
+    shutdown_grace: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight handlers get at stop."
+    )
+    chain_limit: int = Field(
+        default=16, ge=1, description="Deepest causal chain a handler may extend."
+    )
+    idempotency_window: float = Field(
+        default=24 * 3600.0, gt=0, description="Seconds done marks are kept."
+    )
     retries: int = Field(default=3, ge=0, description="Default retries after the first attempt.")
-    timeout: float | None = Field(default=None, gt=0, description="Default handler timeout in seconds.")
-    concurrency: int = Field(default=64, ge=1, description="Default handlers in flight per subscription.")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Default handler timeout in seconds."
+    )
+    concurrency: int = Field(
+        default=64, ge=1, description="Default handlers in flight per subscription."
+    )

@@ -89,9 +89,12 @@ class Subscription:
         try:
             payload = self._adapter.validate_python(event.payload)
         except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'payload'}: {err['msg']}"
+                for err in exc.errors()
+            )
             raise PayloadInvalid(
-                f"payload of {event.event_type} {event.event_id} does not validate as "
-                f"{_type_name(self.payload_model)}: {exc}"
+                f"payload does not validate as {_type_name(self.payload_model)}: {problems}"
             ) from exc
         fields = dict(event)
         fields["payload"] = payload
@@ -138,9 +141,9 @@ def key_func(ordered_by: str | KeyFunc | None) -> KeyFunc | None:
 
 def _declared_event_class(handler: Handler) -> tuple[type[Event[Any]] | None, type[Any] | None]:
     """Find ``Event[Model]`` on the handler's first parameter, if it declares one."""
-    target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else None
-    if target is None:
-        target = getattr(handler, "__call__", None)  # noqa: B004
+    target: Callable[..., object] = handler
+    if not (inspect.isfunction(handler) or inspect.ismethod(handler)):
+        target = getattr(handler, "__call__", handler)  # noqa: B004  # an async callable object
     try:
         hints = typing.get_type_hints(target)
         params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]

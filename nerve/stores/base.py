@@ -55,7 +55,11 @@ class AttemptError(BaseModel):
     @classmethod
     def from_exception(cls, exc: BaseException, attempt: int) -> AttemptError:
         kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         return cls(
             attempt=attempt,
             type=name,

@@ -31,7 +31,10 @@ class _Expiring(dict[Any, Any]):
             del self._times[key]
         self[key] = value
         self._times[key] = now
-        if len(self._times) > self.max_entries or next(iter(self._times.values())) < now - self.window:
+        if (
+            len(self._times) > self.max_entries
+            or next(iter(self._times.values())) < now - self.window
+        ):
             self._prune(now)
 
     def _prune(self, now: float) -> None:

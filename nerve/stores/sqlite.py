@@ -8,7 +8,6 @@ a crash of the process; a power loss may take the last few transactions.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -172,7 +171,8 @@ class SQLiteStore(Store):
     async def take_failures(self, subscription: str, event_id: str) -> list[AttemptError]:
         rows = await self._run(
             self._take,
-            "SELECT error FROM nerve_failures WHERE event_id = ? AND subscription = ? ORDER BY attempt",
+            "SELECT error FROM nerve_failures WHERE event_id = ? AND subscription = ? "
+            "ORDER BY attempt",
             "DELETE FROM nerve_failures WHERE event_id = ? AND subscription = ?",
             (event_id, subscription),
         )
@@ -227,9 +227,13 @@ class SQLiteStore(Store):
     async def states(self, event_id: str) -> dict[str, DeliveryState]:
         rows = await self._run(
             self._execute,
-            """SELECT subscription, 'failed' FROM nerve_failures WHERE event_id = ?1
-               UNION ALL SELECT subscription, 'dead_lettered' FROM nerve_dead_letters WHERE event_id = ?1
-               UNION ALL SELECT subscription, 'done' FROM nerve_done WHERE event_id = ?1 AND at >= ?2""",
+            """
+            SELECT subscription, 'failed' FROM nerve_failures WHERE event_id = ?1
+            UNION ALL
+            SELECT subscription, 'dead_lettered' FROM nerve_dead_letters WHERE event_id = ?1
+            UNION ALL
+            SELECT subscription, 'done' FROM nerve_done WHERE event_id = ?1 AND at >= ?2
+            """,
             (event_id, time.time() - self.window),
         )
         found: dict[str, DeliveryState] = {}

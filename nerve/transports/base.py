@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
-
-from typing_extensions import Self
+from typing import Any, ClassVar, Self
 
 from nerve.events import Event
 from nerve.settings import Settings
@@ -117,7 +115,7 @@ class Transport(ABC):
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
 
-    async def wait_idle(self) -> None:
+    async def wait_idle(self) -> None:  # noqa: B027  # a no-op is right for durable transports
         """Wait until every accepted event is settled (in-process transports only).
 
         Durable transports cannot know what other processes still owe, so they return at

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
-
-from typing_extensions import Self
+from typing import Any, Self
 
 from nerve.events import Event
 from nerve.exceptions import BusClosed, BusFull, ConfigurationError, SubscriptionError

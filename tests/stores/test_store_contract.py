@@ -1,0 +1,149 @@
+"""Store contract, run against every store; the SQLite store survives a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from nerve import AttemptError, DeadLetter, DeliveryState, Event, EventBus, Store
+from nerve.stores.memory import MemoryStore
+from nerve.stores.sqlite import SQLiteStore
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    made: list[Store] = []
+
+    def factory() -> Store:
+        store: Store = (
+            MemoryStore()
+            if request.param == "memory"
+            else SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+        )
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        await store.close()
+
+
+def error(attempt: int, message: str = "boom") -> AttemptError:
+    try:
+        raise RuntimeError(message)
+    except RuntimeError as exc:
+        return AttemptError.from_exception(exc, attempt)
+
+
+async def test_done_marks(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.open()
+    assert not await store.is_done("s", "e1")
+    await store.add_failure("s", "e1", error(1))
+    await store.mark_done("s", "e1")
+    assert await store.is_done("s", "e1")
+    assert not await store.is_done("other", "e1")
+    assert await store.take_failures("s", "e1") == []  # success forgets the failures
+    assert await store.states("e1") == {"s": DeliveryState.DONE}
+
+
+async def test_failures_then_dead_letter(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.open()
+    event = Event(event_type="a.b", payload={"k": [1, 2]})
+    await store.record_published(event)
+    assert await store.event_type(event.event_id) == "a.b"
+    await store.add_failure("s", event.event_id, error(1, "one"))
+    await store.add_failure("s", event.event_id, error(2, "two"))
+    assert await store.states(event.event_id) == {"s": DeliveryState.FAILED}
+    errors = await store.take_failures("s", event.event_id)
+    assert [e.message for e in errors] == ["one", "two"]
+    assert "RuntimeError: one" in errors[0].traceback
+    entry = DeadLetter(event=event, subscription="s", attempts=3, errors=[*errors, error(3)])
+    await store.add_dead_letter(entry)
+    await store.add_dead_letter(DeadLetter(event=event, subscription="t", attempts=1, errors=[]))
+    assert await store.states(event.event_id) == {
+        "s": DeliveryState.DEAD_LETTERED,
+        "t": DeliveryState.DEAD_LETTERED,
+    }
+    assert await store.dead_letters(event_id=event.event_id, subscription="s") == [entry]
+    assert len(await store.dead_letters(limit=1)) == 1
+    assert await store.take_dead_letters(subscription="s") == [entry]
+    assert [e.subscription for e in await store.dead_letters()] == ["t"]
+    assert await store.take_dead_letters() != []
+    assert await store.dead_letters() == []
+
+
+async def test_dead_letters_newest_first(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.open()
+    events = [Event(event_type="a") for _ in range(3)]
+    for event in events:
+        await store.add_dead_letter(
+            DeadLetter(event=event, subscription="s", attempts=1, errors=[])
+        )
+    assert [e.event.event_id for e in await store.dead_letters()] == [
+        e.event_id for e in reversed(events)
+    ]
+
+
+async def test_memory_store_window_and_bound() -> None:
+    store = MemoryStore(window=3600, max_entries=100)
+    for i in range(250):
+        await store.mark_done("s", f"e{i}")
+    assert not await store.is_done("s", "e0")
+    assert await store.is_done("s", "e249")
+    assert len(store._done) == 100
+
+
+async def test_memory_store_marks_expire_after_the_window() -> None:
+    store = MemoryStore(window=0.0)
+    await store.mark_done("s", "e1")
+    await store.mark_done("s", "e2")  # prunes what is older than the window
+    assert not await store.is_done("s", "e1")
+
+
+async def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/nerve.db"
+
+    def make() -> EventBus:
+        bus = EventBus("memory://", store=url)
+
+        @bus.on("a.b", name="fails", retries=0)
+        async def fails(event: Event) -> None:
+            raise RuntimeError("still broken")
+
+        @bus.on("a.b", name="works")
+        async def works(event: Event) -> None:
+            pass
+
+        return bus
+
+    bus = make()
+    async with bus:
+        event = await bus.publish(Event(event_type="a.b"))
+
+    again = make()  # a new process would see the same file
+    entry = await again.dlq.get(event.event_id)
+    assert entry is not None
+    assert entry.errors[-1].message == "still broken"
+    status = await again.status(event.event_id)
+    assert status.subscriptions == {
+        "fails": DeliveryState.DEAD_LETTERED,
+        "works": DeliveryState.DONE,
+    }
+    await again.stop()
+
+
+async def test_sqlite_url_forms(tmp_path: Path) -> None:
+    from nerve.exceptions import ConfigurationError
+    from nerve.stores.sqlite import sqlite_path
+
+    assert sqlite_path("sqlite:///rel/x.db") == "rel/x.db"
+    assert sqlite_path("sqlite:////abs/x.db") == "/abs/x.db"
+    with pytest.raises(ConfigurationError, match="sqlite:///relative"):
+        sqlite_path("sqlite://x.db")

@@ -1,0 +1,123 @@
+"""Event: validation and the lossless CloudEvents 1.0 round trip."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from nerve import Event
+from nerve.constants import CE_UNSET_SOURCE
+
+segment = st.from_regex(r"\A[a-z0-9_-]{1,8}\Z")
+event_types = st.lists(segment, min_size=1, max_size=5).map(".".join)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+metadata = st.dictionaries(
+    st.text(min_size=1, max_size=25) | st.from_regex(r"\A[a-z0-9]{1,20}\Z"),
+    st.text(max_size=20),
+    max_size=5,
+)
+events: st.SearchStrategy[Event] = st.builds(
+    Event,  # type: ignore[arg-type]  # hypothesis cannot infer a generic model's parameter
+    event_type=event_types,
+    payload=json_values,
+    event_id=st.text(min_size=1, max_size=40),
+    timestamp=st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    source=st.text(max_size=30).filter(lambda s: s != CE_UNSET_SOURCE),
+    correlation_id=st.text(min_size=1, max_size=40),
+    causation_id=st.none() | st.text(min_size=1, max_size=40),
+    metadata=metadata,
+)
+
+
+def test_defaults() -> None:
+    event = Event(event_type="support.ticket.created")
+    assert event.payload == {}
+    assert uuid.UUID(event.event_id).version == 4
+    assert datetime.fromisoformat(event.timestamp).utcoffset() is not None
+    assert event.source == ""
+    assert event.correlation_id == event.event_id
+    assert event.causation_id is None
+    assert event.metadata == {}
+    assert Event(event_type="a").event_id != event.event_id
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "Support.ticket", "a..b", ".a", "a.", "a b", "a/b", "ticket.créé", "a.*", "a.#"]
+)
+def test_invalid_event_types_are_rejected_with_a_clear_error(bad: str) -> None:
+    with pytest.raises(ValidationError, match="event_type") as info:
+        Event(event_type=bad)
+    assert "String should match pattern" in str(info.value)
+
+
+def test_events_are_immutable() -> None:
+    event = Event(event_type="a.b")
+    with pytest.raises(ValidationError, match="frozen"):
+        event.event_type = "c.d"  # type: ignore[misc]
+
+
+def test_payload_must_be_json() -> None:
+    with pytest.raises(ValidationError, match="payload"):
+        Event(event_type="a.b", payload={"when": datetime.now()})
+
+
+def test_unknown_fields_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="evnt_id"):
+        Event(event_type="a.b", evnt_id="x")  # type: ignore[call-arg]
+
+
+def test_cloudevent_shape() -> None:
+    event = Event(
+        event_type="github.push",
+        payload={"ref": "main"},
+        source="https://github.com/org/repo",
+        causation_id="c1",
+        metadata={"traceparent": "00-abc-def-01", "X-User": "ada"},
+    )
+    ce = event.to_cloudevent()
+    assert ce["specversion"] == "1.0"
+    assert ce["type"] == "github.push"
+    assert ce["id"] == event.event_id
+    assert ce["time"] == event.timestamp
+    assert ce["source"] == "https://github.com/org/repo"
+    assert ce["data"] == {"ref": "main"}
+    assert ce["correlationid"] == event.event_id
+    assert ce["causationid"] == "c1"
+    assert ce["traceparent"] == "00-abc-def-01"
+    assert json.loads(ce["nervemetadata"]) == {"X-User": "ada"}
+    assert Event(event_type="a").to_cloudevent()["source"] == CE_UNSET_SOURCE
+
+
+@given(events)
+def test_cloudevents_round_trip_is_lossless(event: Event) -> None:
+    ce = event.to_cloudevent()
+    assert Event.from_cloudevent(json.loads(json.dumps(ce))) == event
+
+
+def test_from_a_foreign_cloudevent() -> None:
+    event = Event.from_cloudevent(
+        {
+            "specversion": "1.0",
+            "type": "com.example.thing",
+            "source": "/sensors/7",
+            "id": "A234-1234",
+            "time": "2018-04-05T17:31:00Z",
+            "data": {"temp": 41},
+            "comexampleext": 5,
+        }
+    )
+    assert event.event_type == "com.example.thing"
+    assert event.correlation_id == "A234-1234"
+    assert event.metadata == {"comexampleext": "5"}
