@@ -26,6 +26,8 @@ log = logging.getLogger("nerve")
 
 #: Deliveries a subscription pulls ahead of its workers, beyond its concurrency.
 MIN_PREFETCH = 128
+#: Longest wait between attempts to receive from a failing transport, in seconds.
+RECEIVE_RETRY_MAX = 5.0
 
 
 class SubscriptionRunner:
@@ -44,6 +46,7 @@ class SubscriptionRunner:
         self._room: asyncio.Future[None] | None = None
         self._active_ids: set[str] = set()
         self._pump_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._pump_task = asyncio.create_task(
@@ -57,6 +60,7 @@ class SubscriptionRunner:
         running after the grace period are cancelled and their deliveries left unsettled
         (a durable transport redelivers them; never ack on cancellation).
         """
+        self._stopping = True
         if self._pump_task is not None:
             self._pump_task.cancel()
             await asyncio.gather(self._pump_task, return_exceptions=True)
@@ -89,13 +93,24 @@ class SubscriptionRunner:
     async def _pump(self) -> None:
         buffer = self._buffer
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             room = self._prefetch - len(buffer) - self._held
             if room <= 0:
                 self._room = loop.create_future()
                 await self._room
                 continue
-            batch = await self._transport.receive(self.subscription.name, room)
+            try:
+                batch = await self._transport.receive(self.subscription.name, room)
+            except Exception:  # the broker is down: keep trying, never give up the subscription
+                failures += 1
+                delay = min(RECEIVE_RETRY_MAX, 0.1 * 2**failures)
+                log.exception(
+                    "%s: receive failed; retrying in %.1fs", self.subscription.name, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
             if not batch:
                 return  # the transport is closed
             buffer.extend(batch)
@@ -124,13 +139,31 @@ class SubscriptionRunner:
                 room = self._room
                 if room is not None and not room.done() and len(buffer) < self._prefetch // 2:
                     room.set_result(None)
-                if key_of is not None:
-                    await self._handle_in_order(delivery, key_of(delivery.event))
-                else:
-                    await self._handle(delivery)
+                try:
+                    if key_of is not None:
+                        await self._handle_in_order(delivery, key_of(delivery.event))
+                    else:
+                        await self._handle(delivery)
+                except Exception:  # the store or transport failed, not the handler
+                    log.exception(
+                        "%s: could not settle %s; leaving it for redelivery",
+                        self.subscription.name,
+                        delivery.event.event_id,
+                    )
+                    await self._release(delivery)
+            if self._stopping:
+                return
             fut = loop.create_future()
             self._parked.append(fut)
             await fut
+
+    async def _release(self, delivery: Delivery) -> None:
+        try:
+            await delivery.nack(self.subscription.backoff.delay(delivery.attempt))
+        except Exception:  # the broker will redeliver after its own timeout
+            log.exception(
+                "%s: could not release %s", self.subscription.name, delivery.event.event_id
+            )
 
     async def _handle_in_order(self, delivery: Delivery, key: Hashable) -> None:
         queue = self._keyed.get(key)

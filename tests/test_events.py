@@ -29,7 +29,7 @@ metadata = st.dictionaries(
     max_size=5,
 )
 events: st.SearchStrategy[Event] = st.builds(
-    Event,  # type: ignore[arg-type]  # hypothesis cannot infer a generic model's parameter
+    Event,
     event_type=event_types,
     payload=json_values,
     event_id=st.text(min_size=1, max_size=40),
