@@ -181,6 +181,15 @@ class EventBus:
             )
         check_handler(handler)
         sub_name = name or default_name(handler)
+        taken = self._subscriptions.get(sub_name)
+        if (
+            name is None
+            and taken is not None
+            and taken.handler is handler
+            and taken.pattern != event_type
+        ):
+            # The seed's bus lets one handler serve several event types: name each by pattern.
+            sub_name = f"{sub_name}:{event_type}"
         if sub_name in self._subscriptions:
             raise SubscriptionError(
                 f"a subscription named {sub_name!r} exists already; "

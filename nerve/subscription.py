@@ -145,11 +145,20 @@ def _declared_event_class(handler: Handler) -> tuple[type[Event[Any]] | None, ty
     if not (inspect.isfunction(handler) or inspect.ismethod(handler)):
         target = getattr(handler, "__call__", handler)  # noqa: B004  # an async callable object
     try:
-        hints = typing.get_type_hints(target)
         params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]
-    except (NameError, TypeError, ValueError):
-        return None, None  # unresolvable annotations: treat the payload as plain JSON
+    except (TypeError, ValueError):
+        return None, None  # no signature to read (a builtin): the payload stays plain JSON
     if not params:
+        return None, None
+    try:
+        hints = typing.get_type_hints(target)
+    except NameError as exc:
+        if "[" in str(params[0].annotation):  # it meant to declare Event[Model]
+            raise SubscriptionError(
+                f"cannot resolve the annotation {params[0].annotation!r} of "
+                f"{default_name(handler)} ({exc}); define the model at module level "
+                "or pass payload_model="
+            ) from exc
         return None, None
     hint = hints.get(params[0].name)
     meta = getattr(hint, "__pydantic_generic_metadata__", None)

@@ -197,10 +197,12 @@ async def test_subscribe_errors_are_clear(make_bus: BusFactory) -> None:
         bus.subscribe("a..b", _handler)
     with pytest.raises(SubscriptionError, match="concurrency must be >= 1"):
         bus.subscribe("a.b", _handler, concurrency=-1)
-    bus.subscribe("a.b", _handler)
-    with pytest.raises(SubscriptionError, match="exists already; pass name="):
-        bus.subscribe("c.d", _handler)
-    bus.subscribe("c.d", _handler, name="second")
+    bus.subscribe("a.b", _handler, name="first")
+    with pytest.raises(SubscriptionError, match="'first' exists already; pass name="):
+        bus.subscribe("c.d", _handler, name="first")
+    bus.subscribe("c.d", _handler)
+    with pytest.raises(SubscriptionError, match="exists already"):
+        bus.subscribe("c.d", _handler)  # the same handler on the same pattern twice
     await bus.start()
     with pytest.raises(SubscriptionError, match="before the bus starts"):
         bus.subscribe("e.f", _handler, name="late")
@@ -225,3 +227,30 @@ async def test_async_callable_objects_are_handlers(make_bus: BusFactory) -> None
     async with bus:
         await bus.publish(Event(event_type="a.b"))
     assert agent.seen == ["a.b"]
+
+
+async def test_one_handler_on_several_event_types_the_seeds_way(make_bus: BusFactory) -> None:
+    bus = make_bus()
+    seen: list[str] = []
+
+    async def handle(event: Event) -> None:
+        seen.append(event.event_type)
+
+    first = bus.subscribe("deployment.completed", handle)
+    second = bus.subscribe("deployment.failed", handle)
+    assert first.name != second.name
+    assert second.name.endswith(":deployment.failed")
+    async with bus:
+        await bus.publish(Event(event_type="deployment.completed"))
+        await bus.publish(Event(event_type="deployment.failed"))
+    assert sorted(seen) == ["deployment.completed", "deployment.failed"]
+
+
+async def test_an_unresolvable_payload_model_is_a_clear_error(make_bus: BusFactory) -> None:
+    bus = make_bus()
+
+    async def handler(event: Event[NotDefinedAnywhere]) -> None:  # type: ignore[name-defined]  # noqa: F821  # the point of the test
+        pass
+
+    with pytest.raises(SubscriptionError, match="define the model at module level"):
+        bus.subscribe("a.b", handler)
