@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -75,7 +76,7 @@ class Scenario:
 
 SCENARIO_KEYS = ("1", "2", "3a", "3b")
 FULL = {"1": 1_000, "2": 200_000, "3a": 50_000, "3b": 100_000}
-QUICK = {"1": 100, "2": 2_000, "3a": 500, "3b": 2_000}
+QUICK = {"1": 200, "2": 2_000, "3a": 500, "3b": 2_000}
 TOY_S1_FULL, TOY_S1_QUICK = 100, 5
 
 
@@ -156,6 +157,21 @@ def _scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [all_[k] for k in wanted]
 
 
+def _nerve_revision() -> str:
+    """The commit nerve's code is at; ``+dirty.<hash of the diff>`` when nerve/ is edited."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(  # noqa: S603  # fixed arguments, no shell
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        diff = subprocess.run(  # noqa: S603
+            [*git, "diff", "HEAD", "--", "nerve"], capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty.{hashlib.sha256(diff).hexdigest()[:7]}" if diff else head
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, Python and library versions, and the load when the run started."""
     model = platform.processor() or ""
@@ -174,6 +190,7 @@ def machine_info() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "nerve": metadata.version("nerve"),
+        "nerve_revision": _nerve_revision(),
         "pydantic": metadata.version("pydantic"),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -305,7 +322,7 @@ def _print_machine(m: dict[str, Any]) -> None:
     print(
         f"machine: {m['cpu_count']} CPUs ({m['cpus_usable']} usable), {m['cpu_model']}\n"
         f"python:  {m['python']} on {m['platform']}\n"
-        f"nerve {m['nerve']}, pydantic {m['pydantic']}; load average at start: "
+        f"nerve {m['nerve']} ({m['nerve_revision']}), pydantic {m['pydantic']}; load average: "
         f"{' '.join(f'{x:.2f}' for x in load) if load else '-'}\n",
         flush=True,
     )

@@ -222,7 +222,10 @@ async def run_side(w: Workload) -> SideResult:
     try:
         await runner(w, probe, result)
     except TimeoutError:
-        result.error = f"timed out after {w.time_limit:g}s"
+        result.error = (
+            f"timed out after {w.time_limit:g}s, {probe.finished:,} of {w.deliveries:,} "
+            "handler calls done"
+        )
     finally:
         if w.measure_rss:
             result.peak_rss_mib = _peak_rss_mib()

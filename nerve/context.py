@@ -8,19 +8,23 @@ handler spawns inherit the context, and with it the chain.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from nerve.events import Event
 
 
-@dataclass(frozen=True, slots=True)
 class HandlerContext:
-    """The delivery a handler is running for."""
+    """The delivery a handler is running for: its event, subscription and attempt."""
 
-    event: Event[Any]
-    subscription: str
-    attempt: int
+    __slots__ = ("attempt", "event", "subscription")
+
+    def __init__(self, event: Event[Any], subscription: str, attempt: int) -> None:
+        self.event = event
+        self.subscription = subscription
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return f"HandlerContext({self.subscription}, {self.event.event_id}, attempt {self.attempt})"
 
 
 _current: ContextVar[HandlerContext | None] = ContextVar("nerve_handler", default=None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
-import uuid
-from datetime import UTC, datetime
+import time
 from typing import Any, Generic, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
@@ -21,12 +22,48 @@ _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 _EXTENSION_NAME = re.compile(constants.CE_EXTENSION_RE)
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+# UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then per-process random bits and a
+# counter (the RFC's "monotonic random" method), so ids sort by time and never repeat in
+# a process. A forked child draws new random bits.
+_MASK_62 = (1 << 62) - 1
+_id_high = 0
+_id_base = 0
+_id_counter = itertools.count()
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _reseed_ids() -> None:
+    global _id_high, _id_base, _id_counter
+    bits = int.from_bytes(os.urandom(10), "big")
+    _id_high = (0x7 << 76) | ((bits >> 68) << 64) | (0b10 << 62)  # version 7, variant 10
+    _id_base = bits & _MASK_62
+    _id_counter = itertools.count()
+
+
+_reseed_ids()
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_event_id() -> str:
+    """A new time-ordered UUIDv7 string."""
+    low = (_id_base + next(_id_counter)) & _MASK_62
+    h = f"{(time.time_ns() // 1_000_000) << 80 | _id_high | low:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 UTC with microseconds, e.g. ``2026-11-25T10:54:20.375311+00:00``."""
+    global _second
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached, prefix = _second
+    if sec != cached:  # formatting the date costs more than the rest: once a second
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second = (sec, prefix)
+    return f"{prefix}.{ns // 1000:06d}+00:00"
 
 
 class Event(BaseModel, Generic[PayloadT]):
@@ -49,8 +86,8 @@ class Event(BaseModel, Generic[PayloadT]):
         description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
     )
     payload: PayloadT = Field(default_factory=dict, description="Any JSON value.")  # type: ignore[assignment]  # a dict is a valid payload; mypy cannot see through the TypeVar
-    event_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
-    timestamp: str = Field(default_factory=_now, description="ISO 8601, UTC.")
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=255)
+    timestamp: str = Field(default_factory=utc_now, description="ISO 8601, UTC.")
     source: str = Field(default="", description="Who emitted it (a URI-reference).")
     correlation_id: str = Field(
         default_factory=lambda data: data["event_id"],
@@ -64,8 +101,16 @@ class Event(BaseModel, Generic[PayloadT]):
     @field_validator("payload")
     @classmethod
     def _payload_is_json(cls, value: Any) -> Any:
-        if not cls.__pydantic_generic_metadata__["args"]:  # Event[Model] validated it already
-            _JSON.validate_python(value)
+        if cls.__pydantic_generic_metadata__["args"]:
+            return value  # Event[Model]: the model validated it
+        if type(value) is dict:
+            scalars = _SCALARS
+            for key, item in value.items():
+                if type(item) not in scalars or type(key) is not str:
+                    break
+            else:
+                return value  # a flat JSON object, the common case: no deeper walk needed
+        _JSON.validate_python(value)
         return value
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from nerve.context import HandlerContext, _current
@@ -28,6 +28,10 @@ log = logging.getLogger("nerve")
 MIN_PREFETCH = 128
 #: Longest wait between attempts to receive from a failing transport, in seconds.
 RECEIVE_RETRY_MAX = 5.0
+#: Successes are recorded and acknowledged in batches of up to this many...
+SETTLE_BATCH = 128
+#: ...or after this many seconds, whichever comes first (and whenever a worker goes idle).
+SETTLE_DELAY = 0.005
 
 
 class SubscriptionRunner:
@@ -45,6 +49,12 @@ class SubscriptionRunner:
         self._parked: deque[asyncio.Future[None]] = deque()
         self._room: asyncio.Future[None] | None = None
         self._active_ids: set[str] = set()
+        # Ids finished here lately: duplicates already in the buffer when their twin
+        # finished are caught without asking the store again.
+        self._recent: dict[str, None] = {}
+        self._recent_max = 2 * (self._prefetch + subscription.concurrency)
+        self._unsettled: list[Delivery] = []  # handled, not yet marked done and acked
+        self._unsettled_since = 0.0
         self._pump_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -87,6 +97,7 @@ class SubscriptionRunner:
                     len(late),
                     grace,
                 )
+        await self._settle()
 
     # the pump and the workers
 
@@ -113,8 +124,19 @@ class SubscriptionRunner:
             failures = 0
             if not batch:
                 return  # the transport is closed
-            buffer.extend(batch)
-            self._dispatch()
+            fresh = await self._drop_duplicates(batch)
+            if fresh:
+                buffer.extend(fresh)
+                self._dispatch()
+
+    async def _drop_duplicates(self, batch: Sequence[Delivery]) -> Sequence[Delivery]:
+        """Acknowledge deliveries of events this subscription already handled."""
+        name = self.subscription.name
+        done = await self._store.done_among(name, [d.event.event_id for d in batch])
+        if not done:
+            return batch
+        await self._transport.ack_many([d for d in batch if d.event.event_id in done])
+        return [d for d in batch if d.event.event_id not in done]
 
     def _dispatch(self) -> None:
         waiting = len(self._buffer)
@@ -151,6 +173,8 @@ class SubscriptionRunner:
                         delivery.event.event_id,
                     )
                     await self._release(delivery)
+            if self._unsettled:
+                await self._settle()
             if self._stopping:
                 return
             fut = loop.create_future()
@@ -186,8 +210,8 @@ class SubscriptionRunner:
         sub = self.subscription
         event = delivery.event
         event_id = event.event_id
-        if event_id in self._active_ids or await self._store.is_done(sub.name, event_id):
-            await delivery.ack()  # a duplicate: already handled, or being handled right now
+        if event_id in self._active_ids or event_id in self._recent:
+            await delivery.ack()  # a duplicate: being handled right now, or just finished
             return
         self._active_ids.add(event_id)
         attempt = delivery.attempt
@@ -195,12 +219,14 @@ class SubscriptionRunner:
             while True:
                 token = _current.set(HandlerContext(event, sub.name, attempt))
                 try:
-                    await self._invoke(event)
+                    if sub.timeout is None and sub.payload_model is None:
+                        await sub.handler(event)
+                    else:
+                        await self._invoke(event)
                 except Exception as exc:  # noqa: BLE001  # any handler failure is data
                     error = exc
                 else:
-                    await self._store.mark_done(sub.name, event_id)
-                    await delivery.ack()
+                    await self._succeeded(delivery)
                     return
                 finally:
                     _current.reset(token)
@@ -216,6 +242,40 @@ class SubscriptionRunner:
                 attempt += 1
         finally:
             self._active_ids.discard(event_id)
+
+    async def _succeeded(self, delivery: Delivery) -> None:
+        recent = self._recent
+        recent[delivery.event.event_id] = None
+        if len(recent) > self._recent_max:
+            del recent[next(iter(recent))]
+        unsettled = self._unsettled
+        now = asyncio.get_running_loop().time()
+        if not unsettled:
+            self._unsettled_since = now
+        unsettled.append(delivery)
+        if len(unsettled) >= SETTLE_BATCH or now - self._unsettled_since >= SETTLE_DELAY:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Mark the handled deliveries done, then acknowledge them (in that order).
+
+        If the store cannot record them, they are released for redelivery instead: the
+        handlers will run again (at least once), never silently lose the events.
+        """
+        batch = self._unsettled
+        if not batch:
+            return
+        self._unsettled = []
+        name = self.subscription.name
+        try:
+            await self._store.mark_done_many(name, [d.event.event_id for d in batch])
+        except Exception:
+            log.exception("%s: could not record %d successes", name, len(batch))
+            for delivery in batch:
+                self._recent.pop(delivery.event.event_id, None)
+                await self._release(delivery)
+            return
+        await self._transport.ack_many(batch)
 
     async def _invoke(self, event: Event[Any]) -> None:
         sub = self.subscription

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 
 from nerve import Event
 from nerve.constants import CE_UNSET_SOURCE
+from nerve.events import new_event_id, utc_now
 
 segment = st.from_regex(r"\A[a-z0-9_-]{1,8}\Z")
 event_types = st.lists(segment, min_size=1, max_size=5).map(".".join)
@@ -44,13 +47,41 @@ events: st.SearchStrategy[Event] = st.builds(
 def test_defaults() -> None:
     event = Event(event_type="support.ticket.created")
     assert event.payload == {}
-    assert uuid.UUID(event.event_id).version == 4
+    assert uuid.UUID(event.event_id).version == 7
     assert datetime.fromisoformat(event.timestamp).utcoffset() is not None
     assert event.source == ""
     assert event.correlation_id == event.event_id
     assert event.causation_id is None
     assert event.metadata == {}
     assert Event(event_type="a").event_id != event.event_id
+
+
+def test_event_ids_are_unique_and_sort_by_time() -> None:
+    ids = [new_event_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    parsed = uuid.UUID(ids[0])
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert abs((parsed.int >> 80) - time.time() * 1000) < 60_000  # its clock is now
+
+
+def test_a_forked_child_draws_other_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    mine = new_event_id()
+    assert child[14:] != mine[14:]  # the same millisecond may lead; the random tail differs
+
+
+def test_timestamps_are_iso_utc_with_microseconds() -> None:
+    stamp = utc_now()
+    parsed = datetime.fromisoformat(stamp)
+    assert parsed.utcoffset() == timedelta(0)
+    assert abs(parsed.timestamp() - time.time()) < 5
 
 
 @pytest.mark.parametrize(

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nerve import Backoff, DeliveryState, Event, EventBus, StoreError
 from nerve.stores.memory import MemoryStore
 
 
 class FlakyStore(MemoryStore):
-    """Fails the first ``mark_done``, as a store losing its connection would."""
+    """Fails the first write of successes, as a store losing its connection would."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failures_left = 1
 
-    async def mark_done(self, subscription: str, event_id: str) -> None:
+    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
         if self.failures_left:
             self.failures_left -= 1
             raise StoreError("connection reset")
-        await super().mark_done(subscription, event_id)
+        await super().mark_done_many(subscription, event_ids)
 
 
 async def test_a_store_failure_after_the_handler_leaves_the_event_for_redelivery() -> None:

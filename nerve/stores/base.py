@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -122,6 +123,15 @@ class Store(ABC):
     @abstractmethod
     async def mark_done(self, subscription: str, event_id: str) -> None:
         """Record success (and forget the attempt failures of this pair)."""
+
+    async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` the subscription handled within the window."""
+        return {eid for eid in event_ids if await self.is_done(subscription, eid)}
+
+    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
+        """:meth:`mark_done` for many events (stores override it with one write)."""
+        for event_id in event_ids:
+            await self.mark_done(subscription, event_id)
 
     @abstractmethod
     async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:

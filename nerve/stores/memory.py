@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from nerve.events import Event
@@ -11,41 +12,38 @@ from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, Delivery
 Pair = tuple[str, str]
 
 
-class _Expiring(dict[Any, Any]):
-    """A dict whose oldest entries drop out after ``window`` seconds or past ``max_entries``.
+class _Generations:
+    """A dict that forgets: two generations, the older dropped when the younger is full.
 
-    Dicts keep insertion order and re-inserting moves nothing, so the oldest entry is always
-    first: pruning pops from the front and stops at the first live entry (amortised O(1)).
+    The young generation is retired (and the old one dropped) when it is ``window``
+    seconds old or holds ``max_entries // 2`` keys. An entry therefore lives at least
+    ``window`` seconds unless the size bound retires it sooner, and at most about twice
+    that; a put costs a dict store and a clock read, never a scan.
     """
 
+    __slots__ = ("_born", "cap", "old", "window", "young")
+
     def __init__(self, window: float, max_entries: int) -> None:
-        super().__init__()
         self.window = window
-        self.max_entries = max_entries
-        self._times: dict[Any, float] = {}
+        self.cap = max(1, max_entries // 2)
+        self.young: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
+        self._born = time.monotonic()
+
+    def get(self, key: Any) -> Any:
+        found = self.young.get(key)
+        return self.old.get(key) if found is None else found
 
     def put(self, key: Any, value: Any) -> None:
         now = time.monotonic()
-        if key in self:
-            del self[key]
-            del self._times[key]
-        self[key] = value
-        self._times[key] = now
-        if (
-            len(self._times) > self.max_entries
-            or next(iter(self._times.values())) < now - self.window
-        ):
-            self._prune(now)
+        if len(self.young) >= self.cap or now - self._born >= self.window:
+            self.old = self.young
+            self.young = {}
+            self._born = now
+        self.young[key] = value
 
-    def _prune(self, now: float) -> None:
-        horizon = now - self.window
-        times = self._times
-        while times:
-            key, at = next(iter(times.items()))
-            if at >= horizon and len(times) <= self.max_entries:
-                break
-            del times[key]
-            self.pop(key, None)
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
 
 
 class MemoryStore(Store):
@@ -53,13 +51,14 @@ class MemoryStore(Store):
 
     Args:
         window: seconds an idempotency mark (and publish record) is kept.
-        max_entries: at most this many marks (and as many publish records) are kept; the
-            oldest go first, so a long-running in-memory bus does not grow without end.
+        max_entries: at most about this many marks (and as many publish records) are
+            kept; the oldest go first, so a long-running in-memory bus does not grow
+            without end.
     """
 
     def __init__(self, *, window: float = DEFAULT_WINDOW, max_entries: int = 1_000_000) -> None:
-        self._done = _Expiring(window, max_entries)  # event_id -> subscriptions done
-        self._published = _Expiring(window, max_entries)
+        self._done = _Generations(window, max_entries)  # event_id -> subscriptions done
+        self._published = _Generations(window, max_entries)  # event_id -> event type
         self._failures: dict[Pair, list[AttemptError]] = {}
         self._dead: dict[Pair, DeadLetter] = {}
 
@@ -75,13 +74,23 @@ class MemoryStore(Store):
         return subs is not None and subscription in subs
 
     async def mark_done(self, subscription: str, event_id: str) -> None:
-        subs = self._done.get(event_id)
-        if subs is None:
-            self._done.put(event_id, {subscription})  # the window runs from the first mark
-        else:
-            subs.add(subscription)
+        await self.mark_done_many(subscription, (event_id,))
+
+    async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
+        get = self._done.get
+        return {eid for eid in event_ids if subscription in (get(eid) or ())}
+
+    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
+        done = self._done
+        for event_id in event_ids:
+            subs = done.get(event_id)
+            if subs is None:
+                done.put(event_id, {subscription})  # the window runs from the first mark
+            else:
+                subs.add(subscription)
         if self._failures:
-            self._failures.pop((subscription, event_id), None)
+            for event_id in event_ids:
+                self._failures.pop((subscription, event_id), None)
 
     async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
         self._failures.setdefault((subscription, event_id), []).append(error)
@@ -120,7 +129,7 @@ class MemoryStore(Store):
         for sub, eid in self._dead:
             if eid == event_id:
                 found[sub] = DeliveryState.DEAD_LETTERED
-        for sub in self._done.get(event_id, ()):
+        for sub in self._done.get(event_id) or ():
             found[sub] = DeliveryState.DONE
         return found
 

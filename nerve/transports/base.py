@@ -115,6 +115,11 @@ class Transport(ABC):
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
 
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge many deliveries (transports override it with one round trip)."""
+        for delivery in deliveries:
+            await delivery.ack()
+
     async def wait_idle(self) -> None:  # noqa: B027  # a no-op is right for durable transports
         """Wait until every accepted event is settled (in-process transports only).
 

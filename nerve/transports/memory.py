@@ -76,6 +76,7 @@ class MemoryTransport(Transport):
             raise ConfigurationError(f"max_pending must be >= 1, got {max_pending}")
         self.url = url
         self.max_pending = max_pending
+        self._low_water = max_pending // 2
         self._router: Router[_Channel] = Router()
         self._channels: dict[str, _Channel] = {}
         self._outstanding: set[MemoryDelivery] = set()
@@ -134,12 +135,21 @@ class MemoryTransport(Transport):
             items.clear()
         else:
             batch = [items.popleft() for _ in range(max_items)]
-        if channel.room_waiters:
-            for _ in range(self.max_pending - len(items)):
-                if not channel.room_waiters:
-                    break
+        if channel.room_waiters and len(items) <= self._low_water:
+            # Wake publishers only once the queue has drained to half: each then publishes
+            # many events in a row instead of trading places with the consumer per event.
+            while channel.room_waiters:
                 _wake_one(channel.room_waiters)
         return batch
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        outstanding = self._outstanding
+        for delivery in deliveries:
+            if not delivery.settled:
+                delivery.settled = True
+                outstanding.discard(delivery)  # type: ignore[arg-type]  # ours, by construction
+        if not outstanding:
+            self._idle.set()
 
     async def wait_idle(self) -> None:
         while self._outstanding:
