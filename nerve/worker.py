@@ -47,14 +47,16 @@ class SubscriptionRunner:
         self._held = 0  # deliveries waiting behind their ordering key
         self._workers: set[asyncio.Task[None]] = set()
         self._parked: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # workers woken (or started) that have not run yet
         self._room: asyncio.Future[None] | None = None
         self._active_ids: set[str] = set()
-        # Ids finished here lately: duplicates already in the buffer when their twin
-        # finished are caught without asking the store again.
-        self._recent: dict[str, None] = {}
-        self._recent_max = 2 * (self._prefetch + subscription.concurrency)
+        # Ids finished here lately (two generations of sets): a duplicate already in the
+        # buffer when its twin finished is caught without asking the store again.
+        self._recent: set[str] = set()
+        self._recent_old: set[str] = set()
+        self._recent_max = self._prefetch + subscription.concurrency
         self._unsettled: list[Delivery] = []  # handled, not yet marked done and acked
-        self._unsettled_since = 0.0
+        self._settle_due = False  # set by a timer SETTLE_DELAY after the first unsettled
         self._pump_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -127,7 +129,7 @@ class SubscriptionRunner:
             fresh = await self._drop_duplicates(batch)
             if fresh:
                 buffer.extend(fresh)
-                self._dispatch()
+                self._wake_one()
 
     async def _drop_duplicates(self, batch: Sequence[Delivery]) -> Sequence[Delivery]:
         """Acknowledge deliveries of events this subscription already handled."""
@@ -138,26 +140,38 @@ class SubscriptionRunner:
         await self._transport.ack_many([d for d in batch if d.event.event_id in done])
         return [d for d in batch if d.event.event_id not in done]
 
-    def _dispatch(self) -> None:
-        waiting = len(self._buffer)
-        while waiting and self._parked:
+    def _wake_one(self) -> None:
+        """Get one more worker onto the buffer, unless one is already on its way.
+
+        Workers wake each other in a chain: a worker that takes a delivery while more wait
+        wakes one other. A handler that never suspends lets its worker drain the buffer
+        alone (one spare wake per batch); handlers that await (an LLM call) bring in a new
+        worker at each await, up to ``concurrency``.
+        """
+        if self._waking:
+            return
+        while self._parked:
             fut = self._parked.popleft()
             if not fut.done():
                 fut.set_result(None)
-                waiting -= 1
-        while waiting and len(self._workers) < self.subscription.concurrency:
+                self._waking += 1
+                return
+        if len(self._workers) < self.subscription.concurrency:
             task = asyncio.create_task(self._work(), name=f"nerve-worker:{self.subscription.name}")
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
-            waiting -= 1
+            self._waking += 1
 
     async def _work(self) -> None:
         buffer = self._buffer
         loop = asyncio.get_running_loop()
         key_of = self.subscription.ordered_by
         while True:
+            self._waking -= 1
             while buffer:
                 delivery = buffer.popleft()
+                if buffer:
+                    self._wake_one()
                 room = self._room
                 if room is not None and not room.done() and len(buffer) < self._prefetch // 2:
                     room.set_result(None)
@@ -179,7 +193,12 @@ class SubscriptionRunner:
                 return
             fut = loop.create_future()
             self._parked.append(fut)
-            await fut
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._waking -= 1  # woken and cancelled in the same turn
+                raise
 
     async def _release(self, delivery: Delivery) -> None:
         try:
@@ -210,7 +229,7 @@ class SubscriptionRunner:
         sub = self.subscription
         event = delivery.event
         event_id = event.event_id
-        if event_id in self._active_ids or event_id in self._recent:
+        if event_id in self._active_ids or event_id in self._recent or event_id in self._recent_old:
             await delivery.ack()  # a duplicate: being handled right now, or just finished
             return
         self._active_ids.add(event_id)
@@ -245,16 +264,19 @@ class SubscriptionRunner:
 
     async def _succeeded(self, delivery: Delivery) -> None:
         recent = self._recent
-        recent[delivery.event.event_id] = None
+        recent.add(delivery.event.event_id)
         if len(recent) > self._recent_max:
-            del recent[next(iter(recent))]
+            self._recent_old = recent
+            self._recent = set()
         unsettled = self._unsettled
-        now = asyncio.get_running_loop().time()
         if not unsettled:
-            self._unsettled_since = now
+            asyncio.get_running_loop().call_later(SETTLE_DELAY, self._mark_settle_due)
         unsettled.append(delivery)
-        if len(unsettled) >= SETTLE_BATCH or now - self._unsettled_since >= SETTLE_DELAY:
+        if len(unsettled) >= SETTLE_BATCH or self._settle_due:
             await self._settle()
+
+    def _mark_settle_due(self) -> None:
+        self._settle_due = True
 
     async def _settle(self) -> None:
         """Mark the handled deliveries done, then acknowledge them (in that order).
@@ -262,6 +284,7 @@ class SubscriptionRunner:
         If the store cannot record them, they are released for redelivery instead: the
         handlers will run again (at least once), never silently lose the events.
         """
+        self._settle_due = False
         batch = self._unsettled
         if not batch:
             return
@@ -272,7 +295,8 @@ class SubscriptionRunner:
         except Exception:
             log.exception("%s: could not record %d successes", name, len(batch))
             for delivery in batch:
-                self._recent.pop(delivery.event.event_id, None)
+                self._recent.discard(delivery.event.event_id)
+                self._recent_old.discard(delivery.event.event_id)
                 await self._release(delivery)
             return
         await self._transport.ack_many(batch)

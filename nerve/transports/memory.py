@@ -147,7 +147,7 @@ class MemoryTransport(Transport):
         for delivery in deliveries:
             if not delivery.settled:
                 delivery.settled = True
-                outstanding.discard(delivery)  # type: ignore[arg-type]  # ours, by construction
+                outstanding.discard(delivery)
         if not outstanding:
             self._idle.set()
 

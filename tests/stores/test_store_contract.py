@@ -98,7 +98,7 @@ async def test_memory_store_window_and_bound() -> None:
     assert not await store.is_done("s", "e0")
     assert await store.is_done("s", "e249")
     assert await store.is_done("s", "e200")  # the last max_entries // 2 are always kept
-    assert len(store._done) <= 100
+    assert len(store._done["s"]) <= 100
 
 
 async def test_memory_store_marks_expire_after_the_window() -> None:
