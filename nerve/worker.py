@@ -42,6 +42,8 @@ class SubscriptionRunner:
         self._transport = transport
         self._store = store
         self._prefetch = max(MIN_PREFETCH, 2 * subscription.concurrency)
+        self._low_water = self._prefetch // 2
+        self._direct = subscription.timeout is None and subscription.payload_model is None
         self._buffer: deque[Delivery] = deque()
         self._keyed: dict[Hashable, deque[Delivery]] = {}
         self._held = 0  # deliveries waiting behind their ordering key
@@ -140,6 +142,12 @@ class SubscriptionRunner:
         await self._transport.ack_many([d for d in batch if d.event.event_id in done])
         return [d for d in batch if d.event.event_id not in done]
 
+    def _make_room(self) -> None:
+        room = self._room
+        self._room = None
+        if room is not None and not room.done():
+            room.set_result(None)
+
     def _wake_one(self) -> None:
         """Get one more worker onto the buffer, unless one is already on its way.
 
@@ -170,11 +178,10 @@ class SubscriptionRunner:
             self._waking -= 1
             while buffer:
                 delivery = buffer.popleft()
-                if buffer:
+                if buffer and not self._waking:
                     self._wake_one()
-                room = self._room
-                if room is not None and not room.done() and len(buffer) < self._prefetch // 2:
-                    room.set_result(None)
+                if self._room is not None and len(buffer) < self._low_water:
+                    self._make_room()
                 try:
                     if key_of is not None:
                         await self._handle_in_order(delivery, key_of(delivery.event))
@@ -238,7 +245,7 @@ class SubscriptionRunner:
             while True:
                 token = _current.set(HandlerContext(event, sub.name, attempt))
                 try:
-                    if sub.timeout is None and sub.payload_model is None:
+                    if self._direct:
                         await sub.handler(event)
                     else:
                         await self._invoke(event)

@@ -35,12 +35,19 @@ class _Generations:
         return self.old.get(key) if found is None else found
 
     def put(self, key: Any, value: Any) -> None:
+        self._age()
+        self.young[key] = value
+
+    def put_many(self, keys: Sequence[Any], value: Any) -> None:
+        self._age()
+        self.young.update(dict.fromkeys(keys, value))
+
+    def _age(self) -> None:
         now = time.monotonic()
         if len(self.young) >= self.cap or now - self._born >= self.window:
             self.old = self.young
             self.young = {}
             self._born = now
-        self.young[key] = value
 
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
@@ -96,9 +103,7 @@ class MemoryStore(Store):
         return {eid for eid in event_ids if eid in young or eid in old}
 
     async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
-        put = self._marks(subscription).put
-        for event_id in event_ids:
-            put(event_id, True)
+        self._marks(subscription).put_many(event_ids, True)
         if self._failures:
             for event_id in event_ids:
                 self._failures.pop((subscription, event_id), None)

@@ -48,7 +48,11 @@ class MemoryDelivery(Delivery):
     def __init__(
         self, transport: MemoryTransport, event: Event[Any], subscription: str, attempt: int
     ) -> None:
-        super().__init__(event, subscription, attempt)
+        # Delivery.__init__ inlined: one of these is made per event per subscription.
+        self.event = event
+        self.subscription = subscription
+        self.attempt = attempt
+        self.settled = False
         self._transport = transport
 
     async def _ack(self) -> None:
@@ -114,8 +118,15 @@ class MemoryTransport(Transport):
         for channel in targets:
             if len(channel.items) >= self.max_pending:
                 await self._wait_for_room(channel, timeout)
+        outstanding = self._outstanding
+        if targets and not outstanding:
+            self._idle.clear()
         for channel in targets:
-            self._put(channel, MemoryDelivery(self, event, channel.name, 1))
+            delivery = MemoryDelivery(self, event, channel.name, 1)
+            outstanding.add(delivery)
+            channel.items.append(delivery)
+            if channel.getters:
+                _wake_one(channel.getters)
 
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         channel = self._channels[subscription]
