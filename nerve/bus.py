@@ -223,7 +223,8 @@ class EventBus:
 
         Inside a handler, the event is stamped with ``causation_id`` (the handled event)
         and ``correlation_id`` (its chain) unless it carries them already. Returns once the
-        transport has the event; waits while pending work is at its bound.
+        transport has the event; outside handlers, waits while pending work is at its
+        bound (inside, never: the handler's own progress is what frees room).
 
         Raises:
             BusFull: still no room after ``timeout`` (default ``settings.publish_timeout``).
@@ -238,7 +239,9 @@ class EventBus:
             event = self._caused_by(event, ctx.event)
         await self._store.record_published(event)
         await self._transport.publish(
-            event, timeout=self.settings.publish_timeout if timeout is _UNSET else timeout
+            event,
+            timeout=self.settings.publish_timeout if timeout is _UNSET else timeout,
+            bounded=ctx is None,
         )
         return event
 

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
         description="Store URL; by default the transport's own kind (memory for memory://).",
     )
     max_pending: int = Field(
-        default=10_000, ge=1, description="Events waiting per subscription before publish waits."
+        default=1_000,
+        ge=1,
+        description="Deliveries waiting for workers (in-process bus) before publish waits.",
     )
     publish_timeout: float | None = Field(
         default=None, gt=0, description="Seconds publish waits for room before BusFull; None waits."

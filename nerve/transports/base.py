@@ -103,12 +103,19 @@ class Transport(ABC):
 
     @abstractmethod
     async def publish(
-        self, event: Event[Any], *, subscription: str | None = None, timeout: float | None = None
+        self,
+        event: Event[Any],
+        *,
+        subscription: str | None = None,
+        timeout: float | None = None,
+        bounded: bool = True,
     ) -> None:
         """Accept an event for every matching subscription, or only ``subscription``.
 
         Returns once the transport has it (durably, on a durable transport). Waits while
         the transport is at its bound; raises :class:`nerve.BusFull` after ``timeout``.
+        ``bounded=False`` (events published by handlers) never waits: a handler blocked
+        on a full bus would hold the very capacity it waits for.
         """
 
     @abstractmethod

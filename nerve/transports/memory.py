@@ -1,8 +1,9 @@
 """``memory://``: asyncio in-process, the fastest transport; nothing survives the process.
 
-Each subscription has a bounded queue; ``publish`` routes through a per-event-type cache
-and appends to the queues of the matching subscriptions, waiting while one of them is at
-``max_pending``. Retries are re-enqueued by ``loop.call_later``.
+Each subscription has a queue; ``publish`` routes through a per-event-type cache and
+appends to the queues of the matching subscriptions, waiting while the bus holds
+``max_pending`` deliveries not yet taken by workers. Retries are re-enqueued by
+``loop.call_later``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
 
-DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_PENDING = 1_000
 
 
 class _Channel:
-    """One subscription's queue, with the futures of those waiting on it."""
+    """One subscription's queue, with the futures of consumers waiting on it."""
 
-    __slots__ = ("getters", "items", "name", "room_waiters")
+    __slots__ = ("getters", "items", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.items: deque[MemoryDelivery] = deque()
         self.getters: deque[asyncio.Future[None]] = deque()
-        self.room_waiters: deque[asyncio.Future[None]] = deque()
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
@@ -70,7 +70,10 @@ class MemoryTransport(Transport):
 
     Args:
         url: ``memory://`` (no options).
-        max_pending: per subscription, how many events may wait before ``publish`` waits.
+        max_pending: how many deliveries may wait in the bus (published, not yet taken by
+            a subscription's workers) before ``publish`` waits. Events published by
+            handlers are never held back: a full bus whose handlers publish cannot
+            deadlock (the chain limit bounds how far they go).
     """
 
     durable = False
@@ -83,8 +86,10 @@ class MemoryTransport(Transport):
         self._low_water = max_pending // 2
         self._router: Router[_Channel] = Router()
         self._channels: dict[str, _Channel] = {}
-        self._outstanding: set[MemoryDelivery] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._queued = 0  # deliveries in the channels' queues
+        self._received: set[Delivery] = set()  # taken by workers, not yet settled
+        self._timers: dict[asyncio.TimerHandle, MemoryDelivery] = {}  # retries waiting
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -104,7 +109,12 @@ class MemoryTransport(Transport):
         self._router.add(pattern, channel)
 
     async def publish(
-        self, event: Event[Any], *, subscription: str | None = None, timeout: float | None = None
+        self,
+        event: Event[Any],
+        *,
+        subscription: str | None = None,
+        timeout: float | None = None,
+        bounded: bool = True,
     ) -> None:
         if self._closed:
             raise BusClosed("the in-memory transport is closed")
@@ -115,16 +125,15 @@ class MemoryTransport(Transport):
                 targets = (self._channels[subscription],)
             except KeyError:
                 raise SubscriptionError(f"no subscription named {subscription!r}") from None
-        for channel in targets:
-            if len(channel.items) >= self.max_pending:
-                await self._wait_for_room(channel, timeout)
-        outstanding = self._outstanding
-        if targets and not outstanding:
+        if not targets:
+            return
+        if bounded and self._queued >= self.max_pending:
+            await self._wait_for_room(timeout)
+        self._queued += len(targets)
+        if self._idle.is_set():
             self._idle.clear()
         for channel in targets:
-            delivery = MemoryDelivery(self, event, channel.name, 1)
-            outstanding.add(delivery)
-            channel.items.append(delivery)
+            channel.items.append(MemoryDelivery(self, event, channel.name, 1))
             if channel.getters:
                 _wake_one(channel.getters)
 
@@ -146,85 +155,87 @@ class MemoryTransport(Transport):
             items.clear()
         else:
             batch = [items.popleft() for _ in range(max_items)]
-        if channel.room_waiters and len(items) <= self._low_water:
-            # Wake publishers only once the queue has drained to half: each then publishes
-            # many events in a row instead of trading places with the consumer per event.
-            while channel.room_waiters:
-                _wake_one(channel.room_waiters)
+        self._received.update(batch)
+        self._queued -= len(batch)
+        if self._room_waiters and self._queued <= self._low_water:
+            # Wake publishers only once the bus has drained to half: each then publishes
+            # many events in a row instead of trading places with the consumers per event.
+            while self._room_waiters:
+                _wake_one(self._room_waiters)
         return batch
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        outstanding = self._outstanding
+        received = self._received
         for delivery in deliveries:
             if not delivery.settled:
                 delivery.settled = True
-                outstanding.discard(delivery)
-        if not outstanding:
-            self._idle.set()
+                received.discard(delivery)
+        self._check_idle()
 
     async def wait_idle(self) -> None:
-        while self._outstanding:
+        while not self._idle.is_set():
             await self._idle.wait()
 
     async def close(self) -> list[Delivery]:
         self._closed = True
-        for timer in self._timers:
+        lost: list[Delivery] = [d for d in self._received if not d.settled]
+        self._received.clear()
+        for timer, delivery in self._timers.items():
             timer.cancel()
+            lost.append(delivery)
         self._timers.clear()
         for channel in self._channels.values():
-            for waiters in (channel.getters, channel.room_waiters):
-                while waiters:
-                    _wake_one(waiters)
+            lost.extend(channel.items)
             channel.items.clear()
-        lost: list[Delivery] = list(self._outstanding)
-        self._outstanding.clear()
+            while channel.getters:
+                _wake_one(channel.getters)
+        while self._room_waiters:
+            _wake_one(self._room_waiters)
+        self._queued = 0
         self._idle.set()
         return lost
 
     # internals used by MemoryDelivery
 
-    def _put(self, channel: _Channel, delivery: MemoryDelivery) -> None:
-        if not self._outstanding:
-            self._idle.clear()
-        self._outstanding.add(delivery)
-        self._enqueue(channel, delivery)
+    def _check_idle(self) -> None:
+        if not (self._queued or self._received or self._timers):
+            self._idle.set()
 
     def _enqueue(self, channel: _Channel, delivery: MemoryDelivery) -> None:
+        self._queued += 1
         channel.items.append(delivery)
         if channel.getters:
             _wake_one(channel.getters)
 
     def _finish(self, delivery: MemoryDelivery) -> None:
-        self._outstanding.discard(delivery)
-        if not self._outstanding:
-            self._idle.set()
+        self._received.discard(delivery)
+        self._check_idle()
 
     def _redeliver(self, delivery: MemoryDelivery, delay: float) -> None:
         channel = self._channels[delivery.subscription]
         again = MemoryDelivery(self, delivery.event, delivery.subscription, delivery.attempt + 1)
-        # Swap without passing through empty, so the transport never looks idle meanwhile.
-        self._outstanding.add(again)
-        self._outstanding.discard(delivery)
         if delay <= 0:
-            self._enqueue(channel, again)
+            self._enqueue(channel, again)  # before _finish, so the bus never looks idle
+            self._finish(delivery)
             return
 
         def fire() -> None:
-            self._timers.discard(timer)
+            del self._timers[timer]
             if not self._closed:
                 self._enqueue(channel, again)
 
         timer = asyncio.get_running_loop().call_later(delay, fire)
-        self._timers.add(timer)
+        self._timers[timer] = again
+        self._finish(delivery)
 
-    async def _wait_for_room(self, channel: _Channel, timeout: float | None) -> None:
+    async def _wait_for_room(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while len(channel.items) >= self.max_pending:
+        while self._queued >= self.max_pending:
             if self._closed:
                 raise BusClosed("the in-memory transport is closed")
             fut = loop.create_future()
-            channel.room_waiters.append(fut)
+            self._room_waiters.append(fut)
             remaining = None if deadline is None else deadline - loop.time()
             try:
                 if remaining is not None and remaining <= 0:
@@ -232,7 +243,7 @@ class MemoryTransport(Transport):
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
                 raise BusFull(
-                    f"subscription {channel.name!r} has {len(channel.items)} events pending "
+                    f"{self._queued} deliveries are waiting for workers "
                     f"(max_pending={self.max_pending}); publish waited {timeout}s"
                 ) from None
             finally:

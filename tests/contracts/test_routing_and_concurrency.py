@@ -231,3 +231,24 @@ async def test_events_with_no_subscriber_are_accepted(make_bus: BusFactory) -> N
         event = await bus.publish(Event(event_type="nobody.listens"))
     status = await bus.status(event.event_id)
     assert status.subscriptions == {}
+
+
+async def test_handlers_publishing_into_a_full_bus_do_not_deadlock(make_bus: BusFactory) -> None:
+    """A handler that publishes while the bus is full must not wait for room it holds."""
+    bus = make_bus(max_pending=2)
+    children = 0
+
+    @bus.on("job.#", concurrency=1)
+    async def expand(event: Event) -> None:
+        nonlocal children
+        if event.event_type == "job.part":
+            children += 1
+            return
+        for _ in range(3):
+            await bus.publish(Event(event_type="job.part"))
+
+    async with bus:
+        for _ in range(300):  # more than the subscription's buffer and the bus's bound
+            await bus.publish(Event(event_type="job.whole"))
+        await bus.join(20)
+    assert children == 900
