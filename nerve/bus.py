@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -16,6 +16,7 @@ from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
 from nerve.routing import matches
 from nerve.settings import Settings
+from nerve.settler import Settler
 from nerve.stores import store_from_url
 from nerve.stores.base import DeliveryState, Store
 from nerve.subscription import (
@@ -98,7 +99,8 @@ class EventBus:
             store_url = store or self.settings.store_url or self._transport.default_store_url
             self._store = store_from_url(store_url, self.settings)
         self._subscriptions: dict[str, Subscription] = {}
-        self._runners: list[SubscriptionRunner] = []
+        self._runners: dict[str, SubscriptionRunner] = {}
+        self._settler: Settler | None = None
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self.dlq = DeadLetterQueue(self)
@@ -273,13 +275,20 @@ class EventBus:
         if self._state == "running":
             return
         await self._connect()
-        self._runners = [
-            SubscriptionRunner(sub, self._transport, self._store)
-            for sub in self._subscriptions.values()
-        ]
-        for runner in self._runners:
+        self._settler = Settler(self._store, self._transport, on_released=self._forget)
+        self._runners = {
+            name: SubscriptionRunner(sub, self._transport, self._store, self._settler)
+            for name, sub in self._subscriptions.items()
+        }
+        for runner in self._runners.values():
             runner.start()
         self._state = "running"
+
+    def _forget(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            runner = self._runners.get(delivery.subscription)
+            if runner is not None:
+                runner.forget(delivery.event.event_id)
 
     async def join(self, timeout: float | None = None) -> None:
         """Wait until every published event is settled (done or dead-lettered).
@@ -303,8 +312,10 @@ class EventBus:
             return
         grace = self.settings.shutdown_grace if grace is None else grace
         self._state = "stopping"
-        await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
-        self._runners = []
+        await asyncio.gather(*(runner.stop(grace) for runner in self._runners.values()))
+        if self._settler is not None:
+            await self._settler.close()
+        self._runners = {}
         self.unfinished = await self._transport.close()
         await self._store.close()
         self._state = "stopped"

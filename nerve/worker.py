@@ -1,10 +1,12 @@
 """The consume loop of one subscription: dedupe -> handler -> settle -> retry / dead letter.
 
-Per subscription, a *pump* task pulls batches from the transport into a bounded buffer,
-and up to ``concurrency`` *worker* tasks take deliveries from it. Workers are started
-only when there is work for them and park (not exit) when there is none, so a quiet
-subscription costs one task and a busy one reuses its tasks instead of making one per
-event. A slow handler occupies one worker; the others and other subscriptions go on.
+Up to ``concurrency`` worker tasks serve a subscription. A worker that finds the buffer
+empty receives the next batch from the transport itself (one at a time: the others
+park), then handles deliveries from the buffer. Workers wake each other in a chain: one
+that takes a delivery while more wait wakes one other, so a handler that never suspends
+lets its worker drain the batch alone, and handlers that await (an LLM call) bring in a
+new worker at each await, up to ``concurrency``. A quiet subscription costs one parked
+task; a busy one reuses its tasks instead of making one per event.
 """
 
 from __future__ import annotations
@@ -18,31 +20,30 @@ from typing import Any
 from nerve.context import HandlerContext, _current
 from nerve.events import Event
 from nerve.exceptions import HandlerTimeout, Reject, Retry
+from nerve.settler import Settler
 from nerve.stores.base import AttemptError, DeadLetter, Store
 from nerve.subscription import Subscription
 from nerve.transports.base import Delivery, Transport
 
 log = logging.getLogger("nerve")
 
-#: Deliveries a subscription pulls ahead of its workers, beyond its concurrency.
+#: Deliveries a subscription takes from the transport ahead of its workers.
 MIN_PREFETCH = 128
 #: Longest wait between attempts to receive from a failing transport, in seconds.
 RECEIVE_RETRY_MAX = 5.0
-#: Successes are recorded and acknowledged in batches of up to this many...
-SETTLE_BATCH = 128
-#: ...or after this many seconds, whichever comes first (and whenever a worker goes idle).
-SETTLE_DELAY = 0.005
 
 
 class SubscriptionRunner:
     """Runs one subscription's handler over the deliveries a transport hands it."""
 
-    def __init__(self, subscription: Subscription, transport: Transport, store: Store) -> None:
+    def __init__(
+        self, subscription: Subscription, transport: Transport, store: Store, settler: Settler
+    ) -> None:
         self.subscription = subscription
         self._transport = transport
         self._store = store
+        self._settler = settler
         self._prefetch = max(MIN_PREFETCH, 2 * subscription.concurrency)
-        self._low_water = self._prefetch // 2
         self._direct = subscription.timeout is None and subscription.payload_model is None
         self._buffer: deque[Delivery] = deque()
         self._keyed: dict[Hashable, deque[Delivery]] = {}
@@ -50,22 +51,22 @@ class SubscriptionRunner:
         self._workers: set[asyncio.Task[None]] = set()
         self._parked: deque[asyncio.Future[None]] = deque()
         self._waking = 0  # workers woken (or started) that have not run yet
-        self._room: asyncio.Future[None] | None = None
+        self._receiver: asyncio.Task[Any] | None = None  # the worker receiving, if any
         self._active_ids: set[str] = set()
-        # Ids finished here lately (two generations of sets): a duplicate already in the
-        # buffer when its twin finished is caught without asking the store again.
+        # Ids handled here lately (two generations of sets): a duplicate that was already
+        # buffered when its twin finished is caught without asking the store again.
         self._recent: set[str] = set()
         self._recent_old: set[str] = set()
         self._recent_max = self._prefetch + subscription.concurrency
-        self._unsettled: list[Delivery] = []  # handled, not yet marked done and acked
-        self._settle_due = False  # set by a timer SETTLE_DELAY after the first unsettled
-        self._pump_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def start(self) -> None:
-        self._pump_task = asyncio.create_task(
-            self._pump(), name=f"nerve-pump:{self.subscription.name}"
-        )
+        self._wake_one()
+
+    def forget(self, event_id: str) -> None:
+        """Stop treating ``event_id`` as handled (its success could not be recorded)."""
+        self._recent.discard(event_id)
+        self._recent_old.discard(event_id)
 
     async def stop(self, grace: float) -> None:
         """Take no more deliveries, let in-flight handlers finish for ``grace`` seconds.
@@ -75,10 +76,10 @@ class SubscriptionRunner:
         (a durable transport redelivers them; never ack on cancellation).
         """
         self._stopping = True
-        if self._pump_task is not None:
-            self._pump_task.cancel()
-            await asyncio.gather(self._pump_task, return_exceptions=True)
-            self._pump_task = None
+        if self._receiver is not None:
+            self._receiver.cancel()  # it waits on the transport, handling nothing
+        for fut in self._parked:
+            fut.cancel()
         unstarted = list(self._buffer)
         self._buffer.clear()
         for queue in self._keyed.values():
@@ -86,77 +87,26 @@ class SubscriptionRunner:
             queue.clear()
         for delivery in unstarted:
             await delivery.nack(0.0)
-        for fut in self._parked:
-            fut.cancel()
-        if self._workers:
-            _, late = await asyncio.wait(self._workers, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-            if late:
-                log.warning(
-                    "%s: %d handler(s) still running after the %.1fs grace period were "
-                    "cancelled; their events are left for redelivery",
-                    self.subscription.name,
-                    len(late),
-                    grace,
-                )
-        await self._settle()
+        if not self._workers:
+            return
+        _, late = await asyncio.wait(self._workers, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            log.warning(
+                "%s: %d handler(s) still running after the %.1fs grace period were "
+                "cancelled; their events are left for redelivery",
+                self.subscription.name,
+                len(late),
+                grace,
+            )
 
-    # the pump and the workers
-
-    async def _pump(self) -> None:
-        buffer = self._buffer
-        loop = asyncio.get_running_loop()
-        failures = 0
-        while True:
-            room = self._prefetch - len(buffer) - self._held
-            if room <= 0:
-                self._room = loop.create_future()
-                await self._room
-                continue
-            try:
-                batch = await self._transport.receive(self.subscription.name, room)
-            except Exception:  # the broker is down: keep trying, never give up the subscription
-                failures += 1
-                delay = min(RECEIVE_RETRY_MAX, 0.1 * 2**failures)
-                log.exception(
-                    "%s: receive failed; retrying in %.1fs", self.subscription.name, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            if not batch:
-                return  # the transport is closed
-            fresh = await self._drop_duplicates(batch)
-            if fresh:
-                buffer.extend(fresh)
-                self._wake_one()
-
-    async def _drop_duplicates(self, batch: Sequence[Delivery]) -> Sequence[Delivery]:
-        """Acknowledge deliveries of events this subscription already handled."""
-        name = self.subscription.name
-        done = await self._store.done_among(name, [d.event.event_id for d in batch])
-        if not done:
-            return batch
-        await self._transport.ack_many([d for d in batch if d.event.event_id in done])
-        return [d for d in batch if d.event.event_id not in done]
-
-    def _make_room(self) -> None:
-        room = self._room
-        self._room = None
-        if room is not None and not room.done():
-            room.set_result(None)
+    # the workers
 
     def _wake_one(self) -> None:
-        """Get one more worker onto the buffer, unless one is already on its way.
-
-        Workers wake each other in a chain: a worker that takes a delivery while more wait
-        wakes one other. A handler that never suspends lets its worker drain the buffer
-        alone (one spare wake per batch); handlers that await (an LLM call) bring in a new
-        worker at each await, up to ``concurrency``.
-        """
-        if self._waking:
+        """Get one more worker going, unless one is already on its way."""
+        if self._waking or self._stopping:
             return
         while self._parked:
             fut = self._parked.popleft()
@@ -174,14 +124,12 @@ class SubscriptionRunner:
         buffer = self._buffer
         loop = asyncio.get_running_loop()
         key_of = self.subscription.ordered_by
-        while True:
-            self._waking -= 1
-            while buffer:
+        self._waking -= 1
+        while not self._stopping:
+            if buffer:
                 delivery = buffer.popleft()
                 if buffer and not self._waking:
                     self._wake_one()
-                if self._room is not None and len(buffer) < self._low_water:
-                    self._make_room()
                 try:
                     if key_of is not None:
                         await self._handle_in_order(delivery, key_of(delivery.event))
@@ -194,18 +142,43 @@ class SubscriptionRunner:
                         delivery.event.event_id,
                     )
                     await self._release(delivery)
-            if self._unsettled:
-                await self._settle()
-            if self._stopping:
-                return
-            fut = loop.create_future()
-            self._parked.append(fut)
-            try:
+            elif self._receiver is None and self._held < self._prefetch:
+                self._receiver = asyncio.current_task()
+                try:
+                    batch = await self._receive(self._prefetch - self._held)
+                finally:
+                    self._receiver = None
+                if batch is None:
+                    return  # the transport is closed
+                buffer.extend(batch)
+            else:
+                fut = loop.create_future()
+                self._parked.append(fut)
                 await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._waking -= 1  # woken and cancelled in the same turn
-                raise
+                self._waking -= 1
+
+    async def _receive(self, room: int) -> Sequence[Delivery] | None:
+        """The next batch, without the duplicates of events already handled."""
+        failures = 0
+        while True:
+            try:
+                batch = await self._transport.receive(self.subscription.name, room)
+                break
+            except Exception:  # the broker is down: keep trying, never give up
+                failures += 1
+                delay = min(RECEIVE_RETRY_MAX, 0.1 * 2**failures)
+                log.exception(
+                    "%s: receive failed; retrying in %.1fs", self.subscription.name, delay
+                )
+                await asyncio.sleep(delay)
+        if not batch:
+            return None
+        name = self.subscription.name
+        done = await self._store.done_among(name, [d.event.event_id for d in batch])
+        if not done:
+            return batch
+        await self._transport.ack_many([d for d in batch if d.event.event_id in done])
+        return [d for d in batch if d.event.event_id not in done]
 
     async def _release(self, delivery: Delivery) -> None:
         try:
@@ -237,7 +210,7 @@ class SubscriptionRunner:
         event = delivery.event
         event_id = event.event_id
         if event_id in self._active_ids or event_id in self._recent or event_id in self._recent_old:
-            await delivery.ack()  # a duplicate: being handled right now, or just finished
+            await delivery.ack()  # a duplicate: being handled right now, or just handled
             return
         self._active_ids.add(event_id)
         attempt = delivery.attempt
@@ -252,7 +225,12 @@ class SubscriptionRunner:
                 except Exception as exc:  # noqa: BLE001  # any handler failure is data
                     error = exc
                 else:
-                    await self._succeeded(delivery)
+                    recent = self._recent
+                    recent.add(event_id)
+                    if len(recent) > self._recent_max:
+                        self._recent_old = recent
+                        self._recent = set()
+                    await self._settler.done(delivery)
                     return
                 finally:
                     _current.reset(token)
@@ -268,45 +246,6 @@ class SubscriptionRunner:
                 attempt += 1
         finally:
             self._active_ids.discard(event_id)
-
-    async def _succeeded(self, delivery: Delivery) -> None:
-        recent = self._recent
-        recent.add(delivery.event.event_id)
-        if len(recent) > self._recent_max:
-            self._recent_old = recent
-            self._recent = set()
-        unsettled = self._unsettled
-        if not unsettled:
-            asyncio.get_running_loop().call_later(SETTLE_DELAY, self._mark_settle_due)
-        unsettled.append(delivery)
-        if len(unsettled) >= SETTLE_BATCH or self._settle_due:
-            await self._settle()
-
-    def _mark_settle_due(self) -> None:
-        self._settle_due = True
-
-    async def _settle(self) -> None:
-        """Mark the handled deliveries done, then acknowledge them (in that order).
-
-        If the store cannot record them, they are released for redelivery instead: the
-        handlers will run again (at least once), never silently lose the events.
-        """
-        self._settle_due = False
-        batch = self._unsettled
-        if not batch:
-            return
-        self._unsettled = []
-        name = self.subscription.name
-        try:
-            await self._store.mark_done_many(name, [d.event.event_id for d in batch])
-        except Exception:
-            log.exception("%s: could not record %d successes", name, len(batch))
-            for delivery in batch:
-                self._recent.discard(delivery.event.event_id)
-                self._recent_old.discard(delivery.event.event_id)
-                await self._release(delivery)
-            return
-        await self._transport.ack_many(batch)
 
     async def _invoke(self, event: Event[Any]) -> None:
         sub = self.subscription
@@ -329,6 +268,7 @@ class SubscriptionRunner:
         """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""
         sub = self.subscription
         error = AttemptError.from_exception(exc, attempt)
+        extra = {"event_id": event.event_id, "correlation_id": event.correlation_id}
         if isinstance(exc, Reject) or attempt > sub.retries:
             errors = await self._store.take_failures(sub.name, event.event_id)
             errors.append(error)
@@ -342,7 +282,7 @@ class SubscriptionRunner:
                 attempt,
                 error.type,
                 error.message,
-                extra={"event_id": event.event_id, "correlation_id": event.correlation_id},
+                extra=extra,
             )
             return None
         await self._store.add_failure(sub.name, event.event_id, error)
@@ -359,6 +299,6 @@ class SubscriptionRunner:
             error.type,
             error.message,
             delay,
-            extra={"event_id": event.event_id, "correlation_id": event.correlation_id},
+            extra=extra,
         )
         return delay

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nerve import Backoff, DeliveryState, Event, EventBus, StoreError
 from nerve.stores.memory import MemoryStore
@@ -15,11 +15,11 @@ class FlakyStore(MemoryStore):
         super().__init__()
         self.failures_left = 1
 
-    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
+    async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
         if self.failures_left:
             self.failures_left -= 1
             raise StoreError("connection reset")
-        await super().mark_done_many(subscription, event_ids)
+        await super().mark_done_many(done)
 
 
 async def test_a_store_failure_after_the_handler_leaves_the_event_for_redelivery() -> None:

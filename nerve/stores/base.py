@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -128,10 +128,14 @@ class Store(ABC):
         """Which of ``event_ids`` the subscription handled within the window."""
         return {eid for eid in event_ids if await self.is_done(subscription, eid)}
 
-    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
-        """:meth:`mark_done` for many events (stores override it with one write)."""
-        for event_id in event_ids:
-            await self.mark_done(subscription, event_id)
+    async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
+        """:meth:`mark_done` for many events: subscription -> event ids.
+
+        Stores override it with one write (a transaction, a pipeline).
+        """
+        for subscription, event_ids in done.items():
+            for event_id in event_ids:
+                await self.mark_done(subscription, event_id)
 
     @abstractmethod
     async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:

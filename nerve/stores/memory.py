@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nerve.events import Event
@@ -93,7 +93,7 @@ class MemoryStore(Store):
         return marks is not None and marks.get(event_id) is not None
 
     async def mark_done(self, subscription: str, event_id: str) -> None:
-        await self.mark_done_many(subscription, (event_id,))
+        await self.mark_done_many({subscription: (event_id,)})
 
     async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
         marks = self._done.get(subscription)
@@ -102,11 +102,12 @@ class MemoryStore(Store):
         young, old = marks.young, marks.old
         return {eid for eid in event_ids if eid in young or eid in old}
 
-    async def mark_done_many(self, subscription: str, event_ids: Sequence[str]) -> None:
-        self._marks(subscription).put_many(event_ids, True)
-        if self._failures:
-            for event_id in event_ids:
-                self._failures.pop((subscription, event_id), None)
+    async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
+        for subscription, event_ids in done.items():
+            self._marks(subscription).put_many(event_ids, True)
+            if self._failures:
+                for event_id in event_ids:
+                    self._failures.pop((subscription, event_id), None)
 
     async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
         self._failures.setdefault((subscription, event_id), []).append(error)

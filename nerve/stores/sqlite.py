@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS nerve_dead_letters (
 CREATE INDEX IF NOT EXISTS nerve_dead_letters_at ON nerve_dead_letters (dead_at);
 """
 
-#: Expired marks are deleted once every this many writes.
+#: Expired marks are deleted once every this many done marks.
 _PRUNE_EVERY = 1000
 
 
@@ -110,13 +110,7 @@ class SQLiteStore(Store):
         return self._db().execute(sql, params).fetchall()
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        db = self._db()
-        db.execute(sql, params)
-        self._writes += 1
-        if self._writes % _PRUNE_EVERY == 0:
-            horizon = time.time() - self.window
-            db.execute("DELETE FROM nerve_done WHERE at < ?", (horizon,))
-            db.execute("DELETE FROM nerve_published WHERE at < ?", (horizon,))
+        self._db().execute(sql, params)
 
     async def record_published(self, event: Event[Any]) -> None:
         await self._run(
@@ -142,24 +136,54 @@ class SQLiteStore(Store):
         return bool(rows)
 
     async def mark_done(self, subscription: str, event_id: str) -> None:
-        await self._run(self._mark_done, subscription, event_id)
+        await self.mark_done_many({subscription: (event_id,)})
 
-    def _mark_done(self, subscription: str, event_id: str) -> None:
+    async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
+        rows = [(sub, eid) for sub, eids in done.items() for eid in eids]
+        await self._run(self._mark_done, rows)
+
+    def _mark_done(self, rows: list[tuple[str, str]]) -> None:
         db = self._db()
+        now = time.time()
         db.execute("BEGIN")
         try:
-            self._write(
+            db.executemany(
                 "INSERT OR REPLACE INTO nerve_done VALUES (?, ?, ?)",
-                (subscription, event_id, time.time()),
+                [(sub, eid, now) for sub, eid in rows],
             )
-            db.execute(
+            db.executemany(
                 "DELETE FROM nerve_failures WHERE event_id = ? AND subscription = ?",
-                (event_id, subscription),
+                [(eid, sub) for sub, eid in rows],
             )
+            self._writes += len(rows)
+            if self._writes >= _PRUNE_EVERY:
+                self._writes = 0
+                horizon = now - self.window
+                db.execute("DELETE FROM nerve_done WHERE at < ?", (horizon,))
+                db.execute("DELETE FROM nerve_published WHERE at < ?", (horizon,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
+        return await self._run(self._done_among, subscription, list(event_ids))
+
+    def _done_among(self, subscription: str, event_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        horizon = time.time() - self.window
+        for start in range(0, len(event_ids), 500):  # SQLite caps bound parameters
+            chunk = event_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self._db().execute(
+                    f"SELECT event_id FROM nerve_done WHERE subscription = ? AND at >= ? "  # noqa: S608  # placeholders only
+                    f"AND event_id IN ({marks})",
+                    (subscription, horizon, *chunk),
+                )
+            )
+        return found
 
     async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
         await self._run(
