@@ -11,17 +11,20 @@ from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, Delivery
 
 Pair = tuple[str, str]
 
+#: Generations check their age and size once every this many puts.
+_CHECK_EVERY = 64
+
 
 class _Generations:
     """A dict that forgets: two generations, the older dropped when the younger is full.
 
-    The young generation is retired (and the old one dropped) when it is ``window``
-    seconds old or holds ``max_entries // 2`` keys. An entry therefore lives at least
-    ``window`` seconds unless the size bound retires it sooner, and at most about twice
-    that; a put costs a dict store and a clock read, never a scan.
+    The young generation is retired (and the old one dropped) once it is ``window``
+    seconds old or holds ``max_entries // 2`` keys, checked every ``_CHECK_EVERY`` puts.
+    An entry therefore lives at least ``window`` seconds unless the size bound retires it
+    sooner, and at most about twice that; a put is a dict store, never a scan.
     """
 
-    __slots__ = ("_born", "cap", "old", "window", "young")
+    __slots__ = ("_born", "_puts", "cap", "old", "window", "young")
 
     def __init__(self, window: float, max_entries: int) -> None:
         self.window = window
@@ -29,20 +32,26 @@ class _Generations:
         self.young: dict[Any, Any] = {}
         self.old: dict[Any, Any] = {}
         self._born = time.monotonic()
+        self._puts = 0
 
     def get(self, key: Any) -> Any:
         found = self.young.get(key)
         return self.old.get(key) if found is None else found
 
     def put(self, key: Any, value: Any) -> None:
-        self._age()
         self.young[key] = value
+        self._puts += 1
+        if self._puts >= _CHECK_EVERY:
+            self._age()
 
     def put_many(self, keys: Sequence[Any], value: Any) -> None:
-        self._age()
         self.young.update(dict.fromkeys(keys, value))
+        self._puts += len(keys)
+        if self._puts >= _CHECK_EVERY:
+            self._age()
 
     def _age(self) -> None:
+        self._puts = 0
         now = time.monotonic()
         if len(self.young) >= self.cap or now - self._born >= self.window:
             self.old = self.young
