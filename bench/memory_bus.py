@@ -6,6 +6,7 @@ Usage::
     python -m bench.memory_bus --full     # scenario 1's toy runs all 1,000 events (~50 s)
     python -m bench.memory_bus --quick    # a smoke run of a few seconds
     python -m bench.memory_bus --profile  # pyinstrument of nerve in scenario 2, no table
+    python -m bench.memory_bus --profile 3b  # ... in scenario 3b
 
 Scenarios (the issue's):
 
@@ -114,8 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="instead of the table: profile nerve in scenario 2 with pyinstrument",
+        nargs="?",
+        const="2",
+        metavar="SCENARIO",
+        help="instead of the table: profile nerve's side of a scenario (default 2) "
+        "with pyinstrument",
     )
     return p
 
@@ -256,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ok": bool, "targets_met": bool}``. Each scenario holds ``ratio`` (nerve events/s
         over toy events/s), ``target``, ``met``, ``rss_ratio`` and the two sides' measures
         under ``"toy"`` / ``"nerve"`` (see :class:`bench.workload.SideResult`). ``ok`` is
-        False when a side failed or timed out. With ``--profile``: ``{"profile": text}``.
+        False when a side failed or timed out. With ``--profile``: ``{"profile": text}``
+        (pyinstrument's report).
 
     Calls ``asyncio.run``: call it outside a running event loop.
     """
@@ -429,12 +434,12 @@ def report(results: dict[str, Any]) -> str:
 
 
 def profile(args: argparse.Namespace) -> str:
-    """pyinstrument over nerve's side of scenario 2 (a separate pass; no timing taken)."""
+    """pyinstrument over nerve's side of one scenario (a separate pass; no timing kept)."""
     try:
         from pyinstrument import Profiler
     except ImportError:
         raise SystemExit("--profile needs pyinstrument: pip install -e '.[bench]'") from None
-    scenario = _scenarios(argparse.Namespace(**{**vars(args), "scenarios": "2"}))[0]
+    scenario = _scenarios(argparse.Namespace(**{**vars(args), "scenarios": args.profile}))[0]
     w = scenario.workload("nerve", args.timeout, measure_rss=False)
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
@@ -442,8 +447,8 @@ def profile(args: argparse.Namespace) -> str:
     profiler.stop()
     text: str = profiler.output_text(unicode=False, color=False, show_all=False)
     summary = (
-        f"nerve, scenario 2, {w.events:,} events under the profiler: "
-        f"{_f(result.events_per_s, ',.0f')} events/s (slowed by sampling)\n"
+        f"nerve, scenario {scenario.key} ({scenario.title}), {w.events:,} events under the "
+        f"profiler: {_f(result.events_per_s, ',.0f')} events/s (slowed by sampling)\n"
     )
     print(summary + text)
     return summary + text
