@@ -103,6 +103,7 @@ class EventBus:
         self._settler: Settler | None = None
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
+        self._stopped = asyncio.Event()
         self.dlq = DeadLetterQueue(self)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
         self.unfinished: list[Delivery] = []
@@ -307,8 +308,12 @@ class EventBus:
         What was not handled stays with a durable transport for redelivery; an in-process
         transport loses it, and the bus logs it and keeps it in :attr:`unfinished`.
         """
+        if self._state == "stopping":
+            await self._stopped.wait()
+            return
         if self._state in ("new", "stopped"):
             self._state = "stopped"
+            await self._store.close()  # reopened by dlq / status calls after a stop
             return
         grace = self.settings.shutdown_grace if grace is None else grace
         self._state = "stopping"
@@ -319,6 +324,7 @@ class EventBus:
         self.unfinished = await self._transport.close()
         await self._store.close()
         self._state = "stopped"
+        self._stopped.set()
         if self.unfinished:
             log.warning(
                 "the bus stopped with %d unfinished deliveries (lost: %s is in-process); first: %s",
@@ -386,6 +392,8 @@ class EventBus:
     async def _ready_store(self) -> Store:
         if self._state == "new":
             await self._connect()
+        elif self._state == "stopped":
+            await self._store.open()  # dead letters and status outlive the bus's run
         return self._store
 
     async def _redeliver(self, event: Event[Any], subscription: str) -> None:

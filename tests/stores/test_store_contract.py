@@ -150,3 +150,21 @@ async def test_sqlite_url_forms(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:////abs/x.db") == "/abs/x.db"
     with pytest.raises(ConfigurationError, match="sqlite:///relative"):
         sqlite_path("sqlite://x.db")
+
+
+async def test_dead_letters_can_be_read_after_the_bus_stopped(tmp_path: Path) -> None:
+    bus = EventBus(store=f"sqlite:///{tmp_path}/after.db")
+
+    @bus.on("a.b", name="fails", retries=0)
+    async def fails(event: Event) -> None:
+        raise RuntimeError("no")
+
+    async with bus:
+        event = await bus.publish(Event(event_type="a.b"))
+    entry = await bus.dlq.get(event.event_id)
+    assert entry is not None
+    assert entry.errors[0].message == "no"
+    assert (await bus.status(event.event_id)).subscriptions == {
+        "fails": DeliveryState.DEAD_LETTERED
+    }
+    await bus.stop()  # closes the store it reopened
