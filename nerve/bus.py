@@ -215,6 +215,11 @@ class EventBus:
         return subscription
 
     @property
+    def transport(self) -> Transport:
+        """The transport this bus runs on."""
+        return self._transport
+
+    @property
     def subscriptions(self) -> dict[str, Subscription]:
         """The subscriptions by name (a copy)."""
         return dict(self._subscriptions)
@@ -292,9 +297,11 @@ class EventBus:
                 runner.forget(delivery.event.event_id)
 
     async def join(self, timeout: float | None = None) -> None:
-        """Wait until every published event is settled (done or dead-lettered).
+        """Wait until nothing is pending for this bus's subscriptions.
 
-        In-process transports only; on a durable transport this returns at once.
+        Every event delivered to them is then settled (done or dead-lettered), with no
+        retry waiting. Handy in scripts and tests; on a shared durable transport it also
+        waits for events that other processes publish meanwhile.
 
         Raises:
             TimeoutError: events are still unsettled after ``timeout`` seconds.
@@ -351,11 +358,11 @@ class EventBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Drain (in-process: until every event is settled) within the grace, then stop."""
+        """Drain (until nothing is pending) within the grace period, then stop."""
         grace = self.settings.shutdown_grace
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if exc_type is None and not self._transport.durable:
+        if exc_type is None and self._state == "running":
             try:
                 await self.join(grace)
             except TimeoutError:

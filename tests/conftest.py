@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nerve import Backoff, EventBus, Settings
 
-#: Every transport the contract suites run against.
-TRANSPORTS = ["memory://"]
+#: Every transport the contract suites run against: name -> URL for one test.
+TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
+    "memory": lambda tmp, uid: "memory://",
+}
+
 
 #: Retries fast enough for tests.
 FAST = Backoff(initial=0.01, maximum=0.05)
@@ -32,14 +37,24 @@ async def eventually(
 BusFactory = Callable[..., EventBus]
 
 
-@pytest.fixture(params=TRANSPORTS)
-async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[BusFactory]:
-    """Make buses on the parametrised transport; stops them all at teardown."""
+@pytest.fixture(params=sorted(TRANSPORTS))
+def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL on the parametrised transport, fresh for this test (its own file or keys)."""
+    return TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+async def make_bus(bus_url: str) -> AsyncIterator[BusFactory]:
+    """Make buses on this test's transport URL; stops them all at teardown.
+
+    Buses made by one test share the URL: on a durable transport a second bus sees what
+    the first left (a restart).
+    """
     made: list[EventBus] = []
 
     def factory(**settings: Any) -> EventBus:
         settings.setdefault("shutdown_grace", 5.0)
-        bus = EventBus(request.param, settings=Settings(**settings))
+        bus = EventBus(bus_url, settings=Settings(**settings))
         made.append(bus)
         return bus
 

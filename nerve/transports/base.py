@@ -127,9 +127,10 @@ class Transport(ABC):
         for delivery in deliveries:
             await delivery.ack()
 
-    async def wait_idle(self) -> None:  # noqa: B027  # a no-op is right for durable transports
-        """Wait until every accepted event is settled (in-process transports only).
+    @abstractmethod
+    async def wait_idle(self) -> None:
+        """Wait until nothing is pending for the subscriptions declared here.
 
-        Durable transports cannot know what other processes still owe, so they return at
-        once; their ``async with bus`` exit finishes in-flight work and leaves the rest.
+        Nothing pending means: no event waiting to be delivered to them, none delivered
+        and unsettled, no retry waiting for its delay. Durable transports may poll.
         """
