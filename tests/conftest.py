@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,8 +14,14 @@ import pytest
 from nerve import Backoff, EventBus, Settings
 
 #: Every transport the contract suites run against: name -> URL for one test.
-TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
+ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, uid: "memory://",
+}
+#: NERVE_TEST_TRANSPORTS=memory,sqlite runs a subset while developing; CI runs them all.
+TRANSPORTS = {
+    name: url
+    for name, url in ALL_TRANSPORTS.items()
+    if name in os.environ.get("NERVE_TEST_TRANSPORTS", ",".join(ALL_TRANSPORTS)).split(",")
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nerve.exceptions import ConfigurationError
+from nerve.exceptions import ConfigurationError, MissingDependency
 from nerve.settings import Settings
 from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
 from nerve.transports import scheme_of
@@ -22,4 +22,17 @@ def store_from_url(url: str, settings: Settings | None = None) -> Store:
         from nerve.stores.sqlite import SQLiteStore
 
         return SQLiteStore(url, window=settings.idempotency_window)
-    raise ConfigurationError(f"unknown store {scheme}:// (known: memory://, sqlite:///path.db)")
+    if scheme in ("redis", "rediss"):
+        try:
+            from nerve.stores.redis import RedisStore
+        except ImportError as exc:
+            if exc.name == "nerve.stores.redis":
+                raise
+            raise MissingDependency(
+                f"the redis store needs {exc.name}: pip install 'nerve[redis]'"
+            ) from exc
+
+        return RedisStore(url, window=settings.idempotency_window)
+    raise ConfigurationError(
+        f"unknown store {scheme}:// (known: memory://, sqlite:///path.db, redis://host:port/db)"
+    )

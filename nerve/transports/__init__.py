@@ -15,6 +15,8 @@ __all__ = ["Delivery", "Transport", "transport_from_url"]
 #: scheme -> (module, class, the extra that installs its client library or None)
 TRANSPORTS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("nerve.transports.memory", "MemoryTransport", None),
+    "sqlite": ("nerve.transports.sqlite", "SQLiteTransport", None),
+    "redis": ("nerve.transports.redis", "RedisTransport", "redis"),
 }
 
 
@@ -44,6 +46,8 @@ def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if exc.name == module_name or extra is None:
+            raise  # our own module is broken, not a missing extra
         raise MissingDependency(
             f"the {scheme}:// transport needs {exc.name}: pip install 'nerve[{extra}]'"
         ) from exc
