@@ -120,6 +120,10 @@ class SubscriptionRunner:
             task.add_done_callback(self._workers.discard)
             self._waking += 1
 
+    def _ensure_receiver(self) -> None:
+        if self._receiver is None and not self._waking:
+            self._wake_one()
+
     async def _work(self) -> None:
         buffer = self._buffer
         loop = asyncio.get_running_loop()
@@ -128,8 +132,14 @@ class SubscriptionRunner:
         while not self._stopping:
             if buffer:
                 delivery = buffer.popleft()
-                if buffer and not self._waking:
-                    self._wake_one()
+                if buffer:
+                    if not self._waking:
+                        self._wake_one()
+                elif self._receiver is None:
+                    # Nobody is receiving: if this handler suspends, bring in a worker
+                    # that will. (A handler that never suspends lets this worker receive
+                    # the next batch itself, and the check then finds it receiving.)
+                    loop.call_soon(self._ensure_receiver)
                 try:
                     if key_of is not None:
                         await self._handle_in_order(delivery, key_of(delivery.event))

@@ -32,7 +32,8 @@ def store_from_url(url: str, settings: Settings | None = None) -> Store:
                 f"the redis store needs {exc.name}: pip install 'nerve[redis]'"
             ) from exc
 
-        return RedisStore(url, window=settings.idempotency_window)
+        store: Store = RedisStore(url, window=settings.idempotency_window)
+        return store
     raise ConfigurationError(
         f"unknown store {scheme}:// (known: memory://, sqlite:///path.db, redis://host:port/db)"
     )

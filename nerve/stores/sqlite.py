@@ -1,22 +1,18 @@
 """``sqlite:///path.db``: a store in one SQLite file that survives restarts.
 
-The stdlib driver runs on one dedicated thread (SQLite connections are not meant to be
-shared across threads), in WAL mode with ``synchronous=NORMAL``: a committed write survives
-a crash of the process; a power loss may take the last few transactions.
+A committed write survives a crash of the process (see ``nerve.sqlitedb`` for the
+connection's settings); a power loss may take the last few transactions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from nerve.events import Event
-from nerve.exceptions import ConfigurationError, StoreError
+from nerve.exceptions import StoreError
+from nerve.sqlitedb import SQLiteDatabase, sqlite_path
 from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
 
 T = TypeVar("T")
@@ -44,16 +40,6 @@ CREATE INDEX IF NOT EXISTS nerve_dead_letters_at ON nerve_dead_letters (dead_at)
 _PRUNE_EVERY = 1000
 
 
-def sqlite_path(url: str) -> str:
-    """The file of a SQLAlchemy-style URL: ``sqlite:///rel.db``, ``sqlite:////abs.db``."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ConfigurationError(
-            f"{url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    return url[len(prefix) :].split("?", 1)[0]
-
-
 class SQLiteStore(Store):
     """Idempotency marks, failures and dead letters in a SQLite file.
 
@@ -65,52 +51,23 @@ class SQLiteStore(Store):
     def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
         self.path = sqlite_path(url)
         self.window = window
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db = SQLiteDatabase(self.path, _SCHEMA, StoreError)
         self._writes = 0
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerve-sqlite")
-        self._conn = await self._run(self._open)
-
-    def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
-        return conn
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        await self._db.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise StoreError(f"the SQLite store {self.path} is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"the SQLite store {self.path} is not open")
-        return self._conn
+        return await self._db.run(fn, *args)
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return self._db().execute(sql, params).fetchall()
+        return self._db.execute(sql, params)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._db().execute(sql, params)
+        self._db.conn.execute(sql, params)
 
     async def record_published(self, event: Event[Any]) -> None:
         await self._run(
@@ -143,10 +100,8 @@ class SQLiteStore(Store):
         await self._run(self._mark_done, rows)
 
     def _mark_done(self, rows: list[tuple[str, str]]) -> None:
-        db = self._db()
         now = time.time()
-        db.execute("BEGIN")
-        try:
+        with self._db.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO nerve_done VALUES (?, ?, ?)",
                 [(sub, eid, now) for sub, eid in rows],
@@ -161,10 +116,6 @@ class SQLiteStore(Store):
                 horizon = now - self.window
                 db.execute("DELETE FROM nerve_done WHERE at < ?", (horizon,))
                 db.execute("DELETE FROM nerve_published WHERE at < ?", (horizon,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
         return await self._run(self._done_among, subscription, list(event_ids))
@@ -177,7 +128,7 @@ class SQLiteStore(Store):
             marks = ",".join("?" * len(chunk))
             found.update(
                 row[0]
-                for row in self._db().execute(
+                for row in self._db.conn.execute(
                     f"SELECT event_id FROM nerve_done WHERE subscription = ? AND at >= ? "  # noqa: S608  # placeholders only
                     f"AND event_id IN ({marks})",
                     (subscription, horizon, *chunk),
@@ -203,15 +154,9 @@ class SQLiteStore(Store):
         return [AttemptError.model_validate_json(row[0]) for row in rows]
 
     def _take(self, select: str, delete: str, params: tuple[Any, ...]) -> list[Any]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction() as db:
             rows = db.execute(select, params).fetchall()
             db.execute(delete, params)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return rows
 
     async def add_dead_letter(self, entry: DeadLetter) -> None:

@@ -144,7 +144,7 @@ async def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
 
 async def test_sqlite_url_forms(tmp_path: Path) -> None:
     from nerve.exceptions import ConfigurationError
-    from nerve.stores.sqlite import sqlite_path
+    from nerve.sqlitedb import sqlite_path
 
     assert sqlite_path("sqlite:///rel/x.db") == "rel/x.db"
     assert sqlite_path("sqlite:////abs/x.db") == "/abs/x.db"
