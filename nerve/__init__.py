@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from nerve.bus import EventBus, EventStatus
-from nerve.context import HandlerContext, current
+from nerve.context import HandlerContext, current, transaction
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import (
+    AlreadyHandled,
     BusClosed,
     BusFull,
     ChainTooDeep,
@@ -31,6 +32,7 @@ from nerve.transports.base import Delivery, Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyHandled",
     "AttemptError",
     "Backoff",
     "BusClosed",
@@ -62,4 +64,5 @@ __all__ = [
     "TransportError",
     "__version__",
     "current",
+    "transaction",
 ]

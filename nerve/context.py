@@ -7,21 +7,28 @@ handler spawns inherit the context, and with it the chain.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nerve.events import Event
+from nerve.exceptions import NerveError
+
+if TYPE_CHECKING:
+    from nerve.stores.base import Store
 
 
 class HandlerContext:
     """The delivery a handler is running for: its event, subscription and attempt."""
 
-    __slots__ = ("attempt", "event", "subscription")
+    __slots__ = ("attempt", "event", "store", "subscription")
 
-    def __init__(self, event: Event[Any], subscription: str, attempt: int) -> None:
+    def __init__(self, event: Event[Any], subscription: str, attempt: int, store: Store) -> None:
         self.event = event
         self.subscription = subscription
         self.attempt = attempt
+        self.store = store
 
     def __repr__(self) -> str:
         return f"HandlerContext({self.subscription}, {self.event.event_id}, attempt {self.attempt})"
@@ -33,3 +40,30 @@ _current: ContextVar[HandlerContext | None] = ContextVar("nerve_handler", defaul
 def current() -> HandlerContext | None:
     """The delivery being handled in this task, or None outside handlers."""
     return _current.get()
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[Any]:
+    """Inside a handler: a store transaction that commits the handler's writes together
+    with the record that this subscription handled this event (exactly-once effects).
+
+    Example:
+        ```python
+        bus = EventBus("sqlite:///app.db")  # the SQLite store lives in the same file
+
+        @bus.on("payment.received")
+        async def book(event: Event) -> None:
+            async with nerve.transaction() as tx:  # keep it short: no LLM calls inside
+                await tx.execute("INSERT INTO ledger VALUES (?, ?)", (event.event_id, 42))
+        ```
+
+    If the process dies before the commit, nothing was written and the event comes back;
+    after it, the event is recorded as handled and is not handled again. If another
+    worker committed the same event first, :class:`nerve.AlreadyHandled` rolls this one
+    back and the delivery is acknowledged as a duplicate.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise NerveError("nerve.transaction() works only inside a handler")
+    async with ctx.store.transaction(ctx.subscription, ctx.event.event_id) as tx:
+        yield tx

@@ -10,6 +10,7 @@ NerveError
 │   └── BusClosed               the bus is stopped (or stopping) and takes no new events
 ├── TransportError              the broker failed (the vendor error is chained)
 ├── StoreError                  the idempotency / dead letter store failed
+├── AlreadyHandled              a handler's transaction found its event already done
 └── HandlerError                raised *by handlers* (or by nerve on their behalf)
     ├── Reject                  never retry: dead-letter this event now
     │   ├── PayloadInvalid      the payload does not validate against the handler's model
@@ -59,6 +60,15 @@ class TransportError(NerveError):
 
 class StoreError(NerveError):
     """The store (idempotency, failures, dead letters) failed."""
+
+
+class AlreadyHandled(NerveError):
+    """The event was already recorded as handled when a handler's transaction committed.
+
+    Raised from ``async with nerve.transaction()`` when another worker finished the same
+    event first; the transaction is rolled back (none of its writes happen) and the
+    delivery is acknowledged as the duplicate it is. Handlers need not catch it.
+    """
 
 
 class HandlerError(NerveError):

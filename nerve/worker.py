@@ -19,7 +19,7 @@ from typing import Any
 
 from nerve.context import HandlerContext, _current
 from nerve.events import Event
-from nerve.exceptions import HandlerTimeout, Reject, Retry
+from nerve.exceptions import AlreadyHandled, HandlerTimeout, Reject, Retry
 from nerve.settler import Settler
 from nerve.stores.base import AttemptError, DeadLetter, Store
 from nerve.subscription import Subscription
@@ -226,12 +226,15 @@ class SubscriptionRunner:
         attempt = delivery.attempt
         try:
             while True:
-                token = _current.set(HandlerContext(event, sub.name, attempt))
+                token = _current.set(HandlerContext(event, sub.name, attempt, self._store))
                 try:
                     if self._direct:
                         await sub.handler(event)
                     else:
                         await self._invoke(event)
+                except AlreadyHandled:
+                    await delivery.ack()  # its transaction found another worker's mark
+                    return
                 except Exception as exc:  # noqa: BLE001  # any handler failure is data
                     error = exc
                 else:

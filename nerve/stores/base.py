@@ -17,6 +17,7 @@ from __future__ import annotations
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nerve.events import Event
+from nerve.exceptions import ConfigurationError
 
 #: Default idempotency window: a day.
 DEFAULT_WINDOW = 24 * 3600.0
@@ -168,3 +170,20 @@ class Store(ABC):
     @abstractmethod
     async def states(self, event_id: str) -> dict[str, DeliveryState]:
         """The recorded (non-pending) state of this event per subscription."""
+
+    def transaction(self, subscription: str, event_id: str) -> AbstractAsyncContextManager[Any]:
+        """A database transaction that also marks ``(subscription, event_id)`` done.
+
+        What the handler writes through it and the done mark commit together or not at
+        all, so a crash anywhere cannot duplicate the writes: a redelivered event finds
+        its mark and is not handled again. Stores backed by a database offer it; the
+        object yielded is that database's connection (see each store).
+
+        Raises:
+            AlreadyHandled: at commit, the mark exists (another worker won); rolled back.
+            ConfigurationError: this store has no transactions.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} has no transactions: use the SQLite or PostgreSQL store "
+            "to write a handler's effects together with its done mark"
+        )

@@ -6,12 +6,14 @@ connection's settings); a power loss may take the last few transactions.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from nerve.events import Event
-from nerve.exceptions import StoreError
+from nerve.exceptions import AlreadyHandled, StoreError
 from nerve.sqlitedb import SQLiteDatabase, sqlite_path
 from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
 
@@ -209,6 +211,64 @@ class SQLiteStore(Store):
         for subscription, state in rows:  # later kinds win: done > dead > failed
             found[subscription] = DeliveryState(state)
         return found
+
+    @asynccontextmanager
+    async def transaction(
+        self, subscription: str, event_id: str
+    ) -> AsyncIterator[SQLiteTransaction]:
+        """A transaction on a connection of its own, committed with the done mark.
+
+        Yields a :class:`SQLiteTransaction` (``await tx.execute(sql, params)``). SQLite
+        has one writer at a time: from the first write to the commit every other writer
+        of the file waits, so keep the block short (call the LLM before it, not in it).
+        """
+        db = SQLiteDatabase(self.path, "", StoreError)
+        await db.open()
+        try:
+            await db.run(db.conn.execute, "BEGIN")
+            try:
+                yield SQLiteTransaction(db)
+                await db.run(self._commit_with_mark, db, subscription, event_id)
+            except BaseException:
+                if db.conn.in_transaction:
+                    await asyncio.shield(db.run(db.conn.execute, "ROLLBACK"))
+                raise
+        finally:
+            await asyncio.shield(db.close())
+
+    def _commit_with_mark(self, db: SQLiteDatabase, subscription: str, event_id: str) -> None:
+        conn = db.conn
+        now = time.time()
+        live = conn.execute(
+            "SELECT 1 FROM nerve_done WHERE event_id = ? AND subscription = ? AND at >= ?",
+            (event_id, subscription, now - self.window),
+        ).fetchone()
+        if live:
+            conn.execute("ROLLBACK")
+            raise AlreadyHandled(f"{subscription} already handled {event_id}; rolled back")
+        conn.execute(
+            "INSERT OR REPLACE INTO nerve_done VALUES (?, ?, ?)", (subscription, event_id, now)
+        )
+        conn.execute(
+            "DELETE FROM nerve_failures WHERE event_id = ? AND subscription = ?",
+            (event_id, subscription),
+        )
+        conn.execute("COMMIT")
+
+
+class SQLiteTransaction:
+    """A handler's writes inside :meth:`SQLiteStore.transaction`."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement in the transaction; return its rows."""
+        return await self._db.run(self._db.execute, sql, tuple(params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` in the transaction."""
+        await self._db.run(self._db.conn.executemany, sql, rows)
 
 
 def _filters(event_id: str | None, subscription: str | None) -> tuple[str, tuple[Any, ...]]:
