@@ -1,0 +1,5 @@
+"""``python -m nerve``: the CLI."""
+
+from nerve.cli import main
+
+main()

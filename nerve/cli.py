@@ -1,0 +1,139 @@
+"""The ``nerve`` command: thin over the public API.
+
+``nerve worker APP`` runs an app's subscriptions (``APP`` is ``module:attribute`` naming an
+:class:`~nerve.EventBus`, as uvicorn names apps); ``nerve doctor APP`` checks that its
+transport and store answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nerve.bus import EventBus
+from nerve.exceptions import ConfigurationError, NerveError
+
+app = typer.Typer(help="nerve: event-driven AI agents on an event bus.", no_args_is_help=True)
+console = Console(stderr=True)
+
+AppArg = Annotated[str, typer.Argument(help="module:attribute naming an EventBus, e.g. app:bus")]
+
+
+def load_bus(target: str) -> EventBus:
+    """Import ``module:attribute`` (from the current directory too) and return the bus."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{target!r}: expected module:attribute, e.g. app:bus")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    bus = getattr(module, attribute, None)
+    if not isinstance(bus, EventBus):
+        raise ConfigurationError(f"{target}: {attribute} is not an EventBus ({type(bus).__name__})")
+    return bus
+
+
+@app.command()
+def worker(
+    target: AppArg,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="worker processes")] = 1,
+) -> None:
+    """Run the app's subscriptions until SIGTERM / Ctrl-C, then drain gracefully.
+
+    With --workers N, N processes share every subscription's events (on a durable
+    transport); one that dies is restarted, and SIGTERM stops them all.
+    """
+    if workers == 1:
+        bus = load_bus(target)
+        console.print(
+            f"nerve worker {os.getpid()}: {len(bus.subscriptions)} subscriptions on {bus.url}"
+        )
+        asyncio.run(_serve(bus))
+        return
+    _supervise(target, workers)
+
+
+async def _serve(bus: EventBus) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await bus.start()
+    try:
+        await stop.wait()
+    finally:
+        await bus.stop()
+
+
+def _supervise(target: str, count: int) -> None:
+    """Keep ``count`` single-process workers running until told to stop."""
+    command = [sys.executable, "-m", "nerve", "worker", target, "--workers", "1"]
+    children = [subprocess.Popen(command) for _ in range(count)]  # noqa: S603  # our own CLI
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        for index, child in enumerate(children):
+            if child.poll() is not None and not stopping:
+                console.print(f"worker {child.pid} exited with {child.returncode}; restarting")
+                children[index] = subprocess.Popen(command)  # noqa: S603
+        time.sleep(0.2)
+    for child in children:
+        child.wait()
+
+
+@app.command()
+def doctor(target: AppArg) -> None:
+    """Check that the app's transport and store answer."""
+    bus = load_bus(target)
+    table = Table("check", "result")
+    ok = asyncio.run(_doctor(bus, table))
+    Console().print(table)
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _doctor(bus: EventBus, table: Table) -> bool:
+    ok = True
+    try:
+        await bus.transport.connect()
+        await bus.transport.close()
+        table.add_row(f"transport {bus.url}", "[green]ok[/green]")
+    except NerveError as exc:
+        ok = False
+        table.add_row(f"transport {bus.url}", f"[red]{exc}[/red]")
+    try:
+        await bus.dlq.list(limit=1)
+        table.add_row("store", "[green]ok[/green]")
+    except NerveError as exc:
+        ok = False
+        table.add_row("store", f"[red]{exc}[/red]")
+    table.add_row("subscriptions", ", ".join(bus.subscriptions) or "(none)")
+    await bus.stop()
+    return ok
+
+
+def main() -> None:
+    """Entry point of the ``nerve`` console script."""
+    try:
+        app()
+    except ConfigurationError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from exc
