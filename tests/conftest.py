@@ -16,6 +16,7 @@ from nerve import Backoff, EventBus, Settings
 #: Every transport the contract suites run against: name -> URL for one test.
 ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, uid: "memory://",
+    "redis": lambda tmp, uid: f"redis://127.0.0.1:6379/0?prefix=t-{uid}&lease=2",
     "sqlite": lambda tmp, uid: f"sqlite:///{tmp}/bus-{uid}.db?lease=2&poll=0.01",
 }
 #: NERVE_TEST_TRANSPORTS=memory,sqlite runs a subset while developing; CI runs them all.

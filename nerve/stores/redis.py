@@ -1,0 +1,294 @@
+"""``redis://host:port/db``: the store on Redis, next to the Redis transport (or alone).
+
+Keys (under the URL's ``prefix`` option, default ``nerve``; names are the ``*_KEY``
+constants below)::
+
+    {prefix}:done:{event_id}         hash  subscription -> unix time it was handled
+    {prefix}:failures:{event_id}     hash  subscription -> attempt errors, one JSON per line
+    {prefix}:published:{event_id}    string, the event type
+    {prefix}:dlq                     hash  "subscription NUL event_id" -> dead letter JSON
+    {prefix}:dlq:order               sorted set of the same members, by time dead-lettered
+    {prefix}:dlq:event:{event_id}    set of the subscriptions holding a dead letter of it
+
+One hash per event keeps :meth:`RedisStore.states` one lookup per kind. Done marks and
+publish records expire ``window`` seconds after they were written, and a done mark older
+than the window is ignored even while its hash lives on (a later mark of the same event by
+another subscription extends the hash's TTL); failure lists expire after the window too,
+so an event abandoned mid-retries leaves nothing behind for long. Dead letters never
+expire: they wait to be replayed or purged. Writes survive what Redis's persistence
+settings make survive (``appendonly`` for every write).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from nerve.events import Event
+from nerve.exceptions import StoreError
+from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+from nerve.transports.redis import DEFAULT_PREFIX, redis_options, redis_where
+
+DONE_KEY: Final = "{prefix}:done:{event_id}"
+FAILURES_KEY: Final = "{prefix}:failures:{event_id}"
+PUBLISHED_KEY: Final = "{prefix}:published:{event_id}"
+DLQ_KEY: Final = "{prefix}:dlq"
+DLQ_ORDER_KEY: Final = "{prefix}:dlq:order"
+DLQ_EVENT_KEY: Final = "{prefix}:dlq:event:{event_id}"
+_SEP: Final = "\x00"  # between subscription and event id: neither can contain it
+
+#: Dead letters are read this many at a time when filtering by subscription.
+_PAGE = 500
+
+# Append one attempt error to a pair's failures (Redis has no HAPPEND).
+_ADD_FAILURE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], old and (old .. '\\n' .. ARGV[2]) or ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+
+_TAKE_FAILURES = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return old
+"""
+
+# Remove and return the dead letters matching (event id, subscription), '' for any, as
+# [entry, score, ...]. ARGV[1] is the prefix of the per-event index keys.
+_TAKE_DEAD = """
+local members
+if ARGV[2] ~= '' then
+  members = {}
+  for _, sub in ipairs(redis.call('SMEMBERS', ARGV[1] .. ARGV[2])) do
+    members[#members + 1] = sub .. '\\0' .. ARGV[2]
+  end
+else
+  members = redis.call('ZRANGE', KEYS[2], 0, -1)
+end
+local out = {}
+for _, m in ipairs(members) do
+  local sep = string.find(m, '\\0', 1, true)
+  local sub, eid = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+  if ARGV[3] == '' or sub == ARGV[3] then
+    local entry = redis.call('HGET', KEYS[1], m)
+    if entry then
+      out[#out + 1] = entry
+      out[#out + 1] = redis.call('ZSCORE', KEYS[2], m) or '0'
+      redis.call('HDEL', KEYS[1], m)
+      redis.call('ZREM', KEYS[2], m)
+      redis.call('SREM', ARGV[1] .. eid, sub)
+    end
+  end
+end
+return out
+"""
+
+
+class RedisStore(Store):
+    """Idempotency marks, failures, dead letters and publish records in Redis.
+
+    Args:
+        url: ``redis://host:port/db?prefix=nerve`` (the transport's URL works as is).
+        window: seconds an idempotency mark (and publish record) is kept.
+    """
+
+    def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
+        self.url = url
+        self._client_url, options = redis_options(url)
+        self._where = redis_where(url)
+        self.prefix = options.get("prefix") or DEFAULT_PREFIX
+        self.window = window
+        self._window_ms = max(1, int(window * 1000))
+        self._dlq = DLQ_KEY.format(prefix=self.prefix)
+        self._dlq_order = DLQ_ORDER_KEY.format(prefix=self.prefix)
+        self._dlq_event_prefix = DLQ_EVENT_KEY.format(prefix=self.prefix, event_id="")
+        self._redis: Redis | None = None
+
+    async def open(self) -> None:
+        if self._redis is not None:
+            return
+        client: Redis = Redis.from_url(
+            self._client_url, decode_responses=True, protocol=2, socket_connect_timeout=5.0
+        )
+        try:
+            await client.ping()
+        except RedisError as exc:
+            await client.aclose()
+            raise StoreError(f"cannot reach the Redis store at {self._where}: {exc}") from exc
+        self._redis = client
+        self._add_failure = client.register_script(_ADD_FAILURE)
+        self._take_failures = client.register_script(_TAKE_FAILURES)
+        self._take_dead = client.register_script(_TAKE_DEAD)
+
+    async def close(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
+
+    def _client(self) -> Redis:
+        if self._redis is None:
+            raise StoreError(f"the Redis store at {self._where} is not open")
+        return self._redis
+
+    @contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise StoreError(f"Redis store at {self._where}: {doing} failed: {exc}") from exc
+
+    def _key(self, template: str, event_id: str) -> str:
+        return template.format(prefix=self.prefix, event_id=event_id)
+
+    # publish records
+
+    async def record_published(self, event: Event[Any]) -> None:
+        key = self._key(PUBLISHED_KEY, event.event_id)
+        with self._translate("recording a publish"):
+            await self._client().set(key, event.event_type, px=self._window_ms, nx=True)
+
+    async def event_type(self, event_id: str) -> str | None:
+        with self._translate("reading a publish record"):
+            found: Any = await self._client().get(self._key(PUBLISHED_KEY, event_id))
+        return None if found is None else str(found)
+
+    # done marks
+
+    async def is_done(self, subscription: str, event_id: str) -> bool:
+        return bool(await self.done_among(subscription, [event_id]))
+
+    async def mark_done(self, subscription: str, event_id: str) -> None:
+        await self.mark_done_many({subscription: (event_id,)})
+
+    async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        with self._translate("reading done marks"):
+            async with self._client().pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    pipe.hget(self._key(DONE_KEY, event_id), subscription)
+                marks = await pipe.execute()
+        horizon = time.time() - self.window
+        return {eid for eid, at in zip(event_ids, marks, strict=True) if _fresh(at, horizon)}
+
+    async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
+        now = repr(time.time())
+        with self._translate("writing done marks"):
+            async with self._client().pipeline(transaction=True) as pipe:
+                for subscription, event_ids in done.items():
+                    for event_id in event_ids:
+                        key = self._key(DONE_KEY, event_id)
+                        pipe.hset(key, subscription, now)
+                        pipe.pexpire(key, self._window_ms)
+                        pipe.hdel(self._key(FAILURES_KEY, event_id), subscription)
+                await pipe.execute()
+
+    # failures
+
+    async def add_failure(self, subscription: str, event_id: str, error: AttemptError) -> None:
+        with self._translate("recording a failure"):
+            await self._add_failure(
+                keys=[self._key(FAILURES_KEY, event_id)],
+                args=[subscription, error.model_dump_json(), self._window_ms],
+                client=self._client(),
+            )
+
+    async def take_failures(self, subscription: str, event_id: str) -> list[AttemptError]:
+        with self._translate("taking failures"):
+            lines: str | None = await self._take_failures(
+                keys=[self._key(FAILURES_KEY, event_id)], args=[subscription], client=self._client()
+            )
+        if not lines:
+            return []
+        errors = [AttemptError.model_validate_json(line) for line in lines.split("\n")]
+        return sorted(errors, key=lambda e: e.attempt)
+
+    # dead letters
+
+    async def add_dead_letter(self, entry: DeadLetter) -> None:
+        member = f"{entry.subscription}{_SEP}{entry.event.event_id}"
+        with self._translate("adding a dead letter"):
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.hset(self._dlq, member, entry.model_dump_json())
+                pipe.zadd(self._dlq_order, {member: time.time()})
+                pipe.sadd(self._key(DLQ_EVENT_KEY, entry.event.event_id), entry.subscription)
+                await pipe.execute()
+
+    async def dead_letters(
+        self,
+        *,
+        event_id: str | None = None,
+        subscription: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        client = self._client()
+        found: list[DeadLetter] = []
+        with self._translate("listing dead letters"):
+            if event_id is not None:
+                subs: Any = await client.smembers(self._key(DLQ_EVENT_KEY, event_id))
+                members = [f"{s}{_SEP}{event_id}" for s in subs if subscription in (None, s)]
+                if not members:
+                    return []
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.hmget(self._dlq, members)
+                    for member in members:
+                        pipe.zscore(self._dlq_order, member)
+                    entries, *scores = await pipe.execute()
+                ranked = sorted(
+                    ((s or 0.0, e) for s, e in zip(scores, entries, strict=True) if e),
+                    key=lambda pair: pair[0],
+                    reverse=True,
+                )
+                found = [DeadLetter.model_validate_json(e) for _, e in ranked]
+                return found if limit is None else found[:limit]
+            start = 0
+            while limit is None or len(found) < limit:
+                page: Any = await client.zrevrange(self._dlq_order, start, start + _PAGE - 1)
+                if not page:
+                    break
+                start += _PAGE
+                if subscription is not None:
+                    page = [m for m in page if m.partition(_SEP)[0] == subscription]
+                if page:
+                    found.extend(
+                        DeadLetter.model_validate_json(e)
+                        for e in await client.hmget(self._dlq, page)
+                        if e is not None
+                    )
+        return found if limit is None else found[:limit]
+
+    async def take_dead_letters(
+        self, *, event_id: str | None = None, subscription: str | None = None
+    ) -> list[DeadLetter]:
+        with self._translate("taking dead letters"):
+            flat: list[str] = await self._take_dead(
+                keys=[self._dlq, self._dlq_order],
+                args=[self._dlq_event_prefix, event_id or "", subscription or ""],
+                client=self._client(),
+            )
+        pairs = sorted(zip(flat[1::2], flat[0::2], strict=True), key=lambda p: float(p[0]))
+        return [DeadLetter.model_validate_json(entry) for _, entry in pairs]  # oldest first
+
+    # status
+
+    async def states(self, event_id: str) -> dict[str, DeliveryState]:
+        with self._translate("reading states"):
+            async with self._client().pipeline(transaction=False) as pipe:
+                pipe.hkeys(self._key(FAILURES_KEY, event_id))
+                pipe.smembers(self._key(DLQ_EVENT_KEY, event_id))
+                pipe.hgetall(self._key(DONE_KEY, event_id))
+                failed, dead, done = await pipe.execute()
+        found = dict.fromkeys(failed, DeliveryState.FAILED)  # later kinds win
+        found.update(dict.fromkeys(dead, DeliveryState.DEAD_LETTERED))
+        horizon = time.time() - self.window
+        found.update({s: DeliveryState.DONE for s, at in done.items() if _fresh(at, horizon)})
+        return found
+
+
+def _fresh(mark: str | None, horizon: float) -> bool:
+    return mark is not None and float(mark) >= horizon
