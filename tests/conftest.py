@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from nerve import Backoff, EventBus, Settings
+from nerve.transports.redis import redis_options
 
 #: Every transport the contract suites run against: name -> URL for one test.
 ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
@@ -46,10 +48,22 @@ async def eventually(
 BusFactory = Callable[..., EventBus]
 
 
+def drop_redis_keys(url: str) -> int:
+    """Delete the keys under a ``redis://`` URL's ``prefix`` (what one test made)."""
+    client_url, options = redis_options(url)
+    prefix = options["prefix"]  # never without one: that would be every nerve key
+    with redis.Redis.from_url(client_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+
+
 @pytest.fixture(params=sorted(TRANSPORTS))
-def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL on the parametrised transport, fresh for this test (its own file or keys)."""
-    return TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
+    url = TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
+    yield url
+    if url.startswith("redis://"):
+        drop_redis_keys(url)
 
 
 @pytest.fixture

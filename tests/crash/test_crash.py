@@ -16,7 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 
 from nerve import Event, EventBus
 from nerve.settler import SETTLE_BATCH
+from tests.conftest import drop_redis_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 10_000
@@ -31,10 +33,11 @@ WORKERS = 4
 CONCURRENCY = 8  # the crash app's subscription
 DEADLINE = 240.0
 
-#: name -> (transport URL, store URL) for one test
-Urls = Callable[[Path], tuple[str, str]]
-CRASH_TRANSPORTS: dict[str, Urls] = {
-    "sqlite": lambda tmp: (f"sqlite:///{tmp}/bus.db?lease=2&poll=0.02", f"sqlite:///{tmp}/bus.db"),
+#: name -> transport URL for one test. The store is the transport's own (Redis, SQLite),
+#: except in the transactional test: a database store, a SQLite file.
+CRASH_TRANSPORTS: dict[str, Callable[[Path], str]] = {
+    "redis": lambda tmp: f"redis://127.0.0.1:6379/0?prefix=crash-{uuid.uuid4().hex[:8]}&lease=2",
+    "sqlite": lambda tmp: f"sqlite:///{tmp}/bus.db?lease=2&poll=0.02",
 }
 
 
@@ -56,8 +59,11 @@ def count(db: Path, table: str) -> tuple[int, int]:
 
 
 @pytest.fixture(params=sorted(CRASH_TRANSPORTS))
-def urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    return CRASH_TRANSPORTS[request.param](tmp_path)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    url = CRASH_TRANSPORTS[request.param](tmp_path)
+    yield url
+    if url.startswith("redis://"):
+        drop_redis_keys(url)
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -70,7 +76,7 @@ def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def publish(url: str, store_url: str, poison: bool) -> list[str]:
+async def publish(url: str, store_url: str | None, poison: bool) -> list[str]:
     bus = EventBus(url, store=store_url)
     ids = []
     for n in range(EVENTS):
@@ -83,22 +89,21 @@ async def publish(url: str, store_url: str, poison: bool) -> list[str]:
     return ids
 
 
-def run_with_kills(
-    tmp_path: Path, url: str, store_url: str, *, transactional: bool, poison: bool
-) -> Outcome:
+def run_with_kills(tmp_path: Path, url: str, *, transactional: bool, poison: bool) -> Outcome:
     effects = tmp_path / "effects.db"
     table = "effects_tx" if transactional else "effects"
-    store_file = store_url.removeprefix("sqlite:///")
-    for db, name in ((effects, "effects"), (Path(store_file), "effects_tx")):
+    tx_db = tmp_path / "tx.db"
+    store_url = f"sqlite:///{tx_db}" if transactional else None
+    for db, name in ((effects, "effects"), (tx_db, "effects_tx")):
         with sqlite3.connect(db) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} (event_id TEXT, pid INTEGER)")
-    target = Path(store_file) if transactional else effects
+    target = tx_db if transactional else effects
 
     asyncio.run(publish(url, store_url, poison))
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "NERVE_STORE_URL"},
+        **({"NERVE_STORE_URL": store_url} if store_url else {}),
         "NERVE_URL": url,
-        "NERVE_STORE_URL": store_url,
         "NERVE_SHUTDOWN_GRACE": "5",
         "CRASH_EFFECTS_DB": str(effects),
         "CRASH_TRANSACTIONAL": "1" if transactional else "0",
@@ -135,7 +140,7 @@ def run_with_kills(
     return Outcome(handled, rows - handled, kills, asyncio.run(dead_letters(url, store_url)))
 
 
-async def dead_letters(url: str, store_url: str) -> list[str]:
+async def dead_letters(url: str, store_url: str | None) -> list[str]:
     bus = EventBus(url, store=store_url)
     entries = await bus.dlq.list()
     await bus.stop()
@@ -145,7 +150,7 @@ async def dead_letters(url: str, store_url: str) -> list[str]:
     ]
 
 
-async def wait_for_dead_letter(url: str, store_url: str, deadline: float) -> None:
+async def wait_for_dead_letter(url: str, store_url: str | None, deadline: float) -> None:
     while not await dead_letters(url, store_url):
         if time.monotonic() > deadline:
             pytest.fail("the poison event never reached the dead letter queue")
@@ -153,8 +158,8 @@ async def wait_for_dead_letter(url: str, store_url: str, deadline: float) -> Non
 
 
 @pytest.mark.timeout(DEADLINE + 60)
-def test_sigkilled_workers_lose_nothing(urls: tuple[str, str], tmp_path: Path) -> None:
-    outcome = run_with_kills(tmp_path, *urls, transactional=False, poison=False)
+def test_sigkilled_workers_lose_nothing(url: str, tmp_path: Path) -> None:
+    outcome = run_with_kills(tmp_path, url, transactional=False, poison=False)
     assert outcome.handled == EVENTS
     assert outcome.kills >= 1
     # What a kill can duplicate: handlers in flight, and successes not yet recorded
@@ -164,17 +169,15 @@ def test_sigkilled_workers_lose_nothing(urls: tuple[str, str], tmp_path: Path) -
 
 
 @pytest.mark.timeout(DEADLINE + 60)
-def test_transactional_effects_are_never_duplicated(urls: tuple[str, str], tmp_path: Path) -> None:
-    outcome = run_with_kills(tmp_path, *urls, transactional=True, poison=False)
+def test_transactional_effects_are_never_duplicated(url: str, tmp_path: Path) -> None:
+    outcome = run_with_kills(tmp_path, url, transactional=True, poison=False)
     assert outcome.handled == EVENTS
     assert outcome.kills >= 1
     assert outcome.duplicates == 0
 
 
 @pytest.mark.timeout(DEADLINE + 60)
-def test_a_poison_event_ends_in_the_dead_letter_queue(
-    urls: tuple[str, str], tmp_path: Path
-) -> None:
-    outcome = run_with_kills(tmp_path, *urls, transactional=False, poison=True)
+def test_a_poison_event_ends_in_the_dead_letter_queue(url: str, tmp_path: Path) -> None:
+    outcome = run_with_kills(tmp_path, url, transactional=False, poison=True)
     assert outcome.handled == EVENTS
     assert outcome.dead_letters == ["job:3:poison event"]
