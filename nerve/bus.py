@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -252,6 +252,36 @@ class EventBus:
             bounded=ctx is None,
         )
         return event
+
+    async def publish_many(
+        self, events: Iterable[Event[Any]], *, timeout: float | None = _UNSET
+    ) -> list[Event[Any]]:
+        """Publish many events at once; return them as published, in order.
+
+        The same as :meth:`publish` for each event, in far fewer round trips where the
+        transport can batch (one pipeline on Redis, one transaction on SQLite). Returns
+        once the transport has every event. If it raises, a prefix of the events may
+        have been published; publishing them all again is safe (same ids: handled once).
+
+        Raises:
+            BusFull, BusClosed, ChainTooDeep: as :meth:`publish`.
+        """
+        if self._state not in ("connected", "running", "stopping"):
+            await self._connect()
+        ctx = _current.get()
+        batch = [
+            self._caused_by(e, ctx.event) if ctx is not None and e.causation_id is None else e
+            for e in events
+        ]
+        if not batch:
+            return batch
+        await self._store.record_published_many(batch)
+        await self._transport.publish_many(
+            batch,
+            timeout=self.settings.publish_timeout if timeout is _UNSET else timeout,
+            bounded=ctx is None,
+        )
+        return batch
 
     def _caused_by(self, event: Event[Any], parent: Event[Any]) -> Event[Any]:
         depth = parent.chain_depth + 1

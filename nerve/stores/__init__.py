@@ -11,7 +11,8 @@ __all__ = ["AttemptError", "DeadLetter", "DeliveryState", "Store", "store_from_u
 
 
 def store_from_url(url: str, settings: Settings | None = None) -> Store:
-    """Make the store a URL names: ``memory://`` or ``sqlite:///path.db``."""
+    """Make the store a URL names: ``memory://``, ``sqlite:///path.db``, ``redis://...``
+    or ``postgresql://user:password@host:port/db?schema=nerve``."""
     settings = settings or Settings()
     scheme = scheme_of(url)
     if scheme == "memory":
@@ -34,6 +35,18 @@ def store_from_url(url: str, settings: Settings | None = None) -> Store:
 
         store: Store = RedisStore(url, window=settings.idempotency_window)
         return store
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from nerve.stores.postgres import PostgresStore
+        except ImportError as exc:
+            if exc.name == "nerve.stores.postgres":
+                raise
+            raise MissingDependency(
+                f"the postgres store needs {exc.name}: pip install 'nerve[postgres]'"
+            ) from exc
+
+        return PostgresStore(url, window=settings.idempotency_window)
     raise ConfigurationError(
-        f"unknown store {scheme}:// (known: memory://, sqlite:///path.db, redis://host:port/db)"
+        f"unknown store {scheme}:// (known: memory://, sqlite:///path.db, redis://host:port/db, "
+        "postgresql://user@host:port/db)"
     )

@@ -114,6 +114,11 @@ class Store(ABC):
     async def record_published(self, event: Event[Any]) -> None:
         """Remember that ``event`` was published (for :meth:`event_type`)."""
 
+    async def record_published_many(self, events: Sequence[Event[Any]]) -> None:
+        """:meth:`record_published` for many events (stores override it with one write)."""
+        for event in events:
+            await self.record_published(event)
+
     @abstractmethod
     async def event_type(self, event_id: str) -> str | None:
         """The type of a published event still within the window, or None."""

@@ -152,6 +152,14 @@ class RedisStore(Store):
         with self._translate("recording a publish"):
             await self._client().set(key, event.event_type, px=self._window_ms, nx=True)
 
+    async def record_published_many(self, events: Sequence[Event[Any]]) -> None:
+        with self._translate("recording publishes"):
+            async with self._client().pipeline(transaction=False) as pipe:
+                for event in events:
+                    key = self._key(PUBLISHED_KEY, event.event_id)
+                    pipe.set(key, event.event_type, px=self._window_ms, nx=True)
+                await pipe.execute()
+
     async def event_type(self, event_id: str) -> str | None:
         with self._translate("reading a publish record"):
             found: Any = await self._client().get(self._key(PUBLISHED_KEY, event_id))

@@ -78,6 +78,17 @@ class SQLiteStore(Store):
             (event.event_id, event.event_type, time.time()),
         )
 
+    async def record_published_many(self, events: Sequence[Event[Any]]) -> None:
+        now = time.time()
+        rows = [(e.event_id, e.event_type, now) for e in events]
+        await self._run(
+            self._write_many, "INSERT OR IGNORE INTO nerve_published VALUES (?, ?, ?)", rows
+        )
+
+    def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._db.transaction() as db:
+            db.executemany(sql, rows)
+
     async def event_type(self, event_id: str) -> str | None:
         rows = await self._run(
             self._execute,

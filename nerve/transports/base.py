@@ -8,6 +8,7 @@ letters and chains live once, in the core (``nerve.worker``), not in each transp
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
@@ -117,6 +118,18 @@ class Transport(ABC):
         ``bounded=False`` (events published by handlers) never waits: a handler blocked
         on a full bus would hold the very capacity it waits for.
         """
+
+    async def publish_many(
+        self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
+    ) -> None:
+        """:meth:`publish` for many events, in order; transports override it with a batch.
+
+        The default publishes them concurrently, which transports that group their
+        writes (SQLite) turn into a few commits.
+        """
+        await asyncio.gather(
+            *(self.publish(event, timeout=timeout, bounded=bounded) for event in events)
+        )
 
     @abstractmethod
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:

@@ -87,6 +87,8 @@ DEFAULT_LEASE: Final = 30.0
 PROMOTE_POLL: Final = 0.5
 #: Retries moved to a direct stream per script call.
 PROMOTE_BATCH: Final = 500
+#: Events sent per pipeline by publish_many.
+PUBLISH_CHUNK: Final = 1000
 #: wait_idle polls this often.
 IDLE_POLL: Final = 0.02
 #: Consumers with nothing pending and idle this long are deleted (crashed processes').
@@ -396,6 +398,22 @@ class RedisTransport(Transport):
             if subscription not in self._subs and not await client.exists(direct):
                 raise SubscriptionError(f"no subscription named {subscription!r} in {self._where}")
             await client.xadd(direct, {FIELD_ATTEMPT: "1", FIELD_EVENT: body})
+
+    async def publish_many(
+        self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
+    ) -> None:
+        if self._closed:
+            raise BusClosed("the Redis transport is closed")
+        client = self._client()
+        with self._translate(f"publishing {len(events)} events"):
+            for start in range(0, len(events), PUBLISH_CHUNK):
+                async with client.pipeline(transaction=False) as pipe:
+                    for event in events[start : start + PUBLISH_CHUNK]:
+                        pipe.xadd(
+                            self.events_key,
+                            {FIELD_TYPE: event.event_type, FIELD_EVENT: event.model_dump_json()},
+                        )
+                    await pipe.execute()
 
     # receiving
 

@@ -266,3 +266,30 @@ async def test_an_unresolvable_payload_model_is_a_clear_error(make_bus: BusFacto
 
     with pytest.raises(SubscriptionError, match="define the model at module level"):
         bus.subscribe("a.b", handler)
+
+
+async def test_publish_many_publishes_in_order_and_stamps_chains(make_bus: BusFactory) -> None:
+    bus = make_bus()
+    children: list[Event] = []
+
+    @bus.on("order.placed", name="fan_out")
+    async def fan_out(event: Event) -> None:
+        await bus.publish_many([Event(event_type="email.send", payload={"n": n}) for n in range(3)])
+
+    @bus.on("email.send", name="mailer", ordered_by=lambda e: "all")
+    async def mailer(event: Event) -> None:
+        children.append(event)
+
+    async with bus:
+        assert await bus.publish_many([]) == []
+        parent = await bus.publish(Event(event_type="order.placed"))
+        await eventually(lambda: len(children) == 3, timeout=20)
+        direct = await bus.publish_many(
+            [Event(event_type="email.send", payload={"n": n}) for n in range(3, 200)]
+        )
+        await eventually(lambda: len(children) == 200, timeout=20)
+    assert [c.payload["n"] for c in children] == list(range(200))
+    assert {c.causation_id for c in children[:3]} == {parent.event_id}
+    assert {c.correlation_id for c in children[:3]} == {parent.correlation_id}
+    assert {c.causation_id for c in children[3:]} == {None}
+    assert [c.event_id for c in children[3:]] == [e.event_id for e in direct]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -9,27 +10,44 @@ import pytest
 
 from nerve import AttemptError, DeadLetter, DeliveryState, Event, EventBus, Store
 from nerve.stores.memory import MemoryStore
+from nerve.stores.postgres import PostgresStore
+from nerve.stores.redis import RedisStore
 from nerve.stores.sqlite import SQLiteStore
+from tests.conftest import drop_redis_keys
+from tests.stores.test_postgres_store import POSTGRES_URL, drop_schema, sql, unique_schema
 
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Stores of the parametrised kind; those of one test share a file or schema."""
     made: list[Store] = []
+    redis_url = f"redis://127.0.0.1:6379/0?prefix=store-{uuid.uuid4().hex[:12]}"
+    schema = unique_schema()  # postgres: this test's own, dropped at the end
+    if request.param == "postgres":
+        await sql("SELECT 1")  # fails the test clearly when the server is not there
 
     def factory() -> Store:
-        store: Store = (
-            MemoryStore()
-            if request.param == "memory"
-            else SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-        )
+        store: Store
+        if request.param == "memory":
+            store = MemoryStore()
+        elif request.param == "sqlite":
+            store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+        elif request.param == "redis":
+            store = RedisStore(redis_url)
+        else:
+            store = PostgresStore(POSTGRES_URL, schema=schema)
         made.append(store)
         return store
 
     yield factory
     for store in made:
         await store.close()
+    if request.param == "postgres":
+        await drop_schema(schema)
+    if request.param == "redis":
+        drop_redis_keys(redis_url)
 
 
 def error(attempt: int, message: str = "boom") -> AttemptError:
