@@ -29,7 +29,7 @@ from nerve.subscription import (
     default_name,
     key_func,
 )
-from nerve.transports import transport_from_url
+from nerve.transports import redact, transport_from_url
 from nerve.transports.base import Delivery, Transport
 from nerve.worker import SubscriptionRunner
 
@@ -95,9 +95,12 @@ class EventBus:
         self._transport = transport or transport_from_url(self.url, self.settings)
         if isinstance(store, Store):
             self._store = store
+            #: Where the store is, for messages (a password is masked).
+            self.store_url = type(store).__name__
         else:
             store_url = store or self.settings.store_url or self._transport.default_store_url
             self._store = store_from_url(store_url, self.settings)
+            self.store_url = redact(store_url)
         self._subscriptions: dict[str, Subscription] = {}
         self._runners: dict[str, SubscriptionRunner] = {}
         self._settler: Settler | None = None
@@ -366,7 +369,7 @@ class EventBus:
             log.warning(
                 "the bus stopped with %d unfinished deliveries (lost: %s is in-process); first: %s",
                 len(self.unfinished),
-                self.url,
+                redact(self.url),
                 ", ".join(f"{d.subscription}/{d.event.event_id}" for d in self.unfinished[:5]),
             )
 

@@ -18,10 +18,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError, NerveError
+from nerve.transports import redact
 
 app = typer.Typer(help="nerve: event-driven AI agents on an event bus.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -56,7 +58,8 @@ def worker(
     if workers == 1:
         bus = load_bus(target)
         console.print(
-            f"nerve worker {os.getpid()}: {len(bus.subscriptions)} subscriptions on {bus.url}"
+            f"nerve worker {os.getpid()}: {len(bus.subscriptions)} subscriptions on "
+            f"{redact(bus.url)}"
         )
         asyncio.run(_serve(bus))
         return
@@ -112,19 +115,20 @@ def doctor(target: AppArg) -> None:
 
 async def _doctor(bus: EventBus, table: Table) -> bool:
     ok = True
+    where = redact(bus.url)
     try:
         await bus.transport.connect()
         await bus.transport.close()
-        table.add_row(f"transport {bus.url}", "[green]ok[/green]")
+        table.add_row(f"transport {where}", "[green]ok[/green]")
     except NerveError as exc:
         ok = False
-        table.add_row(f"transport {bus.url}", f"[red]{exc}[/red]")
+        table.add_row(f"transport {where}", f"[red]{escape(str(exc))}[/red]")
     try:
-        await bus.dlq.list(limit=1)
-        table.add_row("store", "[green]ok[/green]")
+        dead = len(await bus.dlq.list())
+        table.add_row(f"store {bus.store_url}", f"[green]ok[/green], {dead} dead letter(s)")
     except NerveError as exc:
         ok = False
-        table.add_row("store", f"[red]{exc}[/red]")
+        table.add_row(f"store {bus.store_url}", f"[red]{escape(str(exc))}[/red]")
     table.add_row("subscriptions", ", ".join(bus.subscriptions) or "(none)")
     await bus.stop()
     return ok

@@ -27,6 +27,16 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: safe to print and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
     """Make the transport a URL names.
 
