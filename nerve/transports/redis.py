@@ -34,15 +34,20 @@ process) can still finish and acknowledge after another one took the entry over;
 event is then handled twice, which the idempotency store catches in most cases (at least
 once, never lost).
 
-What nerve does not do for you: the ``events`` stream is never trimmed (a trim deletes
-entries even when they are pending or undelivered); trim it with ``XTRIM ... MINID`` below
-the oldest entry any group still needs. ``publish`` never waits: Redis holds the pending
-work, so ``timeout`` and ``bounded`` are accepted and ignored. Keys of one subscription
-live in different hash slots: Redis Cluster is not supported.
+Trimming: Redis's own ``MAXLEN`` trim deletes entries even when they are pending or not
+yet read, so nerve never publishes with it. Instead, every minute, :meth:`trim` runs
+``XTRIM ... MINID`` at the oldest of (the retention horizon, the first pending entry of
+each group, the last entry each group read): settled events older than ``retention`` go,
+an unprocessed one never does. A consumer group nobody reads any more (a subscription
+removed from the code) holds trimming back: delete it with ``XGROUP DESTROY``.
+``publish`` never waits: Redis holds the pending work, so ``timeout`` and ``bounded``
+are accepted and ignored. Keys of one subscription live in different hash slots: Redis
+Cluster is not supported.
 
 URL options (query string): ``prefix`` (key prefix), ``block_ms`` (longest XREADGROUP
 block, default 1000), ``lease`` (seconds, default 30), ``claim_interval`` (seconds,
-default ``lease / 2``). Other query options go to redis-py.
+default ``lease / 2``), ``retention`` (seconds settled events stay, default a week).
+Other query options go to redis-py.
 """
 
 from __future__ import annotations
@@ -96,7 +101,11 @@ REAP_IDLE_MS: Final = 3_600_000
 #: Idle time given to in-flight entries released at close: claimable at once by anyone.
 RELEASED_IDLE_MS: Final = 365 * 24 * 3_600_000
 
-_OPTIONS = ("prefix", "block_ms", "lease", "claim_interval")
+_OPTIONS = ("prefix", "block_ms", "lease", "claim_interval", "retention")
+#: Default retention of settled events in the events stream: a week, as on SQLite.
+DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+#: How often the events stream is trimmed.
+TRIM_INTERVAL: Final = 60.0
 
 # Acknowledge the original entry and requeue the event for this subscription, atomically.
 # Returns -1 (and requeues nothing) when the entry was no longer pending: someone settled it.
@@ -145,6 +154,31 @@ end
 return n
 """
 
+# Trim the events stream below the oldest entry any consumer group still needs (its first
+# pending entry, or the last it read) and below the retention horizon ARGV[1] (ms), never
+# above either. Returns the number of entries deleted.
+_TRIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return {tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))}
+end
+local function less(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local t = redis.call('TIME')
+local floor = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1]) + 1, 0}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local needed = parse(f['last-delivered-id'])
+  if f['pending'] > 0 then
+    needed = parse(redis.call('XPENDING', KEYS[1], f['name'])[2])
+  end
+  if less(needed, floor) then floor = needed end
+end
+if floor[1] <= 0 then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor[1] .. '-' .. floor[2])
+"""
+
 # Delete consumers with nothing pending, idle longer than ARGV[2] ms (ARGV[3]: only this
 # one, or '' for any but ARGV[4]). Atomic, so no entry is dropped from a consumer's list.
 _REAP = """
@@ -179,7 +213,9 @@ def redis_where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
 
 
-def _number(options: dict[str, str], name: str, default: float) -> float:
+def _number(
+    options: dict[str, str], name: str, default: float, *, minimum: float | None = None
+) -> float:
     raw = options.get(name)
     if raw is None:
         return default
@@ -187,8 +223,9 @@ def _number(options: dict[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"redis URL option {name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigurationError(f"redis URL option {name} must be > 0, got {raw!r}")
+    if (value < minimum) if minimum is not None else (value <= 0):
+        bound = f">= {minimum:g}" if minimum is not None else "> 0"
+        raise ConfigurationError(f"redis URL option {name} must be {bound}, got {raw!r}")
     return value
 
 
@@ -266,6 +303,7 @@ class RedisTransport(Transport):
         block_ms: int | None = None,
         lease: float | None = None,
         claim_interval: float | None = None,
+        retention: float | None = None,
     ) -> None:
         self.url = url
         self._client_url, options = redis_options(url)
@@ -274,6 +312,11 @@ class RedisTransport(Transport):
         self.block_ms = block_ms or int(_number(options, "block_ms", DEFAULT_BLOCK_MS))
         self.lease = lease or _number(options, "lease", DEFAULT_LEASE)
         self.claim_interval = claim_interval or _number(options, "claim_interval", self.lease / 2)
+        self.retention = (
+            retention
+            if retention is not None
+            else _number(options, "retention", DEFAULT_RETENTION, minimum=0.0)
+        )
         self.events_key = EVENTS_KEY.format(prefix=self.prefix)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis: Redis | None = None
@@ -315,6 +358,7 @@ class RedisTransport(Transport):
         self._promote_script = client.register_script(_PROMOTE)
         self._touch_script = client.register_script(_TOUCH)
         self._reap_script = client.register_script(_REAP)
+        self._trim_script = client.register_script(_TRIM)
         self._tasks = [
             asyncio.create_task(self._promote_loop(), name="nerve-redis-promote"),
             asyncio.create_task(self._refresh_loop(), name="nerve-redis-refresh"),
@@ -574,9 +618,30 @@ class RedisTransport(Transport):
 
     # background tasks
 
+    async def trim(self) -> int:
+        """Delete settled events older than ``retention`` from the events stream.
+
+        Never deletes an entry a consumer group still needs: one pending (delivered, not
+        acknowledged) or not yet read. Runs every minute while connected; returns how
+        many entries went.
+        """
+        with self._translate("trimming the events stream"):
+            deleted: Any = await self._trim_script(
+                keys=[self.events_key], args=[int(self.retention * 1000)], client=self._client()
+            )
+        return int(deleted)
+
     async def _promote_loop(self) -> None:
         """Move due retries into the direct streams, sleeping until the next is due."""
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + TRIM_INTERVAL
         while True:
+            if loop.time() >= next_trim:
+                next_trim = loop.time() + TRIM_INTERVAL
+                try:
+                    await self.trim()
+                except TransportError:
+                    log.warning("could not trim the events stream", exc_info=True)
             self._wake.clear()  # before reading the sets: a nack from now on wakes us
             sleep = PROMOTE_POLL
             try:
