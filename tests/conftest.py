@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,20 +14,43 @@ import pytest
 import redis
 
 from nerve import Backoff, EventBus, Settings
+from nerve.transports import scheme_of
 from nerve.transports.redis import redis_options
 
-#: Every transport the contract suites run against: name -> URL for one test.
+#: Every transport the contract, durability and crash suites run against: name -> URL for
+#: one test (its own file, key prefix or stream names; short leases so takeovers are quick).
 ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, uid: "memory://",
     "redis": lambda tmp, uid: f"redis://127.0.0.1:6379/0?prefix=t-{uid}&lease=2",
     "sqlite": lambda tmp, uid: f"sqlite:///{tmp}/bus-{uid}.db?lease=2&poll=0.01",
+    "nats": lambda tmp, uid: f"nats://127.0.0.1:4222?prefix=t{uid}",
+    "amqp": lambda tmp, uid: f"amqp://guest:guest@127.0.0.1:5672/?prefix=t-{uid}",
+    "kafka": lambda tmp, uid: f"kafka://127.0.0.1:9092?prefix=t-{uid}",
 }
+#: Transports still being built: run only when named in NERVE_TEST_TRANSPORTS.
+IN_PROGRESS = {"nats", "amqp", "kafka"}
 #: NERVE_TEST_TRANSPORTS=memory,sqlite runs a subset while developing; CI runs them all.
+_CHOSEN = os.environ.get("NERVE_TEST_TRANSPORTS")
 TRANSPORTS = {
     name: url
     for name, url in ALL_TRANSPORTS.items()
-    if name in os.environ.get("NERVE_TEST_TRANSPORTS", ",".join(ALL_TRANSPORTS)).split(",")
+    if (name in _CHOSEN.split(",") if _CHOSEN else name not in IN_PROGRESS)
 }
+#: Test modules with a ``drop(url)`` that deletes what one test made on that broker.
+_DROPPERS = {
+    "nats": "tests.transports.test_nats",
+    "amqp": "tests.transports.test_amqp",
+    "kafka": "tests.transports.test_kafka",
+}
+
+
+def drop_test_data(url: str) -> None:
+    """Delete the broker-side data (keys, streams, queues, topics) of one test's URL."""
+    scheme = scheme_of(url)
+    if scheme == "redis":
+        drop_redis_keys(url)
+    elif scheme in _DROPPERS:
+        importlib.import_module(_DROPPERS[scheme]).drop(url)
 
 
 #: Retries fast enough for tests.
@@ -62,8 +86,7 @@ def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL on the parametrised transport, fresh for this test (its own file or keys)."""
     url = TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
     yield url
-    if url.startswith("redis://"):
-        drop_redis_keys(url)
+    drop_test_data(url)
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ TRANSPORTS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("nerve.transports.memory", "MemoryTransport", None),
     "sqlite": ("nerve.transports.sqlite", "SQLiteTransport", None),
     "redis": ("nerve.transports.redis", "RedisTransport", "redis"),
+    "nats": ("nerve.transports.nats", "NatsTransport", "nats"),
+    "amqp": ("nerve.transports.amqp", "AmqpTransport", "amqp"),
+    "kafka": ("nerve.transports.kafka", "KafkaTransport", "kafka"),
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nerve import DeliveryState, Event, EventBus, Settings, current
-from tests.conftest import FAST, TRANSPORTS, drop_redis_keys, eventually
+from tests.conftest import FAST, TRANSPORTS, drop_test_data, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 Factory = Callable[[], EventBus]
@@ -27,8 +27,7 @@ DURABLE = sorted(name for name in TRANSPORTS if name != "memory")
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     found = TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
     yield found
-    if found.startswith("redis://"):
-        drop_redis_keys(found)
+    drop_test_data(found)
 
 
 @pytest.fixture

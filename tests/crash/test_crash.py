@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import pytest
 
 from nerve import Event, EventBus
 from nerve.settler import SETTLE_BATCH
-from tests.conftest import drop_redis_keys
+from tests.conftest import TRANSPORTS, drop_test_data
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 10_000
@@ -33,12 +33,9 @@ WORKERS = 4
 CONCURRENCY = 8  # the crash app's subscription
 DEADLINE = 240.0
 
-#: name -> transport URL for one test. The store is the transport's own (Redis, SQLite),
-#: except in the transactional test: a database store, a SQLite file.
-CRASH_TRANSPORTS: dict[str, Callable[[Path], str]] = {
-    "redis": lambda tmp: f"redis://127.0.0.1:6379/0?prefix=crash-{uuid.uuid4().hex[:8]}&lease=2",
-    "sqlite": lambda tmp: f"sqlite:///{tmp}/bus.db?lease=2&poll=0.02",
-}
+#: Every durable transport of the suites. The store is the transport's default (Redis's,
+#: SQLite's) except in the transactional test: a database store, a SQLite file.
+CRASH_TRANSPORTS = sorted(name for name in TRANSPORTS if name != "memory")
 
 
 @dataclass
@@ -58,12 +55,11 @@ def count(db: Path, table: str) -> tuple[int, int]:
     return int(distinct), int(rows)
 
 
-@pytest.fixture(params=sorted(CRASH_TRANSPORTS))
+@pytest.fixture(params=CRASH_TRANSPORTS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = CRASH_TRANSPORTS[request.param](tmp_path)
+    url = TRANSPORTS[request.param](tmp_path, uuid.uuid4().hex[:12])
     yield url
-    if url.startswith("redis://"):
-        drop_redis_keys(url)
+    drop_test_data(url)
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
