@@ -21,6 +21,11 @@ from nerve.exceptions import ConfigurationError
 
 T = TypeVar("T")
 
+#: SQLite's ``synchronous`` levels, safest first. In WAL mode ``FULL`` syncs every commit
+#: (survives a power loss), ``NORMAL`` syncs at checkpoints (survives a crash of the
+#: process, not always of the machine), ``OFF`` leaves it to the OS.
+SYNCHRONOUS = ("EXTRA", "FULL", "NORMAL", "OFF")
+
 
 def sqlite_path(url: str) -> str:
     """The file of a SQLAlchemy-style URL: ``sqlite:///rel.db``, ``sqlite:////abs.db``."""
@@ -39,10 +44,18 @@ class SQLiteDatabase:
         path: the database file.
         schema: SQL run once at open (``CREATE TABLE IF NOT EXISTS ...``).
         error: the nerve exception type that SQLite errors are translated into.
+        synchronous: SQLite's ``synchronous`` pragma (see :data:`SYNCHRONOUS`).
     """
 
-    def __init__(self, path: str, schema: str, error: type[Exception]) -> None:
+    def __init__(
+        self, path: str, schema: str, error: type[Exception], *, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r}: expected one of {', '.join(SYNCHRONOUS)}"
+            )
         self.path = path
+        self.synchronous = synchronous.upper()
         self._schema = schema
         self._error = error
         self._conn: sqlite3.Connection | None = None
@@ -64,7 +77,7 @@ class SQLiteDatabase:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(self._schema)
         return conn
 
