@@ -52,6 +52,29 @@ redis.call('HSET', KEYS[1], ARGV[1], old and (old .. '\\n' .. ARGV[2]) or ARGV[2
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
+# Which of the done-mark hashes KEYS hold a mark of subscription ARGV[1] at or after
+# ARGV[2] (unix time): their 1-based indexes. One script, not an HGET per event: redis-py
+# packs and parses each command in Python, which cost more than the lookups themselves.
+_DONE_AMONG = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local at = redis.call('HGET', key, ARGV[1])
+  if at and tonumber(at) >= tonumber(ARGV[2]) then out[#out + 1] = i end
+end
+return out
+"""
+
+# Mark subscription ARGV[1] done at ARGV[2] in each done-mark hash KEYS[odd], expiring it
+# after ARGV[3] ms, and forget its failures in KEYS[even]. Atomic, like a MULTI.
+_MARK_DONE = """
+for i = 1, #KEYS, 2 do
+  redis.call('HSET', KEYS[i], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  redis.call('HDEL', KEYS[i + 1], ARGV[1])
+end
+return #KEYS / 2
+"""
+
 _TAKE_FAILURES = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -124,6 +147,8 @@ class RedisStore(Store):
         self._add_failure = client.register_script(_ADD_FAILURE)
         self._take_failures = client.register_script(_TAKE_FAILURES)
         self._take_dead = client.register_script(_TAKE_DEAD)
+        self._done_among = client.register_script(_DONE_AMONG)
+        self._mark_done = client.register_script(_MARK_DONE)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -176,24 +201,29 @@ class RedisStore(Store):
     async def done_among(self, subscription: str, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
+        keys = [self._key(DONE_KEY, event_id) for event_id in event_ids]
+        horizon = repr(time.time() - self.window)
         with self._translate("reading done marks"):
-            async with self._client().pipeline(transaction=False) as pipe:
-                for event_id in event_ids:
-                    pipe.hget(self._key(DONE_KEY, event_id), subscription)
-                marks = await pipe.execute()
-        horizon = time.time() - self.window
-        return {eid for eid, at in zip(event_ids, marks, strict=True) if _fresh(at, horizon)}
+            found: Any = await self._done_among(
+                keys=keys, args=[subscription, horizon], client=self._client()
+            )
+        return {event_ids[int(index) - 1] for index in found}
 
     async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
         now = repr(time.time())
+        batches = [(sub, ids) for sub, ids in done.items() if ids]
+        if not batches:
+            return
         with self._translate("writing done marks"):
-            async with self._client().pipeline(transaction=True) as pipe:
-                for subscription, event_ids in done.items():
+            async with self._client().pipeline(transaction=False) as pipe:
+                for subscription, event_ids in batches:
+                    keys: list[str] = []
                     for event_id in event_ids:
-                        key = self._key(DONE_KEY, event_id)
-                        pipe.hset(key, subscription, now)
-                        pipe.pexpire(key, self._window_ms)
-                        pipe.hdel(self._key(FAILURES_KEY, event_id), subscription)
+                        keys.append(self._key(DONE_KEY, event_id))
+                        keys.append(self._key(FAILURES_KEY, event_id))
+                    await self._mark_done(
+                        keys=keys, args=[subscription, now, self._window_ms], client=pipe
+                    )
                 await pipe.execute()
 
     # failures

@@ -366,6 +366,7 @@ class RedisTransport(Transport):
 
     async def close(self) -> list[Delivery]:
         self._closed = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -635,7 +636,9 @@ class RedisTransport(Transport):
         """Move due retries into the direct streams, sleeping until the next is due."""
         loop = asyncio.get_running_loop()
         next_trim = loop.time() + TRIM_INTERVAL
-        while True:
+        # Not `while True`: redis-py may swallow the cancellation close() sends (see
+        # receive), so the loop also ends on the flag close() sets first.
+        while not self._closed:
             if loop.time() >= next_trim:
                 next_trim = loop.time() + TRIM_INTERVAL
                 try:
@@ -662,7 +665,7 @@ class RedisTransport(Transport):
 
     async def _refresh_loop(self) -> None:
         """Reset the idle time of in-flight entries, so no one takes them over."""
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self._touch(self._client(), list(self._in_flight), 0)
