@@ -75,6 +75,14 @@ end
 return #KEYS / 2
 """
 
+# Publish records: KEYS are the record keys, ARGV[1] the TTL in ms, ARGV[1 + i] the type.
+_RECORD_PUBLISHED = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1], 'NX')
+end
+return #KEYS
+"""
+
 _TAKE_FAILURES = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -149,6 +157,7 @@ class RedisStore(Store):
         self._take_dead = client.register_script(_TAKE_DEAD)
         self._done_among = client.register_script(_DONE_AMONG)
         self._mark_done = client.register_script(_MARK_DONE)
+        self._record_published = client.register_script(_RECORD_PUBLISHED)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -178,12 +187,14 @@ class RedisStore(Store):
             await self._client().set(key, event.event_type, px=self._window_ms, nx=True)
 
     async def record_published_many(self, events: Sequence[Event[Any]]) -> None:
+        if not events:
+            return
         with self._translate("recording publishes"):
-            async with self._client().pipeline(transaction=False) as pipe:
-                for event in events:
-                    key = self._key(PUBLISHED_KEY, event.event_id)
-                    pipe.set(key, event.event_type, px=self._window_ms, nx=True)
-                await pipe.execute()
+            await self._record_published(
+                keys=[self._key(PUBLISHED_KEY, e.event_id) for e in events],
+                args=[self._window_ms, *(e.event_type for e in events)],
+                client=self._client(),
+            )
 
     async def event_type(self, event_id: str) -> str | None:
         with self._translate("reading a publish record"):

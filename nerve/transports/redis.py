@@ -123,6 +123,16 @@ redis.call('ZADD', KEYS[3], now + delay, ARGV[4] .. ' ' .. ARGV[5])
 return delay
 """
 
+# Append events to the stream KEYS[1]: ARGV holds (type, event JSON) pairs (the fields
+# FIELD_TYPE and FIELD_EVENT). One command
+# for a batch: redis-py packs each command in Python, which costs more than an XADD.
+_PUBLISH = """
+for i = 1, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', 't', ARGV[i], 'e', ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+
 # Move due retries from the delayed set to the direct stream; return the milliseconds until
 # the next one is due, or -1 when none waits.
 _PROMOTE = """
@@ -359,6 +369,7 @@ class RedisTransport(Transport):
         self._touch_script = client.register_script(_TOUCH)
         self._reap_script = client.register_script(_REAP)
         self._trim_script = client.register_script(_TRIM)
+        self._publish_script = client.register_script(_PUBLISH)
         self._tasks = [
             asyncio.create_task(self._promote_loop(), name="nerve-redis-promote"),
             asyncio.create_task(self._refresh_loop(), name="nerve-redis-refresh"),
@@ -452,13 +463,11 @@ class RedisTransport(Transport):
         client = self._client()
         with self._translate(f"publishing {len(events)} events"):
             for start in range(0, len(events), PUBLISH_CHUNK):
-                async with client.pipeline(transaction=False) as pipe:
-                    for event in events[start : start + PUBLISH_CHUNK]:
-                        pipe.xadd(
-                            self.events_key,
-                            {FIELD_TYPE: event.event_type, FIELD_EVENT: event.model_dump_json()},
-                        )
-                    await pipe.execute()
+                args: list[str] = []
+                for event in events[start : start + PUBLISH_CHUNK]:
+                    args.append(event.event_type)
+                    args.append(event.model_dump_json())
+                await self._publish_script(keys=[self.events_key], args=args, client=client)
 
     # receiving
 
