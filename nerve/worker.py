@@ -29,6 +29,10 @@ log = logging.getLogger("nerve")
 
 #: Deliveries a subscription takes from the transport ahead of its workers.
 MIN_PREFETCH = 128
+#: How often, and how many times, stop() repeats the cancellation of a receiver that has
+#: not ended yet.
+RECEIVER_STOP_POLL = 0.02
+RECEIVER_STOP_TRIES = 50
 #: Longest wait between attempts to receive from a failing transport, in seconds.
 RECEIVE_RETRY_MAX = 5.0
 
@@ -76,8 +80,16 @@ class SubscriptionRunner:
         (a durable transport redelivers them; never ack on cancellation).
         """
         self._stopping = True
-        if self._receiver is not None:
-            self._receiver.cancel()  # it waits on the transport, handling nothing
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.cancel()  # it waits on the transport, handling nothing
+            # A client library may swallow a cancellation that lands mid-command (redis-py
+            # under Python 3.11's wait_for): insist, briefly, until the receiver has ended.
+            for _ in range(RECEIVER_STOP_TRIES):
+                done, _pending = await asyncio.wait({receiver}, timeout=RECEIVER_STOP_POLL)
+                if done:
+                    break
+                receiver.cancel()
         for fut in self._parked:
             fut.cancel()
         unstarted = list(self._buffer)
