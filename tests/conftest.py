@@ -23,12 +23,19 @@ ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, uid: "memory://",
     "redis": lambda tmp, uid: f"redis://127.0.0.1:6379/0?prefix=t-{uid}&lease=2",
     "sqlite": lambda tmp, uid: f"sqlite:///{tmp}/bus-{uid}.db?lease=2&poll=0.01",
-    "nats": lambda tmp, uid: f"nats://127.0.0.1:4222?prefix=t{uid}",
-    "amqp": lambda tmp, uid: f"amqp://guest:guest@127.0.0.1:5672/?prefix=t-{uid}",
-    "kafka": lambda tmp, uid: f"kafka://127.0.0.1:9092?prefix=t-{uid}",
+    "nats": lambda tmp, uid: (
+        f"nats://127.0.0.1:4222?prefix=t{uid}&ack_wait=2&store=sqlite:///{tmp}/store-{uid}.db"
+    ),
+    "amqp": lambda tmp, uid: (
+        f"amqp://guest:guest@127.0.0.1:5672/?prefix=t-{uid}&store=sqlite:///{tmp}/store-{uid}.db"
+    ),
+    "kafka": lambda tmp, uid: (
+        f"kafka://127.0.0.1:9092?prefix=t-{uid}&partitions=4&session_timeout_ms=2000"
+        f"&store=sqlite:///{tmp}/store-{uid}.db"
+    ),
 }
 #: Transports still being built: run only when named in NERVE_TEST_TRANSPORTS.
-IN_PROGRESS = {"nats", "amqp", "kafka"}
+IN_PROGRESS = {"amqp", "kafka"}
 #: NERVE_TEST_TRANSPORTS=memory,sqlite runs a subset while developing; CI runs them all.
 _CHOSEN = os.environ.get("NERVE_TEST_TRANSPORTS")
 TRANSPORTS = {
