@@ -98,7 +98,7 @@ class SubscriptionRunner:
             unstarted.extend(queue)
             queue.clear()
         for delivery in unstarted:
-            await delivery.nack(0.0)
+            await delivery.release()
         if not self._workers:
             return
         _, late = await asyncio.wait(self._workers, timeout=grace)

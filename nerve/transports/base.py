@@ -50,6 +50,19 @@ class Delivery(ABC):
             self.settled = True
             await self._nack(delay)
 
+    async def release(self) -> None:
+        """Not started (the worker is stopping): deliver it again at once.
+
+        Transports that can override :meth:`_release` so that it does not count an
+        attempt (memory, SQLite, Redis); the others count it like a :meth:`nack`.
+        """
+        if not self.settled:
+            self.settled = True
+            await self._release()
+
+    async def _release(self) -> None:
+        await self._nack(0.0)
+
     async def reject(self) -> None:
         """Given up (the core has dead-lettered it): never deliver it again."""
         if not self.settled:

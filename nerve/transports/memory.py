@@ -64,6 +64,9 @@ class MemoryDelivery(Delivery):
     async def _nack(self, delay: float) -> None:
         self._transport._redeliver(self, delay)
 
+    async def _release(self) -> None:
+        self._transport._redeliver(self, 0.0, tried=False)
+
 
 class MemoryTransport(Transport):
     """In-process transport.
@@ -211,9 +214,10 @@ class MemoryTransport(Transport):
         self._received.discard(delivery)
         self._check_idle()
 
-    def _redeliver(self, delivery: MemoryDelivery, delay: float) -> None:
+    def _redeliver(self, delivery: MemoryDelivery, delay: float, *, tried: bool = True) -> None:
         channel = self._channels[delivery.subscription]
-        again = MemoryDelivery(self, delivery.event, delivery.subscription, delivery.attempt + 1)
+        attempt = delivery.attempt + 1 if tried else delivery.attempt
+        again = MemoryDelivery(self, delivery.event, delivery.subscription, attempt)
         if delay <= 0:
             self._enqueue(channel, again)  # before _finish, so the bus never looks idle
             self._finish(delivery)

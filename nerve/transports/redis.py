@@ -26,7 +26,7 @@ Direct entries are deleted once settled: only one group reads them.
 Dead consumers: each transport instance is a consumer of its own (host-pid-random). Redis
 redelivers nothing on its own, so :meth:`RedisTransport.receive` runs XAUTOCLAIM every
 ``claim_interval`` seconds, taking over entries idle for ``lease`` seconds. An entry taken
-over is attempt ``delivery count`` (a crash loop ends in the dead letter queue). While a
+over is attempt ``delivery count`` (a takeover spends a retry). While a
 delivery is in flight here, a background task resets its idle time every ``lease / 3``
 (``XCLAIM ... JUSTID``, only while this consumer still owns it), so a long LLM call is not
 taken over. A claim is not a lease: a consumer that stalls past ``lease`` (a frozen
@@ -271,6 +271,9 @@ class RedisDelivery(Delivery):
 
     async def _nack(self, delay: float) -> None:
         await self._transport._requeue(self, delay)
+
+    async def _release(self) -> None:
+        await self._transport._requeue(self, 0.0, tried=False)
 
 
 @dataclass(slots=True)
@@ -607,7 +610,7 @@ class RedisTransport(Transport):
                         pipe.xdel(stream, *ids)
                 await pipe.execute()
 
-    async def _requeue(self, delivery: RedisDelivery, delay: float) -> None:
+    async def _requeue(self, delivery: RedisDelivery, delay: float, *, tried: bool = True) -> None:
         self._in_flight.pop(delivery, None)
         sub = self._subs[delivery.subscription]
         with self._translate(f"requeueing {delivery.event.event_id}"):
@@ -617,7 +620,7 @@ class RedisTransport(Transport):
                     sub.name,
                     delivery.entry_id,
                     int(delay * 1000),
-                    delivery.attempt + 1,
+                    delivery.attempt + 1 if tried else delivery.attempt,
                     delivery.event.model_dump_json(),
                     0 if delivery.stream == self.events_key else 1,
                 ],

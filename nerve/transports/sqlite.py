@@ -95,6 +95,9 @@ class SQLiteDelivery(Delivery):
     async def _nack(self, delay: float) -> None:
         await self._transport._release(self, delay)
 
+    async def _release(self) -> None:
+        await self._transport._release(self, 0.0, tried=False)
+
 
 class SQLiteTransport(Transport):
     """Durable transport in a SQLite file.
@@ -333,9 +336,10 @@ class SQLiteTransport(Transport):
         with self._db.transaction() as db:
             db.executemany("DELETE FROM nerve_deliveries WHERE id = ?", [(i,) for i in ids])
 
-    async def _release(self, delivery: SQLiteDelivery, delay: float) -> None:
+    async def _release(self, delivery: SQLiteDelivery, delay: float, *, tried: bool = True) -> None:
         self._in_flight.pop(delivery._id, None)
-        await self._db.run(self._release_row, delivery._id, delivery.attempt + 1, delay)
+        attempt = delivery.attempt + 1 if tried else delivery.attempt
+        await self._db.run(self._release_row, delivery._id, attempt, delay)
         if delay <= 0:
             self._wakeup.set()
 

@@ -74,15 +74,20 @@ def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 async def publish(url: str, store_url: str | None, poison: bool) -> list[str]:
     bus = EventBus(url, store=store_url)
-    ids = []
-    for n in range(EVENTS):
-        event = await bus.publish(Event(event_type="crash.job", payload={"n": n}))
-        ids.append(event.event_id)
+    # The app's subscription exists before its events are published, as when its workers
+    # have run once (RabbitMQ keeps a message only for the queues that exist then). A bus
+    # that is never started declares its subscriptions and consumes nothing.
+    bus.subscribe("crash.job", _never_run, name="job")
+    events = [Event(event_type="crash.job", payload={"n": n}) for n in range(EVENTS)]
     if poison:
-        event = await bus.publish(Event(event_type="crash.job", payload={"poison": True}))
-        ids.append(event.event_id)
+        events.append(Event(event_type="crash.job", payload={"poison": True}))
+    published = await bus.publish_many(events)
     await bus.stop()
-    return ids
+    return [e.event_id for e in published]
+
+
+async def _never_run(event: Event) -> None:
+    raise AssertionError("the publishing bus is never started")
 
 
 def run_with_kills(tmp_path: Path, url: str, *, transactional: bool, poison: bool) -> Outcome:
