@@ -64,6 +64,10 @@ def test_doctor_fails_clearly_when_the_broker_is_unreachable() -> None:
     assert "cannot reach Redis at 127.0.0.1:1/0" in result.stdout
     assert "s3cret" not in result.stdout + result.stderr  # never print a password
     assert redact(url) == "redis://:***@127.0.0.1:1/0"
+    nested = "kafka://h:9092?store=postgresql://app:pw@db/app&x=1"
+    assert redact(nested) == "kafka://h:9092?store=postgresql://app:***@db/app&x=1"
+    assert redact("amqp://guest:guest@h:5672/") == "amqp://guest:***@h:5672/"
+    assert redact("sqlite:///tmp/a.db") == "sqlite:///tmp/a.db"
 
 
 def test_a_bad_app_argument_is_a_usage_error(tmp_path: Path) -> None:

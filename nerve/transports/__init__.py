@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from urllib.parse import urlsplit
 
 from nerve.exceptions import ConfigurationError, MissingDependency
@@ -30,14 +31,13 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
+#: ``//user:password@`` anywhere in a URL, also in one nested in its query (``?store=``).
+_PASSWORD = re.compile(r"(//[^/:@?&#]*:)[^/@?&#]+@")
+
+
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: safe to print and log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    """``url`` with every password in it replaced by ``***``: safe to print and log."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
