@@ -105,6 +105,8 @@ KEY_METADATA: Final = "partitionkey"
 
 DEFAULT_PARTITIONS: Final = 12
 DEFAULT_SESSION_TIMEOUT_MS: Final = 10_000
+#: Longest wait of the broker for records to answer a fetch with.
+FETCH_MAX_WAIT_MS: Final = 100
 #: Longest wait of one fetch; also how soon a full buffer notices room.
 POLL_MS: Final = 200
 #: Records held per subscription (ready, waiting for their due time) before fetching pauses.
@@ -417,6 +419,9 @@ class KafkaTransport(Transport):
             auto_offset_reset="earliest",  # "latest" is applied per partition on assignment
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
+            # A broker that does not answer a waiting fetch as soon as records arrive (Tansu)
+            # adds up to this much latency to every hop of a chain.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **self._security,
         )
         sub.consumer = consumer
