@@ -83,7 +83,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import (
@@ -116,6 +116,7 @@ from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
+from nerve.transports.options import integer_option, split_options
 
 log = logging.getLogger("nerve")
 
@@ -163,11 +164,7 @@ _OPTIONS = ("prefix", "store", "prefetch", "delivery_limit")
 
 def amqp_options(url: str) -> tuple[str, dict[str, str]]:
     """Split an ``amqp://`` URL into the URL for aio-pika and nerve's own options."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OPTIONS}
-    rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), ours
+    return split_options(url, _OPTIONS)
 
 
 def amqp_where(url: str) -> str:
@@ -200,19 +197,6 @@ def delay_step_ms(delay: float) -> int:
     """The wait queue step (ms) nearest to ``delay`` seconds, on a log scale."""
     ms = max(delay * 1000, DELAY_STEPS_MS[0])
     return min(DELAY_STEPS_MS, key=lambda step: abs(math.log(step / ms)))
-
-
-def _integer(options: dict[str, str], name: str, default: int) -> int:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"amqp URL option {name}={raw!r} is not an integer") from None
-    if value < 0:
-        raise ConfigurationError(f"amqp URL option {name} must be >= 0, got {raw!r}")
-    return value
 
 
 class AmqpDelivery(Delivery):
@@ -309,12 +293,16 @@ class AmqpTransport(Transport):
                 "(not starting with 'amq.', which RabbitMQ reserves)"
             )
         self.prefetch = (
-            prefetch if prefetch is not None else _integer(options, "prefetch", 0)
+            prefetch
+            if prefetch is not None
+            else integer_option("amqp", options, "prefetch", 0, minimum=0)
         ) or None
         self.delivery_limit = (
             delivery_limit
             if delivery_limit is not None
-            else _integer(options, "delivery_limit", DEFAULT_DELIVERY_LIMIT)
+            else integer_option(
+                "amqp", options, "delivery_limit", DEFAULT_DELIVERY_LIMIT, minimum=0
+            )
         )
         self.store_url = store or options.get("store")
         self.events_name = EVENTS_NAME.format(prefix=self.prefix)

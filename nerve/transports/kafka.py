@@ -88,6 +88,7 @@ from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
+from nerve.transports.options import integer_option
 
 log = logging.getLogger("nerve")
 
@@ -142,19 +143,6 @@ def topic_safe(name: str) -> str:
     if safe != name or len(safe) > 180:
         safe = f"{safe[:160]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
     return safe
-
-
-def _int_option(options: dict[str, str], name: str, default: int) -> int:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"kafka URL option {name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ConfigurationError(f"kafka URL option {name} must be > 0, got {raw!r}")
-    return value
 
 
 class KafkaDelivery(Delivery):
@@ -287,10 +275,10 @@ class KafkaTransport(Transport):
         self._where = kafka_where(url)
         self.bootstrap = self._where.split(",")
         self.prefix = options.get("prefix") or DEFAULT_PREFIX
-        self.partitions = _int_option(options, "partitions", DEFAULT_PARTITIONS)
-        self.replication = _int_option(options, "replication", 1)
-        self.session_timeout_ms = _int_option(
-            options, "session_timeout_ms", DEFAULT_SESSION_TIMEOUT_MS
+        self.partitions = integer_option("kafka", options, "partitions", DEFAULT_PARTITIONS)
+        self.replication = integer_option("kafka", options, "replication", 1)
+        self.session_timeout_ms = integer_option(
+            "kafka", options, "session_timeout_ms", DEFAULT_SESSION_TIMEOUT_MS
         )
         self.store_url = options.get("store")
         self.events_topic = EVENTS_TOPIC.format(prefix=self.prefix)

@@ -102,6 +102,7 @@ from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
+from nerve.transports.options import integer_option, number_option
 
 log = logging.getLogger("nerve")
 
@@ -205,33 +206,6 @@ def filter_subject(prefix: str, pattern: str) -> str:
     return f"{prefix}.ev.{'.'.join(tokens)}"
 
 
-def _number(options: dict[str, str], name: str, default: float, *, zero: bool = False) -> float:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"nats URL option {name}={raw!r} is not a number") from None
-    if value < 0 or (value == 0 and not zero):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(f"nats URL option {name} must be {bound}, got {raw!r}")
-    return value
-
-
-def _integer(options: dict[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"nats URL option {name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigurationError(f"nats URL option {name} must be >= {minimum}, got {raw!r}")
-    return value
-
-
 class NatsDelivery(Delivery):
     """A delivery of one JetStream message to one subscription's consumer."""
 
@@ -295,20 +269,26 @@ class NatsTransport(Transport):
                 f"nats URL option prefix={self.prefix!r}: use 1-64 of [A-Za-z0-9_-] "
                 "(it names the stream and the first subject token)"
             )
-        self.ack_wait = _number(options, "ack_wait", DEFAULT_ACK_WAIT)
-        self.retention = _number(options, "retention", DEFAULT_RETENTION, zero=True)
-        self.dedupe_window = _number(options, "dedupe_window", DEFAULT_DEDUPE_WINDOW, zero=True)
+        self.ack_wait = number_option("nats", options, "ack_wait", DEFAULT_ACK_WAIT)
+        self.retention = number_option("nats", options, "retention", DEFAULT_RETENTION, minimum=0.0)
+        self.dedupe_window = number_option(
+            "nats", options, "dedupe_window", DEFAULT_DEDUPE_WINDOW, minimum=0.0
+        )
         if self.retention:
             self.dedupe_window = min(self.dedupe_window, self.retention)  # the server's rule
-        self.max_deliver = _integer(options, "max_deliver", -1, minimum=-1)
+        self.max_deliver = integer_option("nats", options, "max_deliver", -1, minimum=-1)
         if self.max_deliver == 0:
             self.max_deliver = -1  # unlimited, as JetStream reads 0
-        self.max_ack_pending = _integer(
-            options, "max_ack_pending", DEFAULT_MAX_ACK_PENDING, minimum=1
+        self.max_ack_pending = integer_option(
+            "nats", options, "max_ack_pending", DEFAULT_MAX_ACK_PENDING, minimum=1
         )
-        self.replicas = _integer(options, "replicas", 1, minimum=1)
-        self.publish_timeout = _number(options, "publish_timeout", DEFAULT_PUBLISH_TIMEOUT)
-        self.connect_timeout = _number(options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        self.replicas = integer_option("nats", options, "replicas", 1, minimum=1)
+        self.publish_timeout = number_option(
+            "nats", options, "publish_timeout", DEFAULT_PUBLISH_TIMEOUT
+        )
+        self.connect_timeout = number_option(
+            "nats", options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
+        )
         self._store_url = options.get("store") or "memory://"
         self.stream = stream_name(self.prefix)
         self._nc: Client | None = None

@@ -63,17 +63,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from nerve.events import Event
-from nerve.exceptions import BusClosed, ConfigurationError, SubscriptionError, TransportError
+from nerve.exceptions import BusClosed, SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
+from nerve.transports.options import number_option, split_options
 
 log = logging.getLogger("nerve")
 
@@ -210,33 +211,13 @@ return n
 
 def redis_options(url: str) -> tuple[str, dict[str, str]]:
     """Split a ``redis://`` URL into the URL for redis-py and nerve's own options."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OPTIONS}
-    rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), ours
+    return split_options(url, _OPTIONS)
 
 
 def redis_where(url: str) -> str:
     """``host:port/db`` of a Redis URL, for messages (never the password)."""
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
-
-
-def _number(
-    options: dict[str, str], name: str, default: float, *, minimum: float | None = None
-) -> float:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"redis URL option {name}={raw!r} is not a number") from None
-    if (value < minimum) if minimum is not None else (value <= 0):
-        bound = f">= {minimum:g}" if minimum is not None else "> 0"
-        raise ConfigurationError(f"redis URL option {name} must be {bound}, got {raw!r}")
-    return value
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -322,13 +303,17 @@ class RedisTransport(Transport):
         self._client_url, options = redis_options(url)
         self._where = redis_where(url)
         self.prefix = prefix or options.get("prefix") or DEFAULT_PREFIX
-        self.block_ms = block_ms or int(_number(options, "block_ms", DEFAULT_BLOCK_MS))
-        self.lease = lease or _number(options, "lease", DEFAULT_LEASE)
-        self.claim_interval = claim_interval or _number(options, "claim_interval", self.lease / 2)
+        self.block_ms = block_ms or int(
+            number_option("redis", options, "block_ms", DEFAULT_BLOCK_MS)
+        )
+        self.lease = lease or number_option("redis", options, "lease", DEFAULT_LEASE)
+        self.claim_interval = claim_interval or number_option(
+            "redis", options, "claim_interval", self.lease / 2
+        )
         self.retention = (
             retention
             if retention is not None
-            else _number(options, "retention", DEFAULT_RETENTION, minimum=0.0)
+            else number_option("redis", options, "retention", DEFAULT_RETENTION, minimum=0.0)
         )
         self.events_key = EVENTS_KEY.format(prefix=self.prefix)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

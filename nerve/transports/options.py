@@ -1,0 +1,54 @@
+"""URL options of the broker transports: split from the client's URL, parsed and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from nerve.exceptions import ConfigurationError
+
+
+def split_options(url: str, ours: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """Split ``url`` into the URL for the client library and nerve's own options."""
+    names = set(ours)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {k: v for k, v in query if k in names}
+    rest = urlencode([(k, v) for k, v in query if k not in names])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
+def number_option(
+    scheme: str, options: dict[str, str], name: str, default: float, *, minimum: float | None = None
+) -> float:
+    """Option ``name`` as a number: ``> 0``, or ``>= minimum`` when given."""
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{scheme} URL option {name}={raw!r} is not a number") from None
+    _check(scheme, name, raw, value, minimum)
+    return value
+
+
+def integer_option(
+    scheme: str, options: dict[str, str], name: str, default: int, *, minimum: int | None = None
+) -> int:
+    """Option ``name`` as an integer: ``> 0``, or ``>= minimum`` when given."""
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{scheme} URL option {name}={raw!r} is not an integer") from None
+    _check(scheme, name, raw, value, minimum)
+    return value
+
+
+def _check(scheme: str, name: str, raw: str, value: float, minimum: float | None) -> None:
+    if (value <= 0) if minimum is None else (value < minimum):
+        bound = "> 0" if minimum is None else f">= {minimum:g}"
+        raise ConfigurationError(f"{scheme} URL option {name} must be {bound}, got {raw!r}")
