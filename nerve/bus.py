@@ -262,9 +262,10 @@ class EventBus:
         """Publish many events at once; return them as published, in order.
 
         The same as :meth:`publish` for each event, in far fewer round trips where the
-        transport can batch (one pipeline on Redis, one transaction on SQLite). Returns
-        once the transport has every event. If it raises, a prefix of the events may
-        have been published; publishing them all again is safe (same ids: handled once).
+        transport can batch (a script call per 1,000 events on Redis, group commits on
+        SQLite, pipelined confirms on RabbitMQ). Returns once the transport has every
+        event. If it raises, some of the events may have been published; publishing them
+        all again is safe (same ids: handled once).
 
         Raises:
             BusFull, BusClosed, ChainTooDeep: as :meth:`publish`.
