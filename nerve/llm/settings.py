@@ -1,0 +1,64 @@
+"""The LLM layer's settings: which OpenAI-compatible endpoint, which models, what limits."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LLMSettings(BaseSettings):
+    """Where nerve's agents send model calls. Read from the environment, overridable in code.
+
+    With neither ``base_url`` nor ``api_key`` set no endpoint is configured, and nerve uses
+    its embedded local model (see ``docs/llm.md``). Fields without an alias read
+    ``NERVE_LLM_<FIELD>`` (``NERVE_LLM_TIMEOUT``, ``NERVE_LLM_BUDGET_TOKENS``, ...).
+
+    Example:
+        ```python
+        settings = LLMSettings(base_url="http://127.0.0.1:11434/v1", model="qwen2.5:3b")
+        client = openai_client(settings)
+        ```
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="NERVE_LLM_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NERVE_LLM_BASE_URL", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NERVE_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the endpoint; never logged (a SecretStr).",
+    )
+    model: str = Field(default="gpt-4o-mini", description="Chat model name.")
+    embedding_model: str = Field(
+        default="text-embedding-3-small", description="Embedding model name."
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds per HTTP request.")
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Retries of one call on connection errors, 408, 409, 429 and 5xx "
+        "(honouring Retry-After), made by the openai SDK.",
+    )
+    budget_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Default token budget per event and subscription, across retries; "
+        "None is no limit.",
+    )
+    budget_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Default budget of seconds spent waiting on the model per event and "
+        "subscription, across retries; None is no limit.",
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether an endpoint is set (a base URL or an API key)."""
+        return self.base_url is not None or self.api_key is not None
