@@ -14,6 +14,7 @@ from nerve.context import _current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
+from nerve.observer import Observer, Observers
 from nerve.routing import matches
 from nerve.settings import Settings
 from nerve.settler import Settler
@@ -107,6 +108,7 @@ class EventBus:
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
+        self._observers = Observers()
         self.dlq = DeadLetterQueue(self)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
         self.unfinished: list[Delivery] = []
@@ -217,10 +219,39 @@ class EventBus:
         self._subscriptions[sub_name] = subscription
         return subscription
 
+    def include(self, other: EventBus) -> None:
+        """Take over the subscriptions of ``other`` (an app split over modules).
+
+        ``other`` is only a place where handlers were declared: it is not started, and
+        the subscriptions keep their names and options.
+
+        Raises:
+            SubscriptionError: a name is taken here already, or this bus is running.
+        """
+        if self._state != "new":
+            raise SubscriptionError("include buses before this one starts or first publishes")
+        clash = self._subscriptions.keys() & other._subscriptions.keys()
+        if clash:
+            raise SubscriptionError(f"subscriptions named {sorted(clash)} exist on both buses")
+        self._subscriptions.update(other._subscriptions)
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer``'s hooks as events are published, handled and failed.
+
+        Add observers before the bus starts: running subscriptions keep the ones they
+        started with.
+        """
+        self._observers.members.append(observer)
+
     @property
     def transport(self) -> Transport:
         """The transport this bus runs on."""
         return self._transport
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: subscriptions are being served."""
+        return self._state == "running"
 
     @property
     def subscriptions(self) -> dict[str, Subscription]:
@@ -254,6 +285,8 @@ class EventBus:
             timeout=self.settings.publish_timeout if timeout is _UNSET else timeout,
             bounded=ctx is None,
         )
+        if self._observers:
+            self._observers.published((event,))
         return event
 
     async def publish_many(
@@ -285,6 +318,8 @@ class EventBus:
             timeout=self.settings.publish_timeout if timeout is _UNSET else timeout,
             bounded=ctx is None,
         )
+        if self._observers:
+            self._observers.published(batch)
         return batch
 
     def _caused_by(self, event: Event[Any], parent: Event[Any]) -> Event[Any]:
@@ -317,7 +352,9 @@ class EventBus:
         await self._connect()
         self._settler = Settler(self._store, self._transport, on_released=self._forget)
         self._runners = {
-            name: SubscriptionRunner(sub, self._transport, self._store, self._settler)
+            name: SubscriptionRunner(
+                sub, self._transport, self._store, self._settler, Observers(self._observers.members)
+            )
             for name, sub in self._subscriptions.items()
         }
         for runner in self._runners.values():

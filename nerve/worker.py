@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from nerve.context import HandlerContext, _current
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, HandlerTimeout, Reject, Retry
+from nerve.observer import Observers
 from nerve.settler import Settler
 from nerve.stores.base import AttemptError, DeadLetter, Store
 from nerve.subscription import Subscription
@@ -41,9 +43,15 @@ class SubscriptionRunner:
     """Runs one subscription's handler over the deliveries a transport hands it."""
 
     def __init__(
-        self, subscription: Subscription, transport: Transport, store: Store, settler: Settler
+        self,
+        subscription: Subscription,
+        transport: Transport,
+        store: Store,
+        settler: Settler,
+        observers: Observers | None = None,
     ) -> None:
         self.subscription = subscription
+        self._observers = observers or Observers()
         self._transport = transport
         self._store = store
         self._settler = settler
@@ -236,9 +244,12 @@ class SubscriptionRunner:
             return
         self._active_ids.add(event_id)
         attempt = delivery.attempt
+        observers = self._observers
         try:
             while True:
-                token = _current.set(HandlerContext(event, sub.name, attempt, self._store))
+                ctx = HandlerContext(event, sub.name, attempt, self._store)
+                token = _current.set(ctx)
+                started = time.perf_counter() if observers else 0.0
                 try:
                     if self._direct:
                         await sub.handler(event)
@@ -250,6 +261,8 @@ class SubscriptionRunner:
                 except Exception as exc:  # noqa: BLE001  # any handler failure is data
                     error = exc
                 else:
+                    if observers:
+                        observers.handled(sub.name, event, time.perf_counter() - started, ctx)
                     recent = self._recent
                     recent.add(event_id)
                     if len(recent) > self._recent_max:
@@ -259,7 +272,10 @@ class SubscriptionRunner:
                     return
                 finally:
                     _current.reset(token)
+                seconds = time.perf_counter() - started if observers else 0.0
                 delay = await self._failed(event, error, attempt)
+                if observers:
+                    observers.failed(sub.name, event, error, seconds, ctx, retry_in=delay)
                 if delay is None:
                     await delivery.reject()
                     return

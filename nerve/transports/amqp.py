@@ -634,6 +634,13 @@ class AmqpTransport(Transport):
             return False
         return not self._in_flight
 
+    async def ping(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise self._unavailable()
+        with self._translate("checking the events exchange"):
+            await self._channel(self._publisher).get_exchange(self.events_name, ensure=True)
+
     # helpers
 
     def _channel(self, channel: AbstractRobustChannel | None) -> AbstractRobustChannel:

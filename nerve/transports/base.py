@@ -103,6 +103,12 @@ class Transport(ABC):
     async def connect(self) -> None:
         """Open connections. Raises :class:`nerve.TransportError` when unreachable."""
 
+    async def ping(self) -> None:  # noqa: B027  # in-process transports need nothing
+        """Raise :class:`nerve.TransportError` unless the broker answers now.
+
+        In-process transports have nothing to ask and return at once.
+        """
+
     @abstractmethod
     async def close(self) -> list[Delivery]:
         """Stop and release everything; return the deliveries left unfinished.

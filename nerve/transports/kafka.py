@@ -872,6 +872,10 @@ class KafkaTransport(Transport):
             finally:
                 await admin.close()
 
+    async def ping(self) -> None:
+        with self._translate("fetching metadata"):
+            await self._require_open().client.fetch_all_metadata()
+
     def _require_open(self) -> Any:
         if self._closed:
             raise BusClosed("the Kafka transport is closed")

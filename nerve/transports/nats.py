@@ -726,6 +726,10 @@ class NatsTransport(Transport):
             ) from exc
         self._known.add(subscription)
 
+    async def ping(self) -> None:
+        with self._translate("pinging"):
+            await self._client().flush(timeout=max(1, round(API_TIMEOUT)))
+
     def _client(self) -> Client:
         if self._nc is None:
             if self._closed:

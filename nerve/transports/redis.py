@@ -718,6 +718,10 @@ class RedisTransport(Transport):
                 return False
         return True
 
+    async def ping(self) -> None:
+        with self._translate("pinging"):
+            await self._client().ping()
+
     # helpers
 
     def _client(self) -> Redis:

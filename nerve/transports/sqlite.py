@@ -167,6 +167,9 @@ class SQLiteTransport(Transport):
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_leases(), name="nerve-sqlite-leases")
 
+    async def ping(self) -> None:
+        await self._db.run(self._db.execute, "SELECT 1")
+
     async def declare(self, subscription: str, pattern: str, *, start_from: StartFrom) -> None:
         self._patterns[subscription] = compile_pattern(pattern)
         await self._db.run(self._declare, subscription, pattern, start_from)

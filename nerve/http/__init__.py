@@ -1,0 +1,19 @@
+"""The HTTP app: events and verified webhooks in, 202 at once, agents at work after.
+
+Example:
+    ```python
+    from nerve import EventBus
+    from nerve.http import create_app
+
+    bus = EventBus("sqlite:///nerve.db")
+    app = create_app(bus)
+    ```
+"""
+
+from __future__ import annotations
+
+from nerve.http.app import create_app, router
+from nerve.http.intake import HttpProblem
+from nerve.http.settings import HttpSettings
+
+__all__ = ["HttpProblem", "HttpSettings", "create_app", "router"]

@@ -1,0 +1,131 @@
+"""Operating endpoints: dead letters, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from nerve.exceptions import NerveError
+from nerve.http.intake import HttpProblem, Intake, json_response
+from nerve.http.schemas import DeadLetters, Problem, Purged
+from nerve.metrics import CONTENT_TYPE
+
+#: Seconds /readyz waits for the transport and the store to answer.
+READY_TIMEOUT = 2.0
+
+Subscription = Annotated[
+    str | None, Query(description="Only this subscription's entry (default: every one).")
+]
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": Problem} for status in statuses}
+
+
+def routes(intake: Intake) -> APIRouter:
+    """The operating endpoints, bound to ``intake``."""
+    router = APIRouter()
+    dlq = intake.bus.dlq
+
+    @router.get(
+        "/dlq",
+        tags=["dead letters"],
+        response_model=DeadLetters,
+        responses=_problems(401, 403),
+        summary="Dead letters, newest first, each with every attempt's error",
+    )
+    async def list_dead_letters(
+        request: Request,
+        subscription: Subscription = None,
+        event_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        try:
+            intake.authorize(request, admin=True)
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+        entries = await dlq.list(subscription=subscription, event_id=event_id, limit=limit)
+        return json_response({"dead_letters": [e.model_dump(mode="json") for e in entries]})
+
+    @router.post(
+        "/dlq/{event_id}/replay",
+        tags=["dead letters"],
+        response_model=DeadLetters,
+        responses=_problems(401, 403, 404),
+        summary="Deliver a dead event again (to the subscription that gave up on it)",
+    )
+    async def replay_dead_letter(
+        event_id: str, request: Request, subscription: Subscription = None
+    ) -> Response:
+        try:
+            intake.authorize(request, admin=True)
+            replayed = await dlq.replay(event_id, subscription=subscription)
+            if not replayed:
+                raise _no_dead_letter(event_id, subscription)
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+        return json_response({"dead_letters": [e.model_dump(mode="json") for e in replayed]})
+
+    @router.delete(
+        "/dlq/{event_id}",
+        tags=["dead letters"],
+        response_model=Purged,
+        responses=_problems(401, 403, 404),
+        summary="Delete a dead letter",
+    )
+    async def delete_dead_letter(
+        event_id: str, request: Request, subscription: Subscription = None
+    ) -> Response:
+        try:
+            intake.authorize(request, admin=True)
+            purged = await dlq.purge(event_id, subscription=subscription)
+            if not purged:
+                raise _no_dead_letter(event_id, subscription)
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+        return json_response({"purged": purged})
+
+    @router.get("/healthz", tags=["operations"], summary="The process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"model": Problem}},
+        summary="The bus runs and its transport and store answer",
+    )
+    async def readyz() -> Response:
+        bus = intake.bus
+        if not bus.running:
+            return HttpProblem(503, "not_running", "the bus is not running").response()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await bus.transport.ping()
+                await dlq.list(limit=1)
+        except TimeoutError:
+            return HttpProblem(
+                503, "unavailable", f"no answer from the transport or store in {READY_TIMEOUT}s"
+            ).response()
+        except NerveError as exc:
+            return HttpProblem(503, "unavailable", str(exc)).response()
+        return json_response({"status": "ready"})
+
+    @router.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+        summary="Prometheus metrics (names start with nerve_)",
+    )
+    async def metrics() -> Response:
+        return Response(intake.metrics.render(), media_type=CONTENT_TYPE)
+
+    return router
+
+
+def _no_dead_letter(event_id: str, subscription: str | None) -> HttpProblem:
+    where = f" in {subscription!r}" if subscription else ""
+    return HttpProblem(404, "not_found", f"no dead letter for event {event_id!r}{where}")

@@ -1,0 +1,88 @@
+"""``create_app`` and ``router``: the HTTP door to a bus."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from nerve import __version__
+from nerve.bus import EventBus
+from nerve.http import admin, events, webhooks
+from nerve.http.intake import Intake
+from nerve.http.settings import HttpSettings
+from nerve.metrics import Metrics
+
+log = logging.getLogger("nerve.http")
+
+
+def router(
+    bus: EventBus, settings: HttpSettings | None = None, *, metrics: Metrics | None = None
+) -> APIRouter:
+    """Every nerve endpoint, to mount in an existing FastAPI app.
+
+    The router's lifespan starts the bus and drains it at shutdown, so
+    ``app.include_router(router(bus))`` is all an app needs.
+
+    Args:
+        bus: where accepted events go; its subscriptions run in this process.
+        settings: keys, secrets and limits (default: from ``NERVE_*`` variables).
+        metrics: what ``/metrics`` serves (default: a new registry observing ``bus``).
+    """
+    settings = settings or HttpSettings()
+    if metrics is None:
+        metrics = Metrics()
+        bus.observe(metrics)
+    intake = Intake(bus, settings, metrics)
+    if not intake.settings.api_keys and not intake.settings.admin_api_keys:
+        log.warning("no API keys configured (NERVE_API_KEYS): every endpoint is open")
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await bus.start()
+        try:
+            yield
+        finally:
+            await drain(bus)
+
+    top = APIRouter(lifespan=lifespan)
+    top.include_router(events.routes(intake))
+    top.include_router(webhooks.routes(intake))
+    top.include_router(admin.routes(intake))
+    return top
+
+
+def create_app(
+    bus: EventBus, settings: HttpSettings | None = None, *, metrics: Metrics | None = None
+) -> FastAPI:
+    """A FastAPI app that takes events and webhooks for ``bus`` and answers 202 at once.
+
+    Its lifespan starts the bus and, at shutdown, drains it: an in-process bus handles
+    what it accepted (within ``shutdown_grace``); a durable one stops, leaving the rest
+    to the broker for the next worker.
+
+    Example:
+        ```python
+        bus = EventBus("sqlite:///nerve.db")
+        app = create_app(bus)  # uvicorn module:app, or: nerve serve module:bus
+        ```
+    """
+    app = FastAPI(
+        title="nerve",
+        version=__version__,
+        description="Events and webhooks in, agents at work: every accepted event is "
+        "answered 202 once the transport has it, before any handler runs.",
+    )
+    app.include_router(router(bus, settings, metrics=metrics))
+    return app
+
+
+async def drain(bus: EventBus) -> None:
+    """Stop ``bus``; an in-process one first handles what it holds, within its grace."""
+    if bus.transport.durable or not bus.running:
+        await bus.stop()
+        return
+    await bus.__aexit__(None, None, None)

@@ -1,0 +1,278 @@
+"""``POST /events``, ``POST /events/batch`` and ``GET /events/{event_id}``.
+
+``POST /events`` takes an event in any of these forms, told apart by the request:
+
+- nerve's JSON (``application/json``): ``{"event_type", "payload", ...}``;
+- the seed's form: ``?event_type=...`` with the payload as the JSON body;
+- CloudEvents 1.0 structured mode (``application/cloudevents+json``), binary mode
+  (``ce-*`` headers, the data as the body) and batch mode
+  (``application/cloudevents-batch+json``, also taken by ``/events/batch``).
+
+Each answers 202 once the transport has the event, before any handler runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from nerve import constants
+from nerve.events import Event
+from nerve.http.intake import HttpProblem, Intake, json_response, validation_problem
+from nerve.http.schemas import (
+    Accepted,
+    BatchAccepted,
+    EventIn,
+    EventStatusOut,
+    Problem,
+    json_body,
+)
+
+CE_JSON = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+#: Event fields that may be sent as null to mean "fill it in".
+_DEFAULTED = ("event_id", "correlation_id", "timestamp")
+#: CloudEvents attributes every event must carry (spec 1.0, "REQUIRED Attributes").
+_CE_REQUIRED = ("specversion", "id", "source", "type")
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": Problem} for status in statuses}
+
+
+_EVENT_SCHEMA = EventIn.model_json_schema()
+_CE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": list(_CE_REQUIRED),
+    "properties": {
+        "specversion": {"const": "1.0"},
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "pattern": constants.EVENT_TYPE_RE},
+        "data": {},
+    },
+}
+
+
+def event_from_json(data: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
+    """An event from nerve's JSON form.
+
+    Raises:
+        HttpProblem: 422 naming the invalid fields.
+    """
+    if type(data) is not dict:
+        raise HttpProblem(
+            422,
+            "invalid",
+            "an event is a JSON object with event_type and payload",
+            errors=[{"loc": [*loc], "msg": "expected an object", "type": "dict_type"}],
+        )
+    for key in _DEFAULTED:
+        if key in data and data[key] is None:
+            del data[key]
+    try:
+        return Event.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(exc, ("body", *loc)) from None
+
+
+def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
+    """An event from a CloudEvents 1.0 structured-mode object with JSON data.
+
+    Raises:
+        HttpProblem: 422 for a missing attribute, another specversion, non-JSON data.
+    """
+    if type(ce) is not dict:
+        raise HttpProblem(422, "invalid", "a CloudEvent is a JSON object")
+    missing = [attr for attr in _CE_REQUIRED if not ce.get(attr)]
+    if missing:
+        raise HttpProblem(
+            422,
+            "invalid",
+            f"the CloudEvent lacks its required attribute(s) {', '.join(missing)}",
+            errors=[
+                {"loc": ["body", *loc, attr], "msg": "Field required", "type": "missing"}
+                for attr in missing
+            ],
+        )
+    if ce["specversion"] != constants.CE_SPECVERSION:
+        raise HttpProblem(422, "invalid", "only CloudEvents specversion 1.0 is supported")
+    if "data_base64" in ce:
+        raise HttpProblem(415, "unsupported_media_type", "send the CloudEvent's data as JSON")
+    try:
+        return Event.from_cloudevent(ce)
+    except (ValidationError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise validation_problem(exc, ("body", *loc)) from None
+        raise HttpProblem(422, "invalid", f"the CloudEvent is not valid: {exc}") from None
+
+
+def media_type(request: Request) -> str:
+    """The request's media type without parameters, lower case ('' when absent)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media in ("", "application/json") or media.endswith("+json")
+
+
+def routes(intake: Intake) -> APIRouter:
+    """The event endpoints, bound to ``intake``."""
+    router = APIRouter(tags=["events"])
+    parse = intake.parse
+
+    @router.post(
+        "/events",
+        status_code=202,
+        response_model=Accepted,
+        responses=_problems(400, 401, 413, 415, 422, 503),
+        openapi_extra=json_body(
+            {"anyOf": [_EVENT_SCHEMA, {"type": "object"}]},
+            "application/json",
+            CE_JSON,
+        ),
+        summary="Accept one event (nerve JSON, the seed's form, or a CloudEvent)",
+    )
+    async def post_event(request: Request, event_type: str | None = None) -> Response:
+        """Publish one event and answer 202 before any handler runs.
+
+        With ``?event_type=``, the body is the payload (the seed's form). A CloudEvent
+        in binary mode carries its attributes in ``ce-*`` headers.
+        """
+        try:
+            intake.authorize(request)
+            media = media_type(request)
+            body = await intake.body(request)
+            if media == CE_BATCH:
+                return await _cloudevents_batch(intake, parse(body))
+            headers = request.headers
+            if "ce-specversion" in headers:
+                if not _is_json(media):
+                    raise _unsupported(media)
+                event = event_from_cloudevent(_binary_attributes(headers, parse(body)))
+            elif media == CE_JSON:
+                event = event_from_cloudevent(parse(body))
+            elif not _is_json(media):
+                raise _unsupported(media)
+            elif event_type is not None:
+                event = _seed_event(event_type, request, parse(body))
+            else:
+                event = event_from_json(parse(body))
+            await intake.publish([event], "events")
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+        return json_response({"event_id": event.event_id, "status": "accepted"}, 202)
+
+    @router.post(
+        "/events/batch",
+        status_code=202,
+        response_model=BatchAccepted,
+        responses=_problems(400, 401, 413, 415, 422, 503),
+        openapi_extra=json_body(
+            {"type": "array", "items": _EVENT_SCHEMA}, "application/json", CE_BATCH
+        ),
+        summary="Accept many events: all valid, or none accepted",
+    )
+    async def post_batch(request: Request) -> Response:
+        """Publish many events at once; if any is invalid, none is published (422)."""
+        try:
+            intake.authorize(request)
+            media = media_type(request)
+            body = await intake.body(request)
+            if media == CE_BATCH:
+                return await _cloudevents_batch(intake, parse(body))
+            if not _is_json(media):
+                raise _unsupported(media)
+            items = parse(body)
+            if isinstance(items, dict) and isinstance(items.get("events"), list):
+                items = items["events"]
+            return await _publish_batch(intake, items, event_from_json, "batch")
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+
+    @router.get(
+        "/events/{event_id}",
+        response_model=EventStatusOut,
+        responses=_problems(401, 404),
+        summary="Where an event stands with each subscription",
+    )
+    async def get_event(event_id: str, request: Request) -> Response:
+        try:
+            intake.authorize(request)
+            status = await intake.bus.status(event_id)
+            if status.event_type is None:
+                raise HttpProblem(
+                    404,
+                    "not_found",
+                    f"no event {event_id!r} was published here within the idempotency window",
+                )
+        except HttpProblem as problem:
+            return intake.refuse(problem)
+        return json_response(
+            {
+                "event_id": status.event_id,
+                "event_type": status.event_type,
+                "settled": status.settled,
+                "subscriptions": {k: v.value for k, v in status.subscriptions.items()},
+            }
+        )
+
+    return router
+
+
+def _unsupported(media: str) -> HttpProblem:
+    return HttpProblem(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {media!r} is not accepted: send application/json (or {CE_JSON}, {CE_BATCH})",
+    )
+
+
+def _seed_event(event_type: str, request: Request, payload: Any) -> Event[Any]:
+    fields: dict[str, Any] = {"event_type": event_type, "payload": payload}
+    for name in ("event_id", "source", "correlation_id"):
+        value = request.query_params.get(name)
+        if value is not None:
+            fields[name] = value
+    try:
+        return Event.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_problem(exc, ("query",)) from None
+
+
+def _binary_attributes(headers: Any, data: Any) -> dict[str, Any]:
+    """CloudEvents binary mode: ``ce-*`` headers (percent-decoded) plus the body as data."""
+    ce: dict[str, Any] = {"data": data}
+    for name, value in headers.items():
+        if name.startswith("ce-") and len(name) > 3:
+            ce[name[3:]] = unquote(value)
+    return ce
+
+
+async def _cloudevents_batch(intake: Intake, items: Any) -> Response:
+    return await _publish_batch(intake, items, event_from_cloudevent, "cloudevents")
+
+
+async def _publish_batch(intake: Intake, items: Any, build: Any, source: str) -> Response:
+    if not isinstance(items, list):
+        raise HttpProblem(422, "invalid", "a batch is a JSON array of events")
+    if not items:
+        raise HttpProblem(422, "invalid", "the batch is empty")
+    if len(items) > intake.settings.max_batch:
+        raise HttpProblem(
+            413,
+            "too_large",
+            f"the batch has {len(items)} events; the limit is {intake.settings.max_batch}",
+        )
+    events = [build(item, (index,)) for index, item in enumerate(items)]
+    await intake.publish(events, source)
+    return json_response(
+        {
+            "accepted": len(events),
+            "results": [{"event_id": e.event_id, "status": "accepted"} for e in events],
+        },
+        202,
+    )

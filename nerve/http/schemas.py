@@ -1,0 +1,104 @@
+"""The shapes the HTTP app takes and answers with, as its OpenAPI schema shows them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from nerve import constants
+from nerve.stores.base import DeadLetter, DeliveryState
+
+__all__ = [
+    "Accepted",
+    "BatchAccepted",
+    "DeadLetter",
+    "DeadLetters",
+    "EventIn",
+    "EventStatusOut",
+    "FieldError",
+    "Problem",
+    "Purged",
+    "json_body",
+]
+
+
+class EventIn(BaseModel):
+    """An event as senders post it; nerve fills in what is left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(
+        pattern=constants.EVENT_TYPE_RE,
+        max_length=255,
+        description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
+    )
+    payload: JsonValue = Field(default=None, description="Any JSON value (default {}).")
+    event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Your id for it: re-posting the same id is accepted and handled once.",
+    )
+    source: str = Field(default="", description="Who emitted it (a URI-reference).")
+    correlation_id: str | None = Field(
+        default=None, description="The chain it belongs to (default: its own id)."
+    )
+    causation_id: str | None = Field(default=None, description="The event that caused it.")
+    timestamp: str | None = Field(default=None, description="ISO 8601 (default: now, UTC).")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Accepted(BaseModel):
+    """The transport has the event; handlers run after this answer."""
+
+    event_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class BatchAccepted(BaseModel):
+    """Every event of the batch was accepted, in the order sent."""
+
+    accepted: int
+    results: list[Accepted]
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, index, field.")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    error: str = Field(description="A stable code: unauthorized, too_large, invalid, ...")
+    detail: str = Field(description="What went wrong and how to fix it.")
+    errors: list[FieldError] | None = Field(default=None, description="Per-field errors (422).")
+
+
+class EventStatusOut(BaseModel):
+    """Where an event stands with each subscription that should handle it."""
+
+    event_id: str
+    event_type: str
+    settled: bool = Field(description="Every subscription is done or dead-lettered.")
+    subscriptions: dict[str, DeliveryState]
+
+
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
+class Purged(BaseModel):
+    purged: int
+
+
+def json_body(schema: dict[str, Any], *media_types: str, required: bool = True) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` for an endpoint that reads its body itself."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {media: {"schema": schema} for media in media_types},
+        }
+    }

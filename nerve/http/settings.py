@@ -1,0 +1,100 @@
+"""The HTTP app's settings (``NERVE_*`` environment variables), overridable in code."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: One MiB: the default ``max_body_bytes`` (GitHub caps webhook payloads at 25 MB, but
+#: an event is not a file upload).
+MIB = 1024 * 1024
+
+
+def _split(value: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]``; a list passes through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Secrets = Annotated[list[SecretStr], NoDecode]
+
+
+class HttpSettings(BaseSettings):
+    """Keys, webhook secrets and limits of the HTTP app.
+
+    Every secret field takes several values (comma-separated in the environment) so a
+    secret can be rotated without downtime: add the new one, move the senders, drop the
+    old one. Secrets never appear in reprs, logs or dead letters.
+
+    Example:
+        ```python
+        app = create_app(bus, HttpSettings(api_keys=["k1"], github_webhook_secret=["s"]))
+        ```
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NERVE_", extra="ignore")
+
+    api_keys: Secrets = Field(
+        default_factory=list,
+        description="Bearer keys for the event endpoints (and admin ones, unless "
+        "NERVE_ADMIN_API_KEYS is set). Empty: no key asked (development only).",
+    )
+    admin_api_keys: Secrets = Field(
+        default_factory=list,
+        description="Bearer keys for status, dead letters and replay; an event key then "
+        "gets 403 there. Empty: the event keys are admin keys too.",
+    )
+    github_webhook_secret: Secrets = Field(
+        default_factory=list, description="GitHub webhook secret(s) for POST /webhooks/github."
+    )
+    stripe_webhook_secret: Secrets = Field(
+        default_factory=list,
+        description="Stripe endpoint signing secret(s) (whsec_...) for POST /webhooks/stripe.",
+    )
+    webhook_secrets: dict[str, Secrets] = Field(
+        default_factory=dict,
+        description='Standard Webhooks senders: JSON {"source": "whsec_..." or [...]}, '
+        "served at POST /webhooks/{source}.",
+    )
+    webhook_tolerance: int = Field(
+        default=300,
+        ge=1,
+        description="Seconds a signed webhook timestamp may be off (Stripe, Standard Webhooks).",
+    )
+    max_body_bytes: int = Field(default=MIB, ge=1, description="Largest request body (413).")
+    max_json_depth: int = Field(
+        default=32, ge=1, description="Deepest nesting of objects and arrays in a body (422)."
+    )
+    max_batch: int = Field(default=1000, ge=1, description="Most events in one batch (413).")
+    publish_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a request waits for room on a saturated bus before 503.",
+    )
+    retry_after: int = Field(
+        default=1, ge=1, description="Retry-After seconds sent with 503 (saturated bus)."
+    )
+
+    @field_validator(
+        "api_keys",
+        "admin_api_keys",
+        "github_webhook_secret",
+        "stripe_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if isinstance(value, dict):
+            return {name: _split(secrets) for name, secrets in value.items()}
+        return value

@@ -1,0 +1,141 @@
+"""Prometheus metrics of a bus and its HTTP intake; every name starts with ``nerve_``.
+
+Each :class:`Metrics` has its own registry (no process-wide state), served by the HTTP
+app at ``/metrics``. Labels are bounded by the app, not by traffic: event types and
+subscription names come from the code, HTTP rejections from a fixed set of reasons.
+With several worker processes each serves its own figures (scrape each, or sum them).
+
+Example:
+    ```python
+    metrics = Metrics()
+    bus.observe(metrics)
+    print(metrics.render().decode())
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import exposition as _exposition
+
+from nerve.events import Event
+from nerve.observer import Observer
+
+if TYPE_CHECKING:
+    from nerve.context import HandlerContext
+
+#: The content type of :meth:`Metrics.render`'s output.
+CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
+
+#: Handler latency buckets, seconds: from a fast rule to a slow LLM call.
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics(Observer):
+    """Counters and histograms of what a bus does, fed by its observer hooks."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        by_type = ["event_type"]
+        by_sub = ["event_type", "subscription"]
+        self.events_published = Counter(
+            "nerve_events_published", "Events the transport accepted.", by_type, registry=reg
+        )
+        self.events_handled = Counter(
+            "nerve_events_handled", "Events a subscription handled.", by_sub, registry=reg
+        )
+        self.events_failed = Counter(
+            "nerve_events_failed", "Failed attempts (each, retried or not).", by_sub, registry=reg
+        )
+        self.events_retried = Counter(
+            "nerve_events_retried", "Failed attempts that will be retried.", by_sub, registry=reg
+        )
+        self.events_dead_lettered = Counter(
+            "nerve_events_dead_lettered", "Events given up on.", by_sub, registry=reg
+        )
+        self.handler_seconds = Histogram(
+            "nerve_handler_duration_seconds",
+            "Time in the handler per attempt, successful or not.",
+            ["subscription"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.http_accepted = Counter(
+            "nerve_http_events_accepted",
+            "Events the HTTP intake accepted (202), by how they came.",
+            ["source"],
+            registry=reg,
+        )
+        self.http_rejected = Counter(
+            "nerve_http_requests_rejected",
+            "Requests the HTTP intake refused, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.llm_tokens = Counter(
+            "nerve_llm_tokens",
+            "LLM tokens spent by handlers.",
+            ["subscription", "model", "kind"],
+            registry=reg,
+        )
+
+    # observer hooks
+
+    def published(self, events: Sequence[Event[Any]]) -> None:
+        if len(events) == 1:
+            self.events_published.labels(events[0].event_type).inc()
+            return
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+        for event_type, count in counts.items():
+            self.events_published.labels(event_type).inc(count)
+
+    def handled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self.events_handled.labels(event.event_type, subscription).inc()
+        self.handler_seconds.labels(subscription).observe(seconds)
+        self._usage(subscription, context)
+
+    def failed(
+        self,
+        subscription: str,
+        event: Event[Any],
+        error: BaseException,
+        seconds: float,
+        context: HandlerContext,
+        *,
+        retry_in: float | None,
+    ) -> None:
+        labels = (event.event_type, subscription)
+        self.events_failed.labels(*labels).inc()
+        if retry_in is None:
+            self.events_dead_lettered.labels(*labels).inc()
+        else:
+            self.events_retried.labels(*labels).inc()
+        self.handler_seconds.labels(subscription).observe(seconds)
+        self._usage(subscription, context)
+
+    def _usage(self, subscription: str, context: HandlerContext) -> None:
+        usage = getattr(context, "usage", None)
+        by_model = getattr(usage, "by_model", None)
+        if not by_model:
+            return
+        for model, counts in by_model.items():
+            for kind in ("prompt_tokens", "completion_tokens"):
+                spent = getattr(counts, kind, 0)
+                if spent:
+                    self.llm_tokens.labels(subscription, model, kind.removesuffix("_tokens")).inc(
+                        spent
+                    )
+
+    # exposition
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,95 @@
+"""Hooks the core calls as events move: what metrics, logs and traces hang on.
+
+An :class:`Observer` overrides the hooks it needs; the rest do nothing. Hooks run inline
+on the bus's event loop, so they must be quick and must not raise (an exception from one
+is logged and swallowed: observing never changes what happens to an event). A bus with
+no observers pays nothing for them.
+
+Example:
+    ```python
+    class Printer(Observer):
+        def handled(self, subscription, event, seconds, context):
+            print(f"{subscription} handled {event.event_id} in {seconds * 1000:.1f} ms")
+
+    bus.observe(Printer())
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from nerve.events import Event
+
+if TYPE_CHECKING:
+    from nerve.context import HandlerContext
+
+log = logging.getLogger("nerve")
+
+
+class Observer:
+    """Base class of observers: every hook does nothing until overridden."""
+
+    def published(self, events: Sequence[Event[Any]]) -> None:
+        """The transport has these events (one publish, or one ``publish_many``)."""
+
+    def handled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        """A handler returned: the event is done for this subscription."""
+
+    def failed(
+        self,
+        subscription: str,
+        event: Event[Any],
+        error: BaseException,
+        seconds: float,
+        context: HandlerContext,
+        *,
+        retry_in: float | None,
+    ) -> None:
+        """An attempt failed; ``retry_in`` seconds until the next, None if dead-lettered."""
+
+
+class Observers(Observer):
+    """Several observers as one; each hook's failure is logged, never raised."""
+
+    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+        self.members: list[Observer] = list(observers)
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def published(self, events: Sequence[Event[Any]]) -> None:
+        for member in self.members:
+            try:
+                member.published(events)
+            except Exception:
+                log.exception("observer %r failed in published()", member)
+
+    def handled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        for member in self.members:
+            try:
+                member.handled(subscription, event, seconds, context)
+            except Exception:
+                log.exception("observer %r failed in handled()", member)
+
+    def failed(
+        self,
+        subscription: str,
+        event: Event[Any],
+        error: BaseException,
+        seconds: float,
+        context: HandlerContext,
+        *,
+        retry_in: float | None,
+    ) -> None:
+        for member in self.members:
+            try:
+                member.failed(subscription, event, error, seconds, context, retry_in=retry_in)
+            except Exception:
+                log.exception("observer %r failed in failed()", member)
