@@ -1,6 +1,6 @@
 """The store contract: what the core remembers about deliveries, apart from the broker.
 
-A store keeps four things, each keyed by ``(subscription, event_id)``:
+A store keeps six things, each keyed by ``(subscription, event_id)``:
 
 - **done marks** (idempotency): kept for ``window`` seconds; an event redelivered or
   re-published within the window is acknowledged without running the handler again.
@@ -10,6 +10,15 @@ A store keeps four things, each keyed by ``(subscription, event_id)``:
 - **dead letters**: kept until replayed or purged.
 - **published** records (event id -> type), kept for ``window``, so ``status`` can name the
   subscriptions an event is still pending for.
+- **step results** (``nerve.llm.step``): the JSON result of each named step of a handler,
+  so a retried or replayed event does not redo (and pay for) a step that succeeded.
+- **spend**: the model tokens and seconds an event has cost a subscription so far, so a
+  budget holds across retries.
+
+Step results and spend are kept at least ``window`` seconds after their last write, and
+for as long as the pair has a dead letter, however long that is: a replay finds its steps.
+Taking a dead letter (replay or purge) forgets the pair's spend, so a replayed event
+starts with a fresh budget (and its recorded steps).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -95,6 +104,13 @@ class DeadLetter(BaseModel):
         )
 
     __str__ = __repr__
+
+
+class Spend(NamedTuple):
+    """What handling one event has cost one subscription in model calls so far."""
+
+    tokens: int
+    seconds: float
 
 
 class Store(ABC):
@@ -175,6 +191,23 @@ class Store(ABC):
     @abstractmethod
     async def states(self, event_id: str) -> dict[str, DeliveryState]:
         """The recorded (non-pending) state of this event per subscription."""
+
+    @abstractmethod
+    async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
+        """The recorded result (JSON text) of a handler's named step, or None."""
+
+    @abstractmethod
+    async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
+        """Record the result (JSON text) of a step that succeeded, replacing an older one."""
+
+    @abstractmethod
+    async def add_spend(
+        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
+    ) -> Spend:
+        """Add to what the event has cost the subscription; return the new totals.
+
+        Atomic: concurrent adds are all counted. ``add_spend(sub, eid)`` reads the totals.
+        """
 
     def transaction(self, subscription: str, event_id: str) -> AbstractAsyncContextManager[Any]:
         """A database transaction that also marks ``(subscription, event_id)`` done.

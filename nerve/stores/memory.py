@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nerve.events import Event
-from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+from nerve.stores.base import (
+    DEFAULT_WINDOW,
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    Spend,
+    Store,
+)
 
 Pair = tuple[str, str]
 
@@ -79,6 +87,9 @@ class MemoryStore(Store):
         self._published = _Generations(window, max_entries)  # event_id -> event type
         self._failures: dict[Pair, list[AttemptError]] = {}
         self._dead: dict[Pair, DeadLetter] = {}
+        self._steps: dict[Pair, dict[str, str]] = {}
+        self._spend: dict[Pair, Spend] = {}
+        self._touched: dict[Pair, float] = {}  # last write of a pair's steps or spend
 
     async def record_published(self, event: Event[Any]) -> None:
         self._published.put(event.event_id, event.event_type)
@@ -143,8 +154,13 @@ class MemoryStore(Store):
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
         taken = [e for e in self._dead.values() if _selects(e, event_id, subscription)]
+        now = time.monotonic()
         for entry in taken:
-            del self._dead[(entry.subscription, entry.event.event_id)]
+            pair = (entry.subscription, entry.event.event_id)
+            del self._dead[pair]
+            self._spend.pop(pair, None)  # a replay starts with a fresh budget
+            if self._touched.pop(pair, None) is not None:
+                self._touched[pair] = now  # its steps: kept another window from now
         return taken
 
     async def states(self, event_id: str) -> dict[str, DeliveryState]:
@@ -159,6 +175,48 @@ class MemoryStore(Store):
             if marks.get(event_id) is not None:
                 found[sub] = DeliveryState.DONE
         return found
+
+    async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
+        steps = self._steps.get((subscription, event_id))
+        return None if steps is None else steps.get(step)
+
+    async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
+        pair = (subscription, event_id)
+        self._steps.setdefault(pair, {})[step] = result
+        self._touch(pair)
+
+    async def add_spend(
+        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
+    ) -> Spend:
+        pair = (subscription, event_id)
+        old = self._spend.get(pair, Spend(0, 0.0))
+        if not tokens and not seconds:
+            return old
+        new = self._spend[pair] = Spend(old.tokens + tokens, old.seconds + seconds)
+        self._touch(pair)
+        return new
+
+    def _touch(self, pair: Pair) -> None:
+        """Note a write of the pair's steps or spend, and forget pairs a window old.
+
+        ``_touched`` is in order of last write, so the expired pairs are at its front. A
+        pair with a dead letter is pinned: it goes to the back, to be looked at again a
+        window later.
+        """
+        touched = self._touched
+        now = time.monotonic()
+        touched.pop(pair, None)
+        touched[pair] = now
+        horizon = now - self._window
+        for old, at in list(itertools.islice(touched.items(), 8)):
+            if at >= horizon:
+                break
+            del touched[old]
+            if old in self._dead:
+                touched[old] = now
+            else:
+                self._steps.pop(old, None)
+                self._spend.pop(old, None)
 
 
 def _selects(entry: DeadLetter, event_id: str | None, subscription: str | None) -> bool:

@@ -22,7 +22,14 @@ import asyncpg
 
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, ConfigurationError, StoreError
-from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+from nerve.stores.base import (
+    DEFAULT_WINDOW,
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    Spend,
+    Store,
+)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -68,9 +75,19 @@ CREATE TABLE IF NOT EXISTS {s}.dead_letters (
     entry json NOT NULL,
     PRIMARY KEY (event_id, subscription));
 CREATE INDEX IF NOT EXISTS dead_letters_at ON {s}.dead_letters (dead_at);
+CREATE TABLE IF NOT EXISTS {s}.steps (
+    subscription text NOT NULL, event_id text NOT NULL, step text NOT NULL,
+    result text NOT NULL, at timestamptz NOT NULL,
+    PRIMARY KEY (event_id, subscription, step));
+CREATE INDEX IF NOT EXISTS steps_at ON {s}.steps (at);
+CREATE TABLE IF NOT EXISTS {s}.spend (
+    subscription text NOT NULL, event_id text NOT NULL, tokens bigint NOT NULL,
+    seconds float8 NOT NULL, at timestamptz NOT NULL,
+    PRIMARY KEY (event_id, subscription));
+CREATE INDEX IF NOT EXISTS spend_at ON {s}.spend (at);
 """
 
-_TABLE_NAMES = ("done", "published", "failures", "dead_letters")
+_TABLE_NAMES = ("done", "published", "failures", "dead_letters", "steps", "spend")
 
 #: ``$n`` seconds before now: the oldest mark still within the window.
 _HORIZON = "now() - {n}::float8 * interval '1 second'"
@@ -149,6 +166,7 @@ class PostgresStore(Store):
         self._pools: tuple[_Pool, _Pool] | None = None
         self._opening = asyncio.Lock()
         self._marks = 0
+        self._step_writes = 0
         self._sql = _Statements(f'"{schema}"')
 
     def __repr__(self) -> str:
@@ -280,7 +298,18 @@ class PostgresStore(Store):
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
         where, params = _filters(event_id, subscription)
-        sql = f"DELETE FROM {self._sql.s}.dead_letters {where} RETURNING dead_at, entry"  # noqa: S608
+        s = self._sql.s
+        # One statement: a replay starts with a fresh budget (the pair's spend goes) and
+        # its steps are kept a window from now.
+        sql = (
+            f"WITH taken AS (DELETE FROM {s}.dead_letters {where} "  # noqa: S608  # placeholders and the checked schema only
+            f"RETURNING dead_at, entry, event_id, subscription), "
+            f"spent AS (DELETE FROM {s}.spend p USING taken "
+            f"WHERE p.event_id = taken.event_id AND p.subscription = taken.subscription), "
+            f"kept AS (UPDATE {s}.steps t SET at = now() FROM taken "
+            f"WHERE t.event_id = taken.event_id AND t.subscription = taken.subscription) "
+            f"SELECT dead_at, entry FROM taken"
+        )
         rows = sorted(await self._fetch(sql, *params), key=lambda row: row[0])  # oldest first
         return [DeadLetter.model_validate_json(row[1]) for row in rows]
 
@@ -290,6 +319,38 @@ class PostgresStore(Store):
         for subscription, state in rows:  # ordered by rank: done > dead > failed wins
             found[subscription] = DeliveryState(state)
         return found
+
+    async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
+        found: str | None = await self._fetchval(
+            self._sql.step_result, event_id, subscription, step
+        )
+        return found
+
+    async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
+        await self._execute(self._sql.record_step, subscription, event_id, step, result)
+        await self._stepped()
+
+    async def add_spend(
+        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
+    ) -> Spend:
+        if not tokens and not seconds:
+            rows = await self._fetch(self._sql.spend, event_id, subscription)
+        else:
+            rows = await self._fetch(
+                self._sql.add_spend, subscription, event_id, tokens, float(seconds)
+            )
+            await self._stepped()
+        return Spend(int(rows[0][0]), float(rows[0][1])) if rows else Spend(0, 0.0)
+
+    async def _stepped(self) -> None:
+        self._step_writes += 1
+        if self._step_writes < _PRUNE_EVERY:
+            return
+        self._step_writes = 0
+        try:
+            await self._execute(self._sql.prune_steps, self.window)
+        except StoreError:  # housekeeping: the write was made; prune next time
+            log.warning("%r: could not prune expired step results", self, exc_info=True)
 
     @asynccontextmanager
     async def transaction(
@@ -452,6 +513,36 @@ class _Statements:
             f"WHERE event_id = $1 "
             f"UNION ALL SELECT subscription, 'done', 2 FROM {s}.done "
             f"WHERE event_id = $1 AND at >= {_HORIZON.format(n='$2')}) AS found ORDER BY rank"
+        )
+        self.step_result = (
+            f"SELECT result FROM {s}.steps "  # noqa: S608
+            f"WHERE event_id = $1 AND subscription = $2 AND step = $3"
+        )
+        self.record_step = (
+            f"INSERT INTO {s}.steps VALUES ($1, $2, $3, $4, now()) "  # noqa: S608
+            f"ON CONFLICT (event_id, subscription, step) DO UPDATE SET result = $4, at = now()"
+        )
+        self.spend = (
+            f"SELECT tokens, seconds FROM {s}.spend "  # noqa: S608
+            f"WHERE event_id = $1 AND subscription = $2"
+        )
+        self.add_spend = (
+            f"INSERT INTO {s}.spend VALUES ($1, $2, $3, $4, now()) "  # noqa: S608
+            f"ON CONFLICT (event_id, subscription) DO UPDATE SET "
+            f"tokens = spend.tokens + excluded.tokens, "
+            f"seconds = spend.seconds + excluded.seconds, at = now() "
+            f"RETURNING tokens, seconds"
+        )
+        # Older than the window, unless the pair has a dead letter (a replay needs them).
+        kept = (
+            "NOT EXISTS (SELECT 1 FROM {s}.dead_letters d "
+            "WHERE d.event_id = {t}.event_id AND d.subscription = {t}.subscription)"
+        )
+        self.prune_steps = (
+            f"WITH gone AS (DELETE FROM {s}.steps "  # noqa: S608
+            f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='steps')}) "
+            f"DELETE FROM {s}.spend "
+            f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='spend')}"
         )
         self.prune = (
             f"WITH marks AS (DELETE FROM {s}.done WHERE at < {_HORIZON.format(n='$1')}) "  # noqa: S608

@@ -9,14 +9,18 @@ constants below)::
     {prefix}:dlq                     hash  "subscription NUL event_id" -> dead letter JSON
     {prefix}:dlq:order               sorted set of the same members, by time dead-lettered
     {prefix}:dlq:event:{event_id}    set of the subscriptions holding a dead letter of it
+    {prefix}:steps:{event_id}        hash  "subscription NUL step" -> the step's JSON result
+    {prefix}:spend:{event_id}        hash  "subscription NUL tokens|seconds" -> the spend
 
 One hash per event keeps :meth:`RedisStore.states` one lookup per kind. Done marks and
 publish records expire ``window`` seconds after they were written, and a done mark older
 than the window is ignored even while its hash lives on (a later mark of the same event by
 another subscription extends the hash's TTL); failure lists expire after the window too,
 so an event abandoned mid-retries leaves nothing behind for long. Dead letters never
-expire: they wait to be replayed or purged. Writes survive what Redis's persistence
-settings make survive (``appendonly`` for every write).
+expire: they wait to be replayed or purged. Step results and spend expire ``window``
+seconds after the event's last step or spend write, except while the event has a dead
+letter in any subscription: then they are kept until the last of them is taken. Writes
+survive what Redis's persistence settings make survive (``appendonly`` for every write).
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from redis.exceptions import RedisError
 
 from nerve.events import Event
 from nerve.exceptions import StoreError
-from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+from nerve.stores.base import (
+    DEFAULT_WINDOW,
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    Spend,
+    Store,
+)
 from nerve.transports.redis import DEFAULT_PREFIX, redis_options, redis_where
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
@@ -40,6 +51,8 @@ PUBLISHED_KEY: Final = "{prefix}:published:{event_id}"
 DLQ_KEY: Final = "{prefix}:dlq"
 DLQ_ORDER_KEY: Final = "{prefix}:dlq:order"
 DLQ_EVENT_KEY: Final = "{prefix}:dlq:event:{event_id}"
+STEPS_KEY: Final = "{prefix}:steps:{event_id}"
+SPEND_KEY: Final = "{prefix}:spend:{event_id}"
 _SEP: Final = "\x00"  # between subscription and event id: neither can contain it
 
 #: Dead letters are read this many at a time when filtering by subscription.
@@ -82,6 +95,49 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+
+# Keep KEYS[1] (steps or spend of an event) a window (ARGV[1] ms) from now, or for good
+# while the event has dead letters (KEYS[2], the event's dead letter index).
+_KEEP = """
+local function keep(key, dead, ttl)
+  if redis.call('EXISTS', dead) == 1 then redis.call('PERSIST', key)
+  else redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+# Record step result ARGV[3] under field ARGV[2] of KEYS[1].
+_RECORD_STEP = (
+    _KEEP
+    + """
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+keep(KEYS[1], KEYS[2], ARGV[1])
+"""
+)
+
+# Add ARGV[3] tokens and ARGV[4] seconds to subscription ARGV[2]'s spend in KEYS[1].
+_ADD_SPEND = (
+    _KEEP
+    + """
+local tokens = redis.call('HINCRBY', KEYS[1], ARGV[2] .. '\0tokens', ARGV[3])
+local seconds = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2] .. '\0seconds', ARGV[4])
+keep(KEYS[1], KEYS[2], ARGV[1])
+return {tokens, seconds}
+"""
+)
+
+# After dead letters of one event were taken: forget the spend of subscriptions ARGV[2..]
+# (a replay starts with a fresh budget) and let steps and spend (KEYS[1], KEYS[2]) expire
+# a window from now unless the event still has dead letters (KEYS[3]).
+_RELEASE_STEPS = (
+    _KEEP
+    + """
+for i = 2, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[i] .. '\0tokens', ARGV[i] .. '\0seconds')
+end
+keep(KEYS[1], KEYS[3], ARGV[1])
+keep(KEYS[2], KEYS[3], ARGV[1])
+"""
+)
 
 _TAKE_FAILURES = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -158,6 +214,9 @@ class RedisStore(Store):
         self._done_among = client.register_script(_DONE_AMONG)
         self._mark_done = client.register_script(_MARK_DONE)
         self._record_published = client.register_script(_RECORD_PUBLISHED)
+        self._record_step = client.register_script(_RECORD_STEP)
+        self._add_spend = client.register_script(_ADD_SPEND)
+        self._release_steps = client.register_script(_RELEASE_STEPS)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -266,6 +325,8 @@ class RedisStore(Store):
                 pipe.hset(self._dlq, member, entry.model_dump_json())
                 pipe.zadd(self._dlq_order, {member: time.time()})
                 pipe.sadd(self._key(DLQ_EVENT_KEY, entry.event.event_id), entry.subscription)
+                pipe.persist(self._key(STEPS_KEY, entry.event.event_id))  # a replay needs them
+                pipe.persist(self._key(SPEND_KEY, entry.event.event_id))
                 await pipe.execute()
 
     async def dead_letters(
@@ -321,7 +382,62 @@ class RedisStore(Store):
                 client=self._client(),
             )
         pairs = sorted(zip(flat[1::2], flat[0::2], strict=True), key=lambda p: float(p[0]))
-        return [DeadLetter.model_validate_json(entry) for _, entry in pairs]  # oldest first
+        taken = [DeadLetter.model_validate_json(entry) for _, entry in pairs]  # oldest first
+        if taken:
+            await self._released(taken)
+        return taken
+
+    async def _released(self, taken: list[DeadLetter]) -> None:
+        by_event: dict[str, list[str]] = {}
+        for entry in taken:
+            by_event.setdefault(entry.event.event_id, []).append(entry.subscription)
+        with self._translate("releasing step results"):
+            async with self._client().pipeline(transaction=False) as pipe:
+                for event_id, subscriptions in by_event.items():
+                    await self._release_steps(
+                        keys=[
+                            self._key(STEPS_KEY, event_id),
+                            self._key(SPEND_KEY, event_id),
+                            self._key(DLQ_EVENT_KEY, event_id),
+                        ],
+                        args=[self._window_ms, *subscriptions],
+                        client=pipe,
+                    )
+                await pipe.execute()
+
+    # step results and spend
+
+    async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
+        with self._translate("reading a step result"):
+            found: Any = await self._client().hget(
+                self._key(STEPS_KEY, event_id), f"{subscription}{_SEP}{step}"
+            )
+        return None if found is None else str(found)
+
+    async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
+        with self._translate("recording a step result"):
+            await self._record_step(
+                keys=[self._key(STEPS_KEY, event_id), self._key(DLQ_EVENT_KEY, event_id)],
+                args=[self._window_ms, f"{subscription}{_SEP}{step}", result],
+                client=self._client(),
+            )
+
+    async def add_spend(
+        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
+    ) -> Spend:
+        key = self._key(SPEND_KEY, event_id)
+        with self._translate("recording spend"):
+            if not tokens and not seconds:
+                found: Any = await self._client().hmget(
+                    key, [f"{subscription}{_SEP}tokens", f"{subscription}{_SEP}seconds"]
+                )
+            else:
+                found = await self._add_spend(
+                    keys=[key, self._key(DLQ_EVENT_KEY, event_id)],
+                    args=[self._window_ms, subscription, int(tokens), repr(float(seconds))],
+                    client=self._client(),
+                )
+        return Spend(int(found[0] or 0), float(found[1] or 0.0))
 
     # status
 

@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, StoreError
 from nerve.sqlitedb import SQLiteDatabase, sqlite_path
-from nerve.stores.base import DEFAULT_WINDOW, AttemptError, DeadLetter, DeliveryState, Store
+from nerve.stores.base import (
+    DEFAULT_WINDOW,
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    Spend,
+    Store,
+)
 
 T = TypeVar("T")
 
@@ -36,6 +43,23 @@ CREATE TABLE IF NOT EXISTS nerve_dead_letters (
     entry TEXT NOT NULL,
     PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nerve_dead_letters_at ON nerve_dead_letters (dead_at);
+CREATE TABLE IF NOT EXISTS nerve_steps (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, step TEXT NOT NULL,
+    result TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (event_id, subscription, step)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_steps_at ON nerve_steps (at);
+CREATE TABLE IF NOT EXISTS nerve_spend (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_spend_at ON nerve_spend (at);
+"""
+
+# Step results and spend older than the window, unless their pair has a dead letter.
+_PRUNE_STEPS = """
+DELETE FROM {table} WHERE at < ? AND NOT EXISTS (
+    SELECT 1 FROM nerve_dead_letters d
+    WHERE d.event_id = {table}.event_id AND d.subscription = {table}.subscription)
 """
 
 #: Expired marks are deleted once every this many done marks.
@@ -55,6 +79,7 @@ class SQLiteStore(Store):
         self.window = window
         self._db = SQLiteDatabase(self.path, _SCHEMA, StoreError)
         self._writes = 0
+        self._step_writes = 0
 
     async def open(self) -> None:
         await self._db.open()
@@ -198,13 +223,26 @@ class SQLiteStore(Store):
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
         where, params = _filters(event_id, subscription)
-        rows = await self._run(
-            self._take,
-            f"SELECT entry FROM nerve_dead_letters {where} ORDER BY dead_at",  # noqa: S608
-            f"DELETE FROM nerve_dead_letters {where}",  # noqa: S608
-            params,
-        )
+        rows = await self._run(self._take_dead, where, params)
         return [DeadLetter.model_validate_json(row[0]) for row in rows]
+
+    def _take_dead(self, where: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                f"SELECT entry, subscription, event_id FROM nerve_dead_letters {where} "  # noqa: S608  # placeholders only
+                "ORDER BY dead_at",
+                params,
+            ).fetchall()
+            db.execute(f"DELETE FROM nerve_dead_letters {where}", params)  # noqa: S608
+            pairs = [(row[2], row[1]) for row in rows]
+            # A replay starts with a fresh budget; its steps are kept a window from now.
+            db.executemany("DELETE FROM nerve_spend WHERE event_id = ? AND subscription = ?", pairs)
+            now = time.time()
+            db.executemany(
+                "UPDATE nerve_steps SET at = ? WHERE event_id = ? AND subscription = ?",
+                [(now, *pair) for pair in pairs],
+            )
+        return rows
 
     async def states(self, event_id: str) -> dict[str, DeliveryState]:
         rows = await self._run(
@@ -222,6 +260,52 @@ class SQLiteStore(Store):
         for subscription, state in rows:  # later kinds win: done > dead > failed
             found[subscription] = DeliveryState(state)
         return found
+
+    async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
+        rows = await self._run(
+            self._execute,
+            "SELECT result FROM nerve_steps WHERE event_id = ? AND subscription = ? AND step = ?",
+            (event_id, subscription, step),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
+        await self._run(
+            self._step_write,
+            "INSERT OR REPLACE INTO nerve_steps VALUES (?, ?, ?, ?, ?)",
+            (subscription, event_id, step, result, time.time()),
+        )
+
+    async def add_spend(
+        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
+    ) -> Spend:
+        if not tokens and not seconds:
+            rows = await self._run(
+                self._execute,
+                "SELECT tokens, seconds FROM nerve_spend WHERE event_id = ? AND subscription = ?",
+                (event_id, subscription),
+            )
+        else:
+            rows = await self._run(
+                self._step_write,
+                "INSERT INTO nerve_spend VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id, subscription) DO UPDATE SET "
+                "tokens = tokens + excluded.tokens, seconds = seconds + excluded.seconds, "
+                "at = excluded.at RETURNING tokens, seconds",
+                (subscription, event_id, tokens, seconds, time.time()),
+            )
+        return Spend(int(rows[0][0]), float(rows[0][1])) if rows else Spend(0, 0.0)
+
+    def _step_write(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._db.transaction() as db:
+            rows = db.execute(sql, params).fetchall()
+            self._step_writes += 1
+            if self._step_writes >= _PRUNE_EVERY:
+                self._step_writes = 0
+                horizon = time.time() - self.window
+                for table in ("nerve_steps", "nerve_spend"):
+                    db.execute(_PRUNE_STEPS.format(table=table), (horizon,))
+        return rows
 
     @asynccontextmanager
     async def transaction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nerve import AttemptError, DeadLetter, DeliveryState, Event, EventBus, Store
+from nerve.stores.base import DEFAULT_WINDOW, Spend
 from nerve.stores.memory import MemoryStore
 from nerve.stores.postgres import PostgresStore
 from nerve.stores.redis import RedisStore
@@ -16,7 +18,7 @@ from nerve.stores.sqlite import SQLiteStore
 from tests.conftest import drop_redis_keys
 from tests.stores.test_postgres_store import POSTGRES_URL, drop_schema, sql, unique_schema
 
-StoreFactory = Callable[[], Store]
+StoreFactory = Callable[..., Store]
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
@@ -28,16 +30,16 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if request.param == "postgres":
         await sql("SELECT 1")  # fails the test clearly when the server is not there
 
-    def factory() -> Store:
+    def factory(window: float = DEFAULT_WINDOW) -> Store:
         store: Store
         if request.param == "memory":
-            store = MemoryStore()
+            store = MemoryStore(window=window)
         elif request.param == "sqlite":
-            store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+            store = SQLiteStore(f"sqlite:///{tmp_path}/s.db", window=window)
         elif request.param == "redis":
-            store = RedisStore(redis_url)
+            store = RedisStore(redis_url, window=window)
         else:
-            store = PostgresStore(POSTGRES_URL, schema=schema)
+            store = PostgresStore(POSTGRES_URL, schema=schema, window=window)
         made.append(store)
         return store
 
@@ -107,6 +109,65 @@ async def test_dead_letters_newest_first(make_store: StoreFactory) -> None:
     assert [e.event.event_id for e in await store.dead_letters()] == [
         e.event_id for e in reversed(events)
     ]
+
+
+async def test_step_results(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.open()
+    assert await store.step_result("s", "e1", "classify") is None
+    await store.record_step("s", "e1", "classify", '{"label": "bug"}')
+    await store.record_step("s", "e1", "reply", '"hello \\u0000 \u00e9"')
+    assert await store.step_result("s", "e1", "classify") == '{"label": "bug"}'
+    assert await store.step_result("s", "e1", "reply") == '"hello \\u0000 \u00e9"'
+    assert await store.step_result("other", "e1", "classify") is None
+    assert await store.step_result("s", "e2", "classify") is None
+    await store.record_step("s", "e1", "classify", '{"label": "outage"}')  # replaced
+    assert await store.step_result("s", "e1", "classify") == '{"label": "outage"}'
+    await store.mark_done("s", "e1")  # done marks leave steps alone
+    assert await store.step_result("s", "e1", "reply") == '"hello \\u0000 \u00e9"'
+
+
+async def test_spend_adds_up(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.open()
+    assert await store.add_spend("s", "e1") == Spend(0, 0.0)
+    assert await store.add_spend("s", "e1", tokens=100, seconds=0.5) == Spend(100, 0.5)
+    await asyncio.gather(*(store.add_spend("s", "e1", tokens=10, seconds=0.25) for _ in range(8)))
+    spend = await store.add_spend("s", "e1")
+    assert spend.tokens == 180
+    assert spend.seconds == pytest.approx(2.5)
+    assert await store.add_spend("other", "e1") == Spend(0, 0.0)
+    assert await store.add_spend("s", "e2") == Spend(0, 0.0)
+
+
+async def test_taking_a_dead_letter_forgets_spend_and_keeps_steps(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    await store.open()
+    event = Event(event_type="a")
+    await store.record_step("s", event.event_id, "classify", "1")
+    await store.add_spend("s", event.event_id, tokens=50, seconds=1.0)
+    await store.add_spend("t", event.event_id, tokens=7)
+    await store.add_dead_letter(DeadLetter(event=event, subscription="s", attempts=1, errors=[]))
+    assert await store.add_spend("s", event.event_id) == Spend(50, 1.0)
+    assert len(await store.take_dead_letters(event_id=event.event_id)) == 1
+    assert await store.add_spend("s", event.event_id) == Spend(0, 0.0)  # a fresh budget
+    assert await store.add_spend("t", event.event_id) == Spend(7, 0.0)  # not its dead letter
+    assert await store.step_result("s", event.event_id, "classify") == "1"
+
+
+async def test_step_results_expire_unless_dead_lettered(make_store: StoreFactory) -> None:
+    store = make_store(window=0.0)
+    await store.open()
+    dead = Event(event_type="a")
+    await store.add_dead_letter(DeadLetter(event=dead, subscription="s", attempts=1, errors=[]))
+    await store.record_step("s", dead.event_id, "classify", "1")
+    await store.record_step("s", "gone", "classify", "2")
+    for i in range(1001):  # past every store's pruning interval
+        await store.add_spend("s", f"filler{i}", tokens=1)
+    assert await store.step_result("s", "gone", "classify") is None
+    assert await store.step_result("s", dead.event_id, "classify") == "1"  # a replay finds it
 
 
 async def test_memory_store_window_and_bound() -> None:
