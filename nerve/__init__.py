@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from nerve.bus import EventBus, EventStatus
-from nerve.context import HandlerContext, current, transaction
+from nerve.context import HandlerContext, LLMUsage, current, transaction
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import (
     AlreadyHandled,
+    BudgetExceeded,
     BusClosed,
     BusFull,
     ChainTooDeep,
@@ -15,13 +16,17 @@ from nerve.exceptions import (
     HandlerError,
     HandlerTimeout,
     MissingDependency,
+    ModelRequestRejected,
+    ModelUnavailable,
     NerveError,
+    OutputInvalid,
     PayloadInvalid,
     PublishError,
     Reject,
     Retry,
     StoreError,
     SubscriptionError,
+    ToolNotAllowed,
     TransportError,
 )
 from nerve.settings import Settings
@@ -35,6 +40,7 @@ __all__ = [
     "AlreadyHandled",
     "AttemptError",
     "Backoff",
+    "BudgetExceeded",
     "BusClosed",
     "BusFull",
     "ChainTooDeep",
@@ -49,8 +55,12 @@ __all__ = [
     "HandlerContext",
     "HandlerError",
     "HandlerTimeout",
+    "LLMUsage",
     "MissingDependency",
+    "ModelRequestRejected",
+    "ModelUnavailable",
     "NerveError",
+    "OutputInvalid",
     "PayloadInvalid",
     "PublishError",
     "Reject",
@@ -60,6 +70,7 @@ __all__ = [
     "StoreError",
     "Subscription",
     "SubscriptionError",
+    "ToolNotAllowed",
     "Transport",
     "TransportError",
     "__version__",

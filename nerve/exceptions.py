@@ -14,8 +14,13 @@ NerveError
 └── HandlerError                raised *by handlers* (or by nerve on their behalf)
     ├── Reject                  never retry: dead-letter this event now
     │   ├── PayloadInvalid      the payload does not validate against the handler's model
-    │   └── ChainTooDeep        agents triggering each other went past the chain limit
+    │   ├── ChainTooDeep        agents triggering each other went past the chain limit
+    │   ├── OutputInvalid       the model's output stayed invalid after every re-ask
+    │   ├── BudgetExceeded      the event's token or time budget for model calls is spent
+    │   ├── ToolNotAllowed      the model called a tool not on the handler's allow-list
+    │   └── ModelRequestRejected  the model endpoint refused the request (a 4xx)
     ├── Retry                   retry (after ``delay`` seconds if given), counting an attempt
+    │   └── ModelUnavailable    the model endpoint failed after the SDK's own retries
     └── HandlerTimeout          the handler ran past its subscription's timeout
 ```
 
@@ -96,6 +101,34 @@ class ChainTooDeep(Reject):
     """A handler published an event deeper in its causal chain than the bus allows."""
 
 
+class OutputInvalid(Reject):
+    """The model's output did not validate against the requested type, even after re-asks.
+
+    ``errors`` holds the validation error of each attempt, oldest first.
+    """
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class BudgetExceeded(Reject):
+    """The event's token or time budget for model calls is spent (a retry would not help).
+
+    Spend is counted per ``(subscription, event_id)`` across attempts; a replay from the
+    dead letter queue starts a fresh budget.
+    """
+
+
+class ToolNotAllowed(Reject):
+    """The model asked for a tool that is not on the allow-list; it was not run."""
+
+
+class ModelRequestRejected(Reject):
+    """The model endpoint refused the request (400, 401, 403, 404, 422...); the SDK's
+    error is chained. Retrying the same request would be refused again."""
+
+
 class Retry(HandlerError):
     """Raise in a handler to retry the event, optionally after ``delay`` seconds.
 
@@ -106,6 +139,14 @@ class Retry(HandlerError):
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ModelUnavailable(Retry):
+    """The model endpoint failed (connection, timeout, 429, 5xx) after the SDK's retries.
+
+    The event is retried like any failure, after the endpoint's ``Retry-After`` when it
+    gave one longer than the SDK waits; the SDK's error is chained.
+    """
 
 
 class HandlerTimeout(HandlerError, TimeoutError):
