@@ -109,6 +109,7 @@ class EventBus:
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._observers = Observers()
+        self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
         self.unfinished: list[Delivery] = []
@@ -222,8 +223,10 @@ class EventBus:
     def include(self, other: EventBus) -> None:
         """Take over the subscriptions of ``other`` (an app split over modules).
 
-        ``other`` is only a place where handlers were declared: it is not started, and
-        the subscriptions keep their names and options.
+        ``other`` is only a place where handlers were declared: it is never started
+        itself, and from now on its ``publish``, ``publish_many``, ``status`` and ``dlq``
+        act on this bus, so handlers that publish through their own module's bus reach
+        this one. The subscriptions keep their names and options.
 
         Raises:
             SubscriptionError: a name is taken here already, or this bus is running.
@@ -233,7 +236,11 @@ class EventBus:
         clash = self._subscriptions.keys() & other._subscriptions.keys()
         if clash:
             raise SubscriptionError(f"subscriptions named {sorted(clash)} exist on both buses")
+        if other._state != "new":
+            raise SubscriptionError("include a bus that has not started or published")
         self._subscriptions.update(other._subscriptions)
+        other._host = self
+        other.dlq = self.dlq
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer``'s hooks as events are published, handled and failed.
@@ -274,6 +281,8 @@ class EventBus:
             ChainTooDeep: inside a handler, the chain would exceed ``settings.chain_limit``
                 (the handler's own event is then dead-lettered, unless it catches this).
         """
+        if self._host is not None:
+            return await self._host.publish(event, timeout=timeout)
         if self._state not in ("connected", "running", "stopping"):
             await self._connect()
         ctx = _current.get()
@@ -303,6 +312,8 @@ class EventBus:
         Raises:
             BusFull, BusClosed, ChainTooDeep: as :meth:`publish`.
         """
+        if self._host is not None:
+            return await self._host.publish_many(events, timeout=timeout)
         if self._state not in ("connected", "running", "stopping"):
             await self._connect()
         ctx = _current.get()
@@ -444,6 +455,8 @@ class EventBus:
 
     async def status(self, event_id: str) -> EventStatus:
         """Per subscription of this bus: pending, done, failed or dead-lettered."""
+        if self._host is not None:
+            return await self._host.status(event_id)
         store = await self._ready_store()
         states = await store.states(event_id)
         event_type = await store.event_type(event_id)

@@ -8,13 +8,12 @@ transport and store answer.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,26 +22,74 @@ from rich.table import Table
 
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError, NerveError
-from nerve.transports import redact
+from nerve.loading import load_bus
+from nerve.transports import redact, scheme_of
 
 app = typer.Typer(help="nerve: event-driven AI agents on an event bus.", no_args_is_help=True)
 console = Console(stderr=True)
 
 AppArg = Annotated[str, typer.Argument(help="module:attribute naming an EventBus, e.g. app:bus")]
+#: Where ``nerve serve`` keeps events when NERVE_URL is not set: a SQLite file here.
+SERVE_DEFAULT_URL = "sqlite:///nerve.db"
 
 
-def load_bus(target: str) -> EventBus:
-    """Import ``module:attribute`` (from the current directory too) and return the bus."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f"{target!r}: expected module:attribute, e.g. app:bus")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    bus = getattr(module, attribute, None)
-    if not isinstance(bus, EventBus):
-        raise ConfigurationError(f"{target}: {attribute} is not an EventBus ({type(bus).__name__})")
-    return bus
+@app.command()
+def serve(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="module:attribute naming an EventBus (attribute default: bus); "
+            "several apps are served as one"
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="processes, each with HTTP and handlers")
+    ] = 1,
+    url: Annotated[
+        str | None,
+        typer.Option(help=f"transport URL (default: NERVE_URL, else {SERVE_DEFAULT_URL})"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "info",
+) -> None:
+    """Serve the HTTP app (events, webhooks, DLQ, metrics) with the apps' handlers running.
+
+    Without NERVE_URL the events are kept in a SQLite file (nerve.db, here), so nothing
+    accepted is lost across restarts and several --workers share them.
+    """
+    import uvicorn  # only this command needs the server
+
+    from nerve.http.app import create_app
+    from nerve.http.serve import APPS_VARIABLE, combine
+
+    if url:
+        os.environ["NERVE_URL"] = url
+    os.environ.setdefault("NERVE_URL", SERVE_DEFAULT_URL)
+    bus = combine(targets)  # fail here, once, if an app cannot load
+    if workers > 1 and not bus.transport.durable:
+        raise ConfigurationError(
+            f"{workers} workers cannot share {scheme_of(bus.url)}:// (in-process): "
+            "use a durable transport, e.g. --url sqlite:///nerve.db"
+        )
+    grace = int(bus.settings.shutdown_grace) + 1
+    console.print(
+        f"nerve serve: {len(bus.subscriptions)} subscriptions on {redact(bus.url)}; "
+        f"POST events to http://{host}:{port}/events"
+    )
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
+    if workers == 1:
+        uvicorn.run(create_app(bus), **options, timeout_graceful_shutdown=grace)
+        return
+    # Each worker process builds its own app from the targets (uvicorn imports a string).
+    os.environ[APPS_VARIABLE] = ",".join(targets)
+    uvicorn.run(
+        "nerve.http.serve:app_from_env",
+        factory=True,
+        workers=workers,
+        **options,
+        timeout_graceful_shutdown=grace,
+    )
 
 
 @app.command()
