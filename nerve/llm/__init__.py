@@ -1,8 +1,47 @@
-"""nerve's LLM layer: the openai SDK against any OpenAI-compatible endpoint."""
+"""nerve's LLM layer: the openai SDK against any OpenAI-compatible endpoint.
+
+``chat`` and ``embed`` make one call each, charged to the running handler's event (its
+budget, its ``usage``); ``agent_output`` returns a validated pydantic object; ``run_agent``
+lets the model call the tools on an allow-list; ``untrusted`` puts event data into
+messages as delimited data; ``step`` records a result so a retry or replay does not pay
+for it twice. See ``docs/llm.md``.
+"""
 
 from __future__ import annotations
 
+from nerve.context import LLMUsage
+from nerve.exceptions import (
+    BudgetExceeded,
+    ModelRequestRejected,
+    ModelUnavailable,
+    OutputInvalid,
+    ToolNotAllowed,
+)
+from nerve.llm.budget import Budget
+from nerve.llm.calls import chat, embed
 from nerve.llm.client import openai_client
 from nerve.llm.settings import LLMSettings
+from nerve.llm.steps import step
+from nerve.llm.structured import OutputMode, agent_output
+from nerve.llm.tools import Tools, run_agent
+from nerve.llm.untrusted import untrusted
 
-__all__ = ["LLMSettings", "openai_client"]
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "LLMSettings",
+    "LLMUsage",
+    "ModelRequestRejected",
+    "ModelUnavailable",
+    "OutputInvalid",
+    "OutputMode",
+    "ToolNotAllowed",
+    "Tools",
+    "agent_output",
+    "chat",
+    "embed",
+    "openai_client",
+    "run_agent",
+    "step",
+    "untrusted",
+]
