@@ -71,9 +71,12 @@ def test_doctor_fails_clearly_when_the_broker_is_unreachable() -> None:
 
 
 def test_a_bad_app_argument_is_a_usage_error(tmp_path: Path) -> None:
-    result = nerve("doctor", "tests.apps.slow", env=environment(f"sqlite:///{tmp_path}/x.db"))
+    result = nerve("doctor", ":bus", env=environment(f"sqlite:///{tmp_path}/x.db"))
     assert result.returncode == 2
     assert "expected module:attribute" in result.stderr
+    result = nerve("doctor", "tests.apps.nowhere", env=environment(f"sqlite:///{tmp_path}/x.db"))
+    assert result.returncode == 2
+    assert "no module named 'tests.apps.nowhere'" in result.stderr
     result = nerve("doctor", "tests.apps.slow:LOG", env=environment(f"sqlite:///{tmp_path}/x.db"))
     assert result.returncode == 2
     assert "is not an EventBus" in result.stderr
