@@ -38,7 +38,7 @@ Client = tuple[httpx.AsyncClient, EventBus, list[Event[Any]]]
 
 
 async def test_json_event_is_accepted_then_handled(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     body = {
         "event_type": "support.ticket.created",
         "payload": {"id": 7, "body": "refund please"},
@@ -61,7 +61,7 @@ async def test_json_event_is_accepted_then_handled(app: Client) -> None:
 
 
 async def test_seed_form_takes_the_type_in_the_query_and_the_payload_as_body(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     response = await client.post(
         "/events?event_type=deployment.completed&event_id=dep-1",
         json={"status": "failed", "service": "api"},
@@ -86,7 +86,7 @@ async def test_reposting_an_event_id_is_accepted_and_handled_once(app: Client) -
 
 
 async def test_batch_publishes_every_event_with_per_item_results(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     items = [{"event_type": "a.b", "payload": {"n": n}} for n in range(50)]
     items[3]["event_id"] = "mine-3"
     response = await client.post("/events/batch", json=items, headers=AUTH)
@@ -132,7 +132,7 @@ async def test_bad_batches_are_refused(body: Any, status: int, error: str) -> No
 
 
 async def test_batch_accepts_an_events_object_too(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     body = {"events": [{"event_type": "a.b"}, {"event_type": "a.c"}]}
     response = await client.post("/events/batch", json=body, headers=AUTH)
     assert response.status_code == 202
@@ -143,7 +143,7 @@ async def test_batch_accepts_an_events_object_too(app: Client) -> None:
 
 
 async def test_cloudevent_structured_mode(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     ce = {
         "specversion": "1.0",
         "id": "ce-1",
@@ -172,7 +172,7 @@ async def test_cloudevent_structured_mode(app: Client) -> None:
 
 
 async def test_cloudevent_binary_mode(app: Client) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     headers = {
         **AUTH,
         "content-type": "application/json",
@@ -197,7 +197,7 @@ async def test_cloudevent_binary_mode(app: Client) -> None:
 
 @pytest.mark.parametrize("path", ["/events", "/events/batch"])
 async def test_cloudevents_batch_mode(app: Client, path: str) -> None:
-    client, bus, seen = app
+    client, _bus, seen = app
     batch = [
         {"specversion": "1.0", "id": f"b-{n}", "source": "s", "type": "a.b", "data": {"n": n}}
         for n in range(3)
@@ -365,7 +365,7 @@ async def test_a_saturated_bus_answers_503_with_retry_after_and_loses_nothing() 
 
 
 async def test_status_of_an_event(app: Client) -> None:
-    client, bus, seen = app
+    client, bus, _seen = app
     response = await client.post(
         "/events", json={"event_type": "a.b", "event_id": "st-1"}, headers=AUTH
     )
