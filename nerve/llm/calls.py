@@ -149,10 +149,8 @@ def _translated(
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status in _TRANSIENT or status >= 500:
-            return ModelUnavailable(
-                f"{where}: {status} {exc.message}", delay=_retry_after(exc.response)
-            )
-        return ModelRequestRejected(f"{where}: {status} {exc.message}")
+            return ModelUnavailable(f"{where}: {exc.message}", delay=_retry_after(exc.response))
+        return ModelRequestRejected(f"{where}: {exc.message}")
     return ModelUnavailable(f"{where}: {type(exc).__name__}: {exc.message}")
 
 

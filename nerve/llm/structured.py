@@ -73,7 +73,7 @@ async def agent_output(
     while len(errors) < max_attempts:
         try:
             response = await chat(
-                history, response_format=_response_format(modes[0], model_type, schema), **options
+                history, **_response_format(modes[0], model_type, schema), **options
             )
         except ModelRequestRejected as exc:
             if len(modes) > 1 and _format_refused(exc):
@@ -110,13 +110,14 @@ def _schema_message(name: str, schema: dict[str, Any]) -> ChatCompletionMessageP
 def _response_format(
     mode: OutputMode, model_type: type[BaseModel], schema: dict[str, Any]
 ) -> dict[str, Any]:
+    """The request's ``response_format`` option; none at all for instructions alone."""
     if mode == "json_schema":
         name = re.sub(r"[^a-zA-Z0-9_-]", "_", model_type.__name__)[:64]
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": True},
-        }
-    return {"type": mode}
+        strict = {"name": name, "schema": schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": strict}}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
 
 
 def _format_refused(exc: ModelRequestRejected) -> bool:
