@@ -1,0 +1,1 @@
+"""Runnable example apps (``python examples/NAME.py``, or ``nerve serve examples.NAME:bus``)."""
