@@ -28,7 +28,7 @@ from nerve.http.schemas import (
     EventIn,
     EventStatusOut,
     Problem,
-    json_body,
+    request_body,
 )
 
 CE_JSON = "application/cloudevents+json"
@@ -44,17 +44,23 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _EVENT_SCHEMA = EventIn.model_json_schema()
+_BY_ID = {"parameters": {"event_id": "$response.body#/event_id"}}
 _CE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": list(_CE_REQUIRED),
     "properties": {
         "specversion": {"const": "1.0"},
-        "id": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "minLength": 1, "maxLength": 255},
         "source": {"type": "string", "minLength": 1},
-        "type": {"type": "string", "pattern": constants.EVENT_TYPE_RE},
+        "type": {"type": "string", "pattern": constants.EVENT_TYPE_RE, "maxLength": 255},
         "data": {},
     },
 }
+
+
+_CE_BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _CE_SCHEMA, "minItems": 1}
+#: The seed's form: the event's fields in the query, the payload as the body.
+_SEED_QUERY = ("event_type", "event_id", "source", "correlation_id")
 
 
 def event_from_json(data: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
@@ -127,16 +133,19 @@ def routes(intake: Intake) -> APIRouter:
     @router.post(
         "/events",
         status_code=202,
-        response_model=Accepted,
-        responses=_problems(400, 401, 413, 415, 422, 503),
-        openapi_extra=json_body(
-            {"anyOf": [_EVENT_SCHEMA, {"type": "object"}]},
-            "application/json",
-            CE_JSON,
+        response_model=Accepted | BatchAccepted,  # a CloudEvents batch gets per-item results
+        responses={
+            202: {"links": {"status": {"operationId": "event_status", **_BY_ID}}},
+            **_problems(400, 401, 413, 415, 422, 503),
+        },
+        # The seed's form (?event_type=, the body as payload) is left out of the schema:
+        # OpenAPI cannot say that the query changes what the body is.
+        openapi_extra=request_body(
+            {"application/json": _EVENT_SCHEMA, CE_JSON: _CE_SCHEMA, CE_BATCH: _CE_BATCH_SCHEMA}
         ),
         summary="Accept one event (nerve JSON, the seed's form, or a CloudEvent)",
     )
-    async def post_event(request: Request, event_type: str | None = None) -> Response:
+    async def post_event(request: Request) -> Response:
         """Publish one event and answer 202 before any handler runs.
 
         With ``?event_type=``, the body is the payload (the seed's form). A CloudEvent
@@ -157,8 +166,8 @@ def routes(intake: Intake) -> APIRouter:
                 event = event_from_cloudevent(parse(body))
             elif not _is_json(media):
                 raise _unsupported(media)
-            elif event_type is not None:
-                event = _seed_event(event_type, request, parse(body))
+            elif request.query_params:
+                event = _queried_event(request, parse(body))
             else:
                 event = event_from_json(parse(body))
             await intake.publish([event], "events")
@@ -171,8 +180,11 @@ def routes(intake: Intake) -> APIRouter:
         status_code=202,
         response_model=BatchAccepted,
         responses=_problems(400, 401, 413, 415, 422, 503),
-        openapi_extra=json_body(
-            {"type": "array", "items": _EVENT_SCHEMA}, "application/json", CE_BATCH
+        openapi_extra=request_body(
+            {
+                "application/json": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
+                CE_BATCH: _CE_BATCH_SCHEMA,
+            }
         ),
         summary="Accept many events: all valid, or none accepted",
     )
@@ -195,6 +207,7 @@ def routes(intake: Intake) -> APIRouter:
 
     @router.get(
         "/events/{event_id}",
+        operation_id="event_status",
         response_model=EventStatusOut,
         responses=_problems(401, 404),
         summary="Where an event stands with each subscription",
@@ -231,14 +244,23 @@ def _unsupported(media: str) -> HttpProblem:
     )
 
 
-def _seed_event(event_type: str, request: Request, payload: Any) -> Event[Any]:
-    fields: dict[str, Any] = {"event_type": event_type, "payload": payload}
-    for name in ("event_id", "source", "correlation_id"):
-        value = request.query_params.get(name)
-        if value is not None:
-            fields[name] = value
+def _queried_event(request: Request, body: Any) -> Event[Any]:
+    """An event with fields in the query: the seed's form when it names the type.
+
+    With ``?event_type=`` the body is the payload; without, the body is an event in
+    nerve's form and the query sets its ``event_id``, ``source`` or ``correlation_id``.
+    """
+    query = request.query_params
+    unknown = sorted(set(query) - set(_SEED_QUERY))
+    if unknown:
+        raise HttpProblem(422, "invalid", f"unknown query parameter(s): {', '.join(unknown)}")
+    fields = {name: query[name] for name in _SEED_QUERY if name in query}
+    if "event_type" not in fields:
+        if type(body) is dict:
+            body.update(fields)
+        return event_from_json(body)
     try:
-        return Event.model_validate(fields)
+        return Event.model_validate({"payload": body, **fields})
     except ValidationError as exc:
         raise validation_problem(exc, ("query",)) from None
 

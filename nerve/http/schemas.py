@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from nerve import constants
 from nerve.stores.base import DeadLetter, DeliveryState
@@ -20,6 +20,7 @@ __all__ = [
     "Problem",
     "Purged",
     "json_body",
+    "request_body",
 ]
 
 
@@ -33,7 +34,8 @@ class EventIn(BaseModel):
         max_length=255,
         description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
     )
-    payload: JsonValue = Field(default=None, description="Any JSON value (default {}).")
+    # Any, not JsonValue: the schema stays self-contained (no recursive $defs to resolve).
+    payload: Any = Field(default=None, description="Any JSON value (default {}).")
     event_id: str | None = Field(
         default=None,
         min_length=1,
@@ -96,9 +98,10 @@ class Purged(BaseModel):
 
 def json_body(schema: dict[str, Any], *media_types: str, required: bool = True) -> dict[str, Any]:
     """An OpenAPI ``requestBody`` for an endpoint that reads its body itself."""
-    return {
-        "requestBody": {
-            "required": required,
-            "content": {media: {"schema": schema} for media in media_types},
-        }
-    }
+    return request_body(dict.fromkeys(media_types, schema), required=required)
+
+
+def request_body(schemas: dict[str, dict[str, Any]], *, required: bool = True) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` with a schema per media type."""
+    content = {media: {"schema": schema} for media, schema in schemas.items()}
+    return {"requestBody": {"required": required, "content": content}}
