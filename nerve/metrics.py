@@ -122,17 +122,13 @@ class Metrics(Observer):
         self._usage(subscription, context)
 
     def _usage(self, subscription: str, context: HandlerContext) -> None:
-        usage = getattr(context, "usage", None)
-        by_model = getattr(usage, "by_model", None)
-        if not by_model:
-            return
-        for model, counts in by_model.items():
-            for kind in ("prompt_tokens", "completion_tokens"):
-                spent = getattr(counts, kind, 0)
-                if spent:
-                    self.llm_tokens.labels(subscription, model, kind.removesuffix("_tokens")).inc(
-                        spent
-                    )
+        for model, spent in context.usage.by_model.items():
+            if spent.prompt_tokens:
+                self.llm_tokens.labels(subscription, model, "prompt").inc(spent.prompt_tokens)
+            if spent.completion_tokens:
+                self.llm_tokens.labels(subscription, model, "completion").inc(
+                    spent.completion_tokens
+                )
 
     # exposition
 
