@@ -21,7 +21,14 @@ from pydantic import ValidationError
 
 from nerve import constants
 from nerve.events import Event
-from nerve.http.intake import HttpProblem, Intake, json_response, validation_problem
+from nerve.http.intake import (
+    HttpProblem,
+    Intake,
+    is_json,
+    json_response,
+    media_type,
+    validation_problem,
+)
 from nerve.http.schemas import (
     Accepted,
     BatchAccepted,
@@ -116,15 +123,6 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
         raise HttpProblem(422, "invalid", f"the CloudEvent is not valid: {exc}") from None
 
 
-def media_type(request: Request) -> str:
-    """The request's media type without parameters, lower case ('' when absent)."""
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def _is_json(media: str) -> bool:
-    return media in ("", "application/json") or media.endswith("+json")
-
-
 def routes(intake: Intake) -> APIRouter:
     """The event endpoints, bound to ``intake``."""
     router = APIRouter(tags=["events"])
@@ -159,12 +157,12 @@ def routes(intake: Intake) -> APIRouter:
                 return await _cloudevents_batch(intake, parse(body))
             headers = request.headers
             if "ce-specversion" in headers:
-                if not _is_json(media):
+                if not is_json(media):
                     raise _unsupported(media)
                 event = event_from_cloudevent(_binary_attributes(headers, parse(body)))
             elif media == CE_JSON:
                 event = event_from_cloudevent(parse(body))
-            elif not _is_json(media):
+            elif not is_json(media):
                 raise _unsupported(media)
             elif request.query_params:
                 event = _queried_event(request, parse(body))
@@ -196,7 +194,7 @@ def routes(intake: Intake) -> APIRouter:
             body = await intake.body(request)
             if media == CE_BATCH:
                 return await _cloudevents_batch(intake, parse(body))
-            if not _is_json(media):
+            if not is_json(media):
                 raise _unsupported(media)
             items = parse(body)
             if isinstance(items, dict) and isinstance(items.get("events"), list):

@@ -73,6 +73,16 @@ def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ())
     return HttpProblem(422, "invalid", f"{where}: {first['msg']}", errors=errors)
 
 
+def media_type(request: Request) -> str:
+    """The request's media type without parameters, lower case ('' when absent)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    """JSON, a +json type, or no Content-Type at all (taken as JSON)."""
+    return media in ("", "application/json") or media.endswith("+json")
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type=JSON)
 

@@ -32,7 +32,14 @@ from pydantic import SecretStr, ValidationError
 
 from nerve import constants
 from nerve.events import Event
-from nerve.http.intake import HttpProblem, Intake, json_response, validation_problem
+from nerve.http.intake import (
+    HttpProblem,
+    Intake,
+    is_json,
+    json_response,
+    media_type,
+    validation_problem,
+)
 from nerve.http.schemas import Accepted, Problem, json_body
 from nerve.http.settings import HttpSettings
 from nerve.http.signatures import (
@@ -307,17 +314,9 @@ def _require_headers(*headers: tuple[str, str]) -> None:
         )
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def _is_json(media: str) -> bool:
-    return media in ("", "application/json") or media.endswith("+json")
-
-
 def _require_json(request: Request) -> None:
-    media = _media_type(request)
-    if not _is_json(media):
+    media = media_type(request)
+    if not is_json(media):
         raise HttpProblem(
             415,
             "unsupported_media_type",
@@ -326,14 +325,14 @@ def _require_json(request: Request) -> None:
 
 
 def _github_data(intake: Intake, request: Request, body: bytes) -> Any:
-    media = _media_type(request)
+    media = media_type(request)
     if media == FORM:
         fields = parse_qs(body.decode("latin-1"), max_num_fields=16)
         payload = fields.get("payload")
         if not payload:
             raise HttpProblem(400, "invalid_json", "a form-encoded delivery has a payload field")
         return intake.parse(payload[0].encode())
-    if not _is_json(media):
+    if not is_json(media):
         raise HttpProblem(
             415,
             "unsupported_media_type",
