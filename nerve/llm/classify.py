@@ -83,10 +83,13 @@ class LocalEmbedder:
         self._model = model
 
     async def embed(self, texts: Sequence[str]) -> Matrix:
-        # ~10 ms of numpy per short text: off the event loop, so other handlers keep going.
+        # ~10-20 ms of numpy per short text: off the event loop, so other handlers keep going.
+        return await asyncio.to_thread(self._embed, list(texts))
+
+    def _embed(self, texts: list[str]) -> Matrix:
         if self._model is None:
-            self._model = await asyncio.to_thread(load_model)
-        return await asyncio.to_thread(self._model.embed, list(texts))
+            self._model = load_model()
+        return self._model.embed(texts)
 
 
 class EndpointEmbedder:
@@ -168,8 +171,10 @@ class Classifier:
     Args:
         labels: ``{label: description}``, ``{label: [description, example, ...]}``, or
             label names (their words are the only phrase; weaker).
-        embedder: what embeds texts; by default :func:`default_embedder`, chosen on first
-            use (so building a Classifier at import time reads no settings).
+        embedder: what embeds texts. By default the one :func:`default_embedder` picks,
+            at every call, from the settings of the moment (so building a Classifier at
+            import time reads no settings, and one classifier follows a change of
+            endpoint); label embeddings are kept per endpoint and embedding model.
 
     Example:
         ```python
@@ -182,27 +187,32 @@ class Classifier:
         self.labels = _phrases(labels)
         self.names = tuple(name for name, _ in self.labels)
         self._embedder = embedder
-        self._label_vectors: Matrix | None = None
+        self._label_vectors: dict[tuple[str | None, ...], Matrix] = {}
         self._owner: tuple[int, ...] = tuple(
             i for i, (_, phrases) in enumerate(self.labels) for _ in phrases
         )
 
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = default_embedder()
-        return self._embedder
+    def _embedder_now(self) -> tuple[tuple[str | None, ...], Embedder]:
+        """The embedder to use, and the key its label vectors are kept under."""
+        if self._embedder is not None:
+            return ("given",), self._embedder
+        settings = LLMSettings()
+        if settings.configured:
+            key = ("endpoint", settings.base_url, settings.embedding_model)
+            return key, EndpointEmbedder(settings)
+        return ("local",), LocalEmbedder()
 
     async def classify(self, text: str) -> Classification:
         """The label ``text`` is most similar to, with every label's score."""
         np = require("numpy")
-
-        if self._label_vectors is None:
+        key, embedder = self._embedder_now()
+        label_vectors = self._label_vectors.get(key)
+        if label_vectors is None:
             # No lock: two first calls racing both embed the labels, with the same result.
             phrases = [phrase for _, group in self.labels for phrase in group]
-            self._label_vectors = await self.embedder.embed(phrases)
-        vector = (await self.embedder.embed([text]))[0]
-        similarities = self._label_vectors @ vector
+            label_vectors = self._label_vectors[key] = await embedder.embed(phrases)
+        vector = (await embedder.embed([text]))[0]
+        similarities = label_vectors @ vector
         scores: dict[str, float] = {}
         owner = np.asarray(self._owner)
         for i, name in enumerate(self.names):
@@ -233,8 +243,8 @@ async def classify(
     """Classify ``text`` into one of ``labels``: see :class:`Classifier`.
 
     With the default embedder, the labels' embeddings are kept for the next call with equal
-    labels (the 16 latest label sets, per process; the embedder is chosen once per label
-    set). With an ``embedder`` given they are computed on every call. A handler that
+    labels (the 16 latest label sets, per process). With an ``embedder`` given they are
+    computed on every call. A handler that
     classifies often should rather hold a :class:`Classifier`, whose lifetime it controls.
     """
     if embedder is not None:

@@ -1,0 +1,388 @@
+"""The seed's deployment agent: read a failed deployment's logs and suggest fixes.
+
+Subscribes to ``deployment.completed``; for failed ones (payload ``{"status", "logs",
+"service"}``) publishes ``deployment.fix.suggested`` with ``{"service", "diagnosis",
+"suggestions": [...]}``. Successful deployments are let through without a word.
+
+- Offline (the default): the failure's kind (out of memory, missing configuration, ...)
+  comes from a known error signature in the logs when there is one (``OOMKilled``,
+  ``No space left on device``...), else from the embedded model, which compares the log's
+  error lines with a few phrases per kind. Each kind has fixed, rule-based suggestions.
+- With an endpoint configured: the chat model writes the diagnosis and suggestions as
+  structured output, reading the logs only as delimited data.
+
+Run it: ``python examples/deployment_analyst.py`` (three sample deployments), or serve it:
+``nerve serve examples.deployment_analyst:bus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nerve import Event, EventBus, Reject
+from nerve.llm import LLMSettings, agent_output, step, untrusted
+from nerve.llm.classify import Classifier
+
+bus = EventBus()
+
+#: The event types this agent may publish; nothing in a log can add to them.
+EMITS = frozenset({"deployment.fix.suggested"})
+
+FAILED = frozenset({"failed", "failure", "error", "errored"})
+
+
+@dataclass(frozen=True)
+class FailureKind:
+    title: str
+    #: Case-insensitive regexes of error messages that name this kind for certain.
+    signatures: tuple[str, ...]
+    #: A description and generic phrases, for the embedded model when no signature matches.
+    phrases: tuple[str, ...]
+    suggestions: tuple[str, ...]
+
+
+KINDS: dict[str, FailureKind] = {
+    "out_of_memory": FailureKind(
+        "out of memory",
+        (
+            r"oomkilled",
+            r"out of memory",
+            r"\bMemoryError\b",
+            r"exit code 137",
+            r"cannot allocate memory",
+            r"heap out of memory",
+        ),
+        (
+            "the process ran out of memory and was killed",
+            "memory limit exceeded",
+            "the container used too much RAM",
+        ),
+        (
+            "Raise the service's memory limit (or request) and redeploy.",
+            "Look for a memory leak or an unbounded cache in the new release: compare its "
+            "memory profile with the previous one.",
+            "Lower the number of workers or threads per container.",
+        ),
+    ),
+    "missing_config": FailureKind(
+        "missing configuration",
+        (
+            r"environment variable \S+ (is )?(not set|missing|required)",
+            r"KeyError: '[A-Z][A-Z0-9_]+'",
+            r"missing required (config|configuration|setting)",
+            r"config(uration)? file not found",
+        ),
+        (
+            "a required environment variable or setting is missing",
+            "the configuration value is not set",
+            "secret or config map not found",
+            "a required key or value must be provided at startup but was not set",
+        ),
+        (
+            "Set the missing environment variable or secret for this environment.",
+            "Diff the deployment's configuration with the last working release.",
+            "Fail fast at startup with a clear message when required settings are missing.",
+        ),
+    ),
+    "dependency_error": FailureKind(
+        "dependency or import error",
+        (
+            r"ModuleNotFoundError",
+            r"ImportError",
+            r"Cannot find module",
+            r"could not resolve dependenc",
+            r"no matching distribution",
+            r"ERESOLVE",
+            r"version conflict",
+        ),
+        (
+            "a library or module could not be imported",
+            "a package is missing or has the wrong version",
+            "dependency resolution failed during the build",
+        ),
+        (
+            "Add the missing package to the dependency file and rebuild the image.",
+            "Pin the versions that conflict, and regenerate the lock file.",
+            "Check that the build installs dependencies for the same platform it runs on.",
+        ),
+    ),
+    "test_failure": FailureKind(
+        "failing tests",
+        (r"\d+ failed", r"^FAILED ", r"tests? (suite )?failed", r"AssertionError"),
+        (
+            "the test suite failed",
+            "assertion error in a unit test",
+            "some tests did not pass in the pipeline",
+        ),
+        (
+            "Run the failing tests locally on the same commit and fix them before redeploying.",
+            "If a test is flaky, quarantine it and open an issue rather than retrying blindly.",
+            "Check for test data or environment differences between CI and local runs.",
+        ),
+    ),
+    "health_check": FailureKind(
+        "timeout or failing health check",
+        (
+            r"readiness probe failed",
+            r"liveness probe failed",
+            r"health ?check",
+            r"deadline exceeded",
+            r"timed out waiting",
+            r"progress deadline",
+        ),
+        (
+            "the service did not become healthy in time",
+            "the health check endpoint timed out",
+            "the rollout timed out waiting for the new version",
+        ),
+        (
+            "Check that the health endpoint responds quickly and does not depend on slow "
+            "downstream services.",
+            "Increase the startup or readiness timeout if the service legitimately starts slowly.",
+            "Read the new version's startup logs: it may be crashing before it can answer.",
+        ),
+    ),
+    "permission_denied": FailureKind(
+        "permission or authentication error",
+        (
+            r"permission denied",
+            r"access ?denied",
+            r"403 forbidden",
+            r"\bEACCES\b",
+            r"unauthori[sz]ed",
+            r"not authori[sz]ed",
+        ),
+        (
+            "permission denied when accessing a resource",
+            "the credentials are invalid or expired",
+            "the service account lacks the required role",
+        ),
+        (
+            "Grant the deploying or runtime service account the permission it lacks.",
+            "Rotate or renew the credentials used by the pipeline if they expired.",
+            "Check file ownership and the user the container runs as.",
+        ),
+    ),
+    "disk_full": FailureKind(
+        "disk full",
+        (r"no space left on device", r"\bENOSPC\b", r"disk quota exceeded"),
+        ("the disk is full", "not enough storage space to write files"),
+        (
+            "Free space on the build agent or node (old images, caches, logs).",
+            "Give the volume more space, or move large temporary files elsewhere.",
+            "Add log rotation and image garbage collection so it does not happen again.",
+        ),
+    ),
+    "port_in_use": FailureKind(
+        "port already in use",
+        (r"address already in use", r"\bEADDRINUSE\b", r"port is already allocated"),
+        (
+            "the port is already taken by another process",
+            "the server could not bind its listening address",
+        ),
+        (
+            "Stop the old process or container that still holds the port.",
+            "Make the port configurable and check that no two services share it.",
+        ),
+    ),
+    "connection_refused": FailureKind(
+        "a service it needs is unreachable",
+        (
+            r"connection refused",
+            r"\bECONNREFUSED\b",
+            r"could not connect to",
+            r"name or service not known",
+            r"no route to host",
+        ),
+        (
+            "could not connect to the database or another service",
+            "a downstream dependency is unreachable",
+        ),
+        (
+            "Check that the database or service it connects to is up and reachable from the "
+            "new deployment (address, port, network policy).",
+            "Check the connection settings for this environment (host names, credentials).",
+            "Retry connections at startup with backoff instead of exiting at once.",
+        ),
+    ),
+    "image_pull": FailureKind(
+        "image could not be pulled",
+        (r"ErrImagePull", r"ImagePullBackOff", r"manifest unknown", r"pull access denied"),
+        ("the container image could not be pulled", "the image tag does not exist"),
+        (
+            "Check that the image tag was built and pushed before the deploy step.",
+            "Check the registry credentials of the cluster or runner.",
+        ),
+    ),
+    "build_error": FailureKind(
+        "build or compile error",
+        (r"\bSyntaxError\b", r"compilation failed", r"error TS\d+", r"build failed"),
+        ("the code failed to compile", "a syntax error broke the build"),
+        (
+            "Fix the compile error shown in the logs; reproduce with the same build command "
+            "locally.",
+            "Make the build run in CI on every pull request so it fails before deploying.",
+        ),
+    ),
+}
+
+#: Lines worth reading in a long log: errors, failures, and what killed the process.
+_SALIENT = re.compile(
+    r"error|fail|fatal|exception|traceback|killed|denied|refused|timed? ?out|cannot|"
+    r"unable|not found|no such|panic|exit code|exceeded|missing",
+    re.IGNORECASE,
+)
+_SIGNATURES = {
+    kind: [re.compile(pattern, re.IGNORECASE | re.MULTILINE) for pattern in spec.signatures]
+    for kind, spec in KINDS.items()
+}
+
+#: Embeds the kinds' phrases once, on first use.
+classifier = Classifier({kind: list(spec.phrases) for kind, spec in KINDS.items()})
+
+
+class Deployment(BaseModel):
+    status: str
+    service: str = "unknown"
+    logs: str = ""
+
+
+class FixSuggested(BaseModel):
+    service: str
+    diagnosis: str
+    suggestions: list[str]
+
+
+class Analysis(BaseModel):
+    """What the chat model answers with when an endpoint is configured."""
+
+    diagnosis: str = Field(description="One or two sentences: what went wrong and why.")
+    suggestions: list[str] = Field(
+        min_length=1, max_length=5, description="Concrete fixes, most likely first."
+    )
+
+
+ANALYSIS_INSTRUCTIONS = (
+    "You are a site reliability engineer. The data block holds a failed deployment's "
+    "service name and the error lines of its logs. Diagnose the most likely root cause and "
+    "suggest up to five concrete fixes, most likely first."
+)
+
+
+def salient_lines(logs: str, limit: int = 12) -> list[str]:
+    """The log lines that say what went wrong (the last ``limit``), or its last lines."""
+    lines = [line.strip() for line in logs.splitlines() if line.strip()]
+    errors = [line for line in lines if _SALIENT.search(line)]
+    return (errors or lines)[-limit:]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str
+    evidence: str
+    by: str  # "signature" or "model"
+
+
+async def diagnose(logs: str) -> Diagnosis:
+    """The failure's kind: from the first line carrying a known signature (the root cause
+    usually comes first), else from the embedded model on the error lines."""
+    lines = salient_lines(logs, limit=200)
+    for line in lines:
+        for kind, patterns in _SIGNATURES.items():
+            if any(pattern.search(line) for pattern in patterns):
+                return Diagnosis(kind, line, "signature")
+    tail = lines[-12:]
+    result = await classifier.classify("\n".join(tail)[-1500:])
+    evidence = max(tail, key=len) if tail else ""
+    return Diagnosis(result.label, evidence, "model")
+
+
+def rule_based(service: str, found: Diagnosis) -> FixSuggested:
+    """The offline answer: the kind's title, the evidence line, and its fixed suggestions."""
+    spec = KINDS[found.kind]
+    evidence = " ".join(found.evidence.split())[:200]
+    diagnosis = f"{spec.title}: {evidence}" if evidence else spec.title
+    return FixSuggested(service=service, diagnosis=diagnosis, suggestions=list(spec.suggestions))
+
+
+async def emit(event_type: str, payload: dict[str, Any]) -> None:
+    """Publish, if ``event_type`` is one this agent declared in ``EMITS``.
+
+    Raises:
+        Reject: any other event type (the event dead-letters; nothing is published).
+    """
+    if event_type not in EMITS:
+        raise Reject(f"deployment analyst may emit only {sorted(EMITS)}, not {event_type!r}")
+    await bus.publish(Event(event_type=event_type, payload=payload))
+
+
+async def analyse(deployment: Deployment) -> FixSuggested:
+    """The chat model's analysis when an endpoint is configured, else the rules'."""
+    settings = LLMSettings()
+    if not settings.configured:
+        return rule_based(deployment.service, await diagnose(deployment.logs))
+    data = {"service": deployment.service, "log_lines": salient_lines(deployment.logs)}
+    messages = untrusted(ANALYSIS_INSTRUCTIONS, data, label="the deployment's logs")
+    analysis = await agent_output(Analysis, messages, settings=settings)
+    return FixSuggested(
+        service=deployment.service,
+        diagnosis=analysis.diagnosis,
+        suggestions=analysis.suggestions,
+    )
+
+
+@bus.on("deployment.completed", retries=2, timeout=120)
+async def analyst(event: Event[Deployment]) -> None:
+    """For a failed deployment, diagnose it and suggest fixes (a recorded step)."""
+    deployment = event.payload
+    if deployment.status.strip().lower() not in FAILED:
+        return
+    fix = await step("analyse", lambda: analyse(deployment), result_type=FixSuggested)
+    await emit("deployment.fix.suggested", fix.model_dump())
+
+
+SAMPLES = [
+    {
+        "service": "checkout",
+        "status": "failed",
+        "logs": (
+            "Pulling image registry.local/checkout:4f2a\nStarting container\n"
+            "Container checkout exited: OOMKilled (exit code 137)"
+        ),
+    },
+    {
+        "service": "search",
+        "status": "failed",
+        "logs": (
+            "Step 5/9 : RUN python -m app.check\n"
+            'Traceback (most recent call last):\n  File "app/main.py", line 3, in <module>\n'
+            "    import elasticsearch8\nModuleNotFoundError: No module named 'elasticsearch8'"
+        ),
+    },
+    {"service": "billing", "status": "succeeded", "logs": "all good"},
+]
+
+
+async def main() -> None:
+    results: list[Event[Any]] = []
+
+    async def collect(event: Event[Any]) -> None:
+        results.append(event)
+
+    bus.subscribe("deployment.fix.suggested", collect, name="print")
+    async with bus:
+        for payload in SAMPLES:
+            await bus.publish(Event(event_type="deployment.completed", payload=payload))
+    for event in sorted(results, key=lambda e: e.payload["service"]):
+        print(f"{event.payload['service']}: {event.payload['diagnosis']}")
+        for suggestion in event.payload["suggestions"]:
+            print(f"  - {suggestion}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
