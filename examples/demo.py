@@ -1,0 +1,143 @@
+"""The main job: both agents served over HTTP on the embedded default, a ticket sent, the answer shown.
+
+``bash scripts/demo`` runs this. It starts ``nerve serve`` with the support triage and
+deployment analyst agents on a SQLite file (``nerve.db``) and the embedded local model (no
+key, no network), sends a support ticket and a failed deployment over HTTP as any system
+would, and prints what the agents emitted. ``--serve`` keeps the server up afterwards and
+prints every answer as it comes, until Ctrl-C.
+
+The answers are read by a third party on the same durable transport: this script's own
+bus subscribes to the agents' events, as any other agent or worker would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nerve import Event, EventBus
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ["examples.support_triage", "examples.deployment_analyst"]
+ANSWERS = ("support.ticket.classified", "deployment.fix.suggested")
+TICKET = {"id": 4521, "body": "I was charged twice for my subscription this month, please refund"}
+DEPLOYMENT = {
+    "service": "checkout-api",
+    "status": "failed",
+    "logs": "Traceback (most recent call last):\n  File \"app.py\", line 3\n"
+    "ModuleNotFoundError: No module named 'stripe'",
+}
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def show(event: Event[Any]) -> None:
+    print(f"\n<- {event.event_type} (caused by {event.causation_id})")
+    print(json.dumps(event.payload, indent=2, ensure_ascii=False))
+
+
+async def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient() as client:
+        while loop.time() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"nerve serve exited with {server.returncode}")
+            try:
+                if (await client.get(f"{base}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"nerve serve was not ready within {timeout}s")
+
+
+async def run(keep_serving: bool, port: int) -> int:
+    url = os.environ.setdefault("NERVE_URL", f"sqlite:///{ROOT / 'nerve.db'}")
+    base = f"http://127.0.0.1:{port}"
+    # Our own subscription to the agents' answers, declared before anything is sent.
+    watcher = EventBus(url)
+    answers: asyncio.Queue[Event[Any]] = asyncio.Queue()
+
+    @watcher.on("support.ticket.classified", name="demo.console.triage", start_from="latest")
+    async def on_triage(event: Event[Any]) -> None:
+        await answers.put(event)
+
+    @watcher.on("deployment.fix.suggested", name="demo.console.deploy", start_from="latest")
+    async def on_deploy(event: Event[Any]) -> None:
+        await answers.put(event)
+
+    await watcher.start()
+    command = [sys.executable, "-m", "nerve", "serve", *APPS, "--port", str(port)]
+    command += ["--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NERVE_URL": url})  # noqa: S603
+    try:
+        await wait_ready(base, server)
+        async with httpx.AsyncClient(base_url=base) as client:
+            print(f"\n-> POST {base}/events deployment.completed {json.dumps(DEPLOYMENT)[:70]}...")
+            sent = await client.post(
+                "/events", json={"event_type": "deployment.completed", "payload": DEPLOYMENT}
+            )
+            print(f"   {sent.status_code} {sent.json()}")
+            print(f"\n-> POST {base}/events support.ticket.created {json.dumps(TICKET)}")
+            sent = await client.post(
+                "/events", json={"event_type": "support.ticket.created", "payload": TICKET}
+            )
+            print(f"   {sent.status_code} {sent.json()}")
+        got: dict[str, Event[Any]] = {}
+        async with asyncio.timeout(60):
+            while len(got) < len(ANSWERS):
+                event = await answers.get()
+                got[event.event_type] = event
+        show(got["deployment.fix.suggested"])
+        print(
+            "\nSend your own while it runs (bash scripts/demo --serve), answers print here:\n"
+            f"  curl -X POST {base}/events -H 'content-type: application/json' \\\n"
+            '    -d \'{"event_type": "support.ticket.created", '
+            '"payload": {"id": 1, "body": "the app crashes when I export"}}\'\n'
+            f"  status: curl {base}/events/<event_id>   API docs: {base}/docs"
+        )
+        show(got["support.ticket.classified"])
+        if keep_serving:
+            print("\nServing until Ctrl-C.")
+            while True:
+                show(await answers.get())
+        return 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        await watcher.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="keep serving after the sample")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    try:
+        raise SystemExit(asyncio.run(run(args.serve, free_port(args.port))))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+if __name__ == "__main__":
+    main()
