@@ -1,4 +1,4 @@
-"""The main job: both agents served over HTTP on the embedded default, a ticket sent, the answer shown.
+"""The main job: both agents served over HTTP offline, a ticket sent, the answers shown.
 
 ``bash scripts/demo`` runs this. It starts ``nerve serve`` with the support triage and
 deployment analyst agents on a SQLite file (``nerve.db``) and the embedded local model (no
@@ -34,12 +34,13 @@ TICKET = {"id": 4521, "body": "I was charged twice for my subscription this mont
 DEPLOYMENT = {
     "service": "checkout-api",
     "status": "failed",
-    "logs": "Traceback (most recent call last):\n  File \"app.py\", line 3\n"
+    "logs": 'Traceback (most recent call last):\n  File "app.py", line 3\n'
     "ModuleNotFoundError: No module named 'stripe'",
 }
 
 
 def free_port(preferred: int) -> int:
+    """``preferred`` if it is free, else any free port (0 asks for any)."""
     for port in (preferred, 0):
         with socket.socket() as sock:
             try:
@@ -71,7 +72,7 @@ async def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float 
     raise SystemExit(f"nerve serve was not ready within {timeout}s")
 
 
-async def run(keep_serving: bool, port: int) -> int:
+async def run(keep_serving: bool, port: int) -> int:  # one linear script
     url = os.environ.setdefault("NERVE_URL", f"sqlite:///{ROOT / 'nerve.db'}")
     base = f"http://127.0.0.1:{port}"
     # Our own subscription to the agents' answers, declared before anything is sent.
@@ -89,7 +90,8 @@ async def run(keep_serving: bool, port: int) -> int:
     await watcher.start()
     command = [sys.executable, "-m", "nerve", "serve", *APPS, "--port", str(port)]
     command += ["--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NERVE_URL": url})  # noqa: S603
+    # The server outlives many awaits; Popen returns at once, it does not block the loop.
+    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NERVE_URL": url})  # noqa: S603, ASYNC220
     try:
         await wait_ready(base, server)
         async with httpx.AsyncClient(base_url=base) as client:

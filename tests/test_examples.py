@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -38,3 +40,32 @@ def test_support_desk_example() -> None:
     assert "__main__.triage: done" in out
     assert "__main__.crm_sync: done" in out
     assert "PayloadInvalid: payload does not validate as Ticket: body: Field required" in out
+
+
+def test_main_job_serves_both_agents_and_ends_with_a_classified_ticket(tmp_path: Path) -> None:
+    """What ``bash scripts/demo`` runs, on its own SQLite file and a free port."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("NERVE_", "OPENAI_"))},
+        "NERVE_URL": f"sqlite:///{tmp_path}/demo.db",
+    }
+    result = subprocess.run(  # our own interpreter on our own files
+        [sys.executable, "examples/demo.py", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "202" in out
+    fix = json.loads(out.split("<- deployment.fix.suggested")[1].split("\n", 1)[1].split("\n\n")[0])
+    assert fix["service"] == "checkout-api"
+    assert "ModuleNotFoundError" in fix["diagnosis"]
+    assert fix["suggestions"]
+    last = out.rstrip().split("<- support.ticket.classified")[-1].split("\n", 1)[1]
+    answer = json.loads(last)  # the output ends with the classified ticket
+    assert answer["ticket_id"] == 4521
+    assert answer["category"] == "billing"
+    assert "refund" in answer["reply"]
