@@ -14,7 +14,7 @@ from nerve.context import _current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
-from nerve.observer import Observer, Observers
+from nerve.observer import Observer, Observers, default_observers
 from nerve.routing import matches
 from nerve.settings import Settings
 from nerve.settler import Settler
@@ -108,7 +108,7 @@ class EventBus:
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._observers = Observers()
+        self._observers = Observers(default_observers(self.settings))
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
@@ -288,6 +288,8 @@ class EventBus:
         ctx = _current.get()
         if ctx is not None and event.causation_id is None:
             event = self._caused_by(event, ctx.event)
+        if self._observers:
+            event = self._observers.publishing(event)
         await self._store.record_published(event)
         await self._transport.publish(
             event,
@@ -323,6 +325,8 @@ class EventBus:
         ]
         if not batch:
             return batch
+        if self._observers:
+            batch = [self._observers.publishing(e) for e in batch]
         await self._store.record_published_many(batch)
         await self._transport.publish_many(
             batch,

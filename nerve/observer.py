@@ -25,15 +25,29 @@ from nerve.events import Event
 
 if TYPE_CHECKING:
     from nerve.context import HandlerContext
+    from nerve.settings import Settings
 
 log = logging.getLogger("nerve")
 
 
 class Observer:
-    """Base class of observers: every hook does nothing until overridden."""
+    """Base class of observers: every hook does nothing until overridden.
+
+    For one attempt, ``started`` runs in the handler's task just before the handler and
+    ``handled`` or ``failed`` in the same task just after, so an observer may set a
+    context variable in one and reset it in the other (a tracing span does).
+    """
+
+    def publishing(self, event: Event[Any]) -> Event[Any]:
+        """Called before the transport gets ``event``; may return a copy with more metadata
+        (a trace context, say). Inside a handler it runs in the handler's task."""
+        return event
 
     def published(self, events: Sequence[Event[Any]]) -> None:
         """The transport has these events (one publish, or one ``publish_many``)."""
+
+    def started(self, subscription: str, event: Event[Any], context: HandlerContext) -> None:
+        """An attempt is about to run the handler (``context.attempt`` counts from 1)."""
 
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
@@ -62,12 +76,27 @@ class Observers(Observer):
     def __bool__(self) -> bool:
         return bool(self.members)
 
+    def publishing(self, event: Event[Any]) -> Event[Any]:
+        for member in self.members:
+            try:
+                event = member.publishing(event)
+            except Exception:
+                log.exception("observer %r failed in publishing()", member)
+        return event
+
     def published(self, events: Sequence[Event[Any]]) -> None:
         for member in self.members:
             try:
                 member.published(events)
             except Exception:
                 log.exception("observer %r failed in published()", member)
+
+    def started(self, subscription: str, event: Event[Any], context: HandlerContext) -> None:
+        for member in self.members:
+            try:
+                member.started(subscription, event, context)
+            except Exception:
+                log.exception("observer %r failed in started()", member)
 
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
@@ -93,3 +122,9 @@ class Observers(Observer):
                 member.failed(subscription, event, error, seconds, context, retry_in=retry_in)
             except Exception:
                 log.exception("observer %r failed in failed()", member)
+
+
+def default_observers(settings: Settings) -> list[Observer]:
+    """The observers every bus starts with (history, traces, logs), per its settings."""
+    observers: list[Observer] = []
+    return observers

@@ -249,6 +249,8 @@ class SubscriptionRunner:
             while True:
                 ctx = HandlerContext(event, sub.name, attempt, self._store)
                 token = _current.set(ctx)
+                if observers:
+                    observers.started(sub.name, event, ctx)
                 started = time.perf_counter() if observers else 0.0
                 try:
                     if self._direct:
