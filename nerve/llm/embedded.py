@@ -215,25 +215,38 @@ class EmbeddedModel:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
         batch, length = ids.shape
-        x = self._word[ids] + self._position[:length] + self._token_type[0]
+        # Rows are tokens, (batch * length, 384): every dense layer is then one 2-D matmul,
+        # which numpy hands to BLAS whole (a 3-D one may loop in numpy's own slow kernel).
+        x = (self._word[ids] + self._position[:length] + self._token_type[0]).reshape(
+            batch * length, self.dimensions
+        )
         x = self._layer_norm(x, self._embedding_norm)
         # Padding gets a large negative score so softmax gives it ~0 weight.
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         heads, width = self._heads, self.dimensions // self._heads
         scale = np.float32(1.0 / math.sqrt(width))
+
+        def split(columns: Matrix) -> Matrix:  # (tokens, 384) -> (batch, heads, length, 32)
+            return np.ascontiguousarray(  # type: ignore[no-any-return]
+                columns.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
+            )
+
         for layer in self._layers:
             qkv = x @ layer.qkv + layer.qkv_bias
-            qkv = qkv.reshape(batch, length, 3, heads, width).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
+            d = self.dimensions
+            q, k, v = split(qkv[:, :d]), split(qkv[:, d : 2 * d]), split(qkv[:, 2 * d :])
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
             scores -= scores.max(axis=-1, keepdims=True)
             probabilities = np.exp(scores)
             probabilities /= probabilities.sum(axis=-1, keepdims=True)
-            context = (probabilities @ v).transpose(0, 2, 1, 3).reshape(batch, length, -1)
+            context = (probabilities @ v).transpose(0, 2, 1, 3).reshape(batch * length, d)
             x = self._layer_norm(x + context @ layer.out + layer.out_bias, layer.norm1)
             hidden = _gelu(np, x @ layer.up + layer.up_bias)
             x = self._layer_norm(x + hidden @ layer.down + layer.down_bias, layer.norm2)
-        pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[:, None]
+        tokens = x.reshape(batch, length, self.dimensions)
+        pooled = (tokens * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[
+            :, None
+        ]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return pooled / np.maximum(norms, np.float32(1e-12))  # type: ignore[no-any-return]
 
