@@ -231,6 +231,17 @@ KINDS: dict[str, FailureKind] = {
     ),
 }
 
+NO_LOGS = FailureKind(
+    "failed without logs",
+    (),
+    (),
+    (
+        "Capture the deployment's logs (build, rollout and the new version's startup) and "
+        "deploy again.",
+        "Check the deploy tool's own events for the step that failed.",
+    ),
+)
+
 #: Lines worth reading in a long log: errors, failures, and what killed the process.
 _SALIENT = re.compile(
     r"error|fail|fatal|exception|traceback|killed|denied|refused|timed? ?out|cannot|"
@@ -283,28 +294,29 @@ def salient_lines(logs: str, limit: int = 12) -> list[str]:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    kind: str
+    kind: str  # a key of KINDS, or "no_logs"
     evidence: str
-    by: str  # "signature" or "model"
+    by: str  # "signature", "model", or "none"
 
 
 async def diagnose(logs: str) -> Diagnosis:
     """The failure's kind: from the first line carrying a known signature (the root cause
     usually comes first), else from the embedded model on the error lines."""
     lines = salient_lines(logs, limit=200)
+    if not lines:
+        return Diagnosis("no_logs", "", "none")
     for line in lines:
         for kind, patterns in _SIGNATURES.items():
             if any(pattern.search(line) for pattern in patterns):
                 return Diagnosis(kind, line, "signature")
     tail = lines[-12:]
     result = await classifier.classify("\n".join(tail)[-1500:])
-    evidence = max(tail, key=len) if tail else ""
-    return Diagnosis(result.label, evidence, "model")
+    return Diagnosis(result.label, tail[-1], "model")
 
 
 def rule_based(service: str, found: Diagnosis) -> FixSuggested:
     """The offline answer: the kind's title, the evidence line, and its fixed suggestions."""
-    spec = KINDS[found.kind]
+    spec = NO_LOGS if found.kind == "no_logs" else KINDS[found.kind]
     evidence = " ".join(found.evidence.split())[:200]
     diagnosis = f"{spec.title}: {evidence}" if evidence else spec.title
     return FixSuggested(service=service, diagnosis=diagnosis, suggestions=list(spec.suggestions))

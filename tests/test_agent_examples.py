@@ -222,6 +222,14 @@ async def test_diagnosis_by_signature_and_by_model() -> None:
         assert (found.kind, found.by) == (kind, "model"), logs
 
 
+async def test_a_failure_without_logs() -> None:
+    found = await deployment_analyst.diagnose("  \n ")
+    assert (found.kind, found.by) == ("no_logs", "none")
+    fix = deployment_analyst.rule_based("web", found)
+    assert fix.diagnosis == "failed without logs"
+    assert fix.suggestions
+
+
 def test_salient_lines_keep_the_errors() -> None:
     logs = "\n".join([f"step {i} ok" for i in range(100)] + ["FATAL: boom", "done"])
     assert deployment_analyst.salient_lines(logs) == ["FATAL: boom"]
