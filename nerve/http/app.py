@@ -49,9 +49,13 @@ def router(
             await drain(bus)
 
     top = APIRouter(lifespan=lifespan)
-    top.include_router(events.routes(intake))
-    top.include_router(webhooks.routes(intake))
-    top.include_router(admin.routes(intake))
+    # The routes go in flat: FastAPI resolves each include_router level on every request.
+    for part in (
+        events.routes(intake),
+        webhooks.routes(intake),
+        admin.routes(intake),
+    ):
+        top.routes.extend(part.routes)
     return top
 
 
@@ -70,13 +74,15 @@ def create_app(
         app = create_app(bus)  # uvicorn module:app, or: nerve serve module:bus
         ```
     """
+    routes = router(bus, settings, metrics=metrics)
     app = FastAPI(
         title="nerve",
         version=__version__,
         description="Events and webhooks in, agents at work: every accepted event is "
         "answered 202 once the transport has it, before any handler runs.",
+        lifespan=routes.lifespan_context,
     )
-    app.include_router(router(bus, settings, metrics=metrics))
+    app.router.routes.extend(routes.routes)  # flat, as in router()
     return app
 
 

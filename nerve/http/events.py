@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from nerve import constants
 from nerve.events import Event
 from nerve.http.intake import (
+    DirectRoute,
     HttpProblem,
     Intake,
     is_json,
@@ -126,9 +127,10 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
 def routes(intake: Intake) -> APIRouter:
     """The event endpoints, bound to ``intake``."""
     router = APIRouter(tags=["events"])
+    hot = APIRouter(tags=["events"], route_class=DirectRoute)  # the two intake endpoints
     parse = intake.parse
 
-    @router.post(
+    @hot.post(
         "/events",
         status_code=202,
         response_model=Accepted | BatchAccepted,  # a CloudEvents batch gets per-item results
@@ -173,7 +175,7 @@ def routes(intake: Intake) -> APIRouter:
             return intake.refuse(problem)
         return json_response({"event_id": event.event_id, "status": "accepted"}, 202)
 
-    @router.post(
+    @hot.post(
         "/events/batch",
         status_code=202,
         response_model=BatchAccepted,
@@ -231,6 +233,9 @@ def routes(intake: Intake) -> APIRouter:
             }
         )
 
+    # First: /events/batch must not be taken for /events/{event_id} (a 405 would then
+    # advertise GET alone).
+    router.routes[0:0] = hot.routes
     return router
 
 
