@@ -1,0 +1,440 @@
+// nerve's dashboard: plain DOM, no framework, no build step.
+//
+// The API key lives in sessionStorage (this tab only, gone when it closes) and goes out as
+// `Authorization: Bearer` on every request, the live feed included: the feed is read with
+// fetch() and a streamed body rather than EventSource, which cannot send headers and would
+// put the key in the URL (and so in access logs, history and proxies).
+// Everything from the server is inserted with textContent, never as HTML.
+"use strict";
+
+const KEY_ITEM = "nerve.apiKey";
+const BASE = new URL(".", window.location.href); // works under a mount prefix too
+const FEED_LIMIT = 200;
+const POLL_MS = 2000;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  key: sessionStorage.getItem(KEY_ITEM) || "",
+  cursor: null,
+  pattern: "",
+  feed: null, // AbortController of the running feed
+  polling: null,
+  rows: new Map(), // event_id -> <tr> in the feed
+  epoch: 0,
+};
+
+function url(path, query) {
+  const u = new URL(path, BASE);
+  for (const [name, value] of Object.entries(query || {})) {
+    if (value !== null && value !== undefined && value !== "") u.searchParams.set(name, value);
+  }
+  return u;
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (state.key) headers.Authorization = `Bearer ${state.key}`;
+  const response = await fetch(url(path, options.query), { ...options, headers });
+  if (response.status === 401 || response.status === 403) {
+    const body = await response.json().catch(() => ({}));
+    throw new AuthError(body.detail || `HTTP ${response.status}`);
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(body.detail || `HTTP ${response.status}`);
+  }
+  return response.json();
+}
+
+class AuthError extends Error {}
+
+// ---- small DOM helpers ------------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) {
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+  }
+  return node;
+}
+
+function time(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString([], { hour12: false });
+}
+
+function short(id) {
+  return id && id.length > 13 ? `…${id.slice(-12)}` : id || "";
+}
+
+const LABELS = { done: "done", pending: "pending", retrying: "retrying", dead_lettered: "dead" };
+
+function badges(states) {
+  const names = Object.keys(states || {}).sort();
+  const cell = el("td", { class: "outcomes" });
+  for (const name of names) {
+    const s = states[name];
+    const css = s === "retrying" ? "failed" : s;
+    cell.append(
+      el("span", {
+        class: `badge state-${css}`,
+        "data-subscription": name,
+        "data-state": s,
+        title: `${name}: ${s}`,
+        text: `${name} · ${LABELS[s] || s}`,
+      }),
+    );
+  }
+  return cell;
+}
+
+function notice(message, kind = "error") {
+  const box = $("notice");
+  box.dataset.kind = kind;
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function live(mode, text) {
+  $("live").dataset.state = mode;
+  $("live-text").textContent = text;
+}
+
+// ---- live feed ------------------------------------------------------------------------
+
+function feedRow(item) {
+  const traceLink = el("a", {
+    class: "link mono",
+    title: item.correlation_id,
+    text: short(item.correlation_id),
+    onclick: () => showTrace(item.correlation_id),
+  });
+  const row = el(
+    "tr",
+    { "data-event-id": item.event_id, "data-event-type": item.event_type, class: "fresh" },
+    el("td", { class: "time", text: time(item.published_at) }),
+    el("td", { class: "type", text: item.event_type }),
+    el("td", { class: "id", title: item.event_id, text: short(item.event_id) }),
+    el("td", {}, traceLink),
+    badges(item.states),
+  );
+  return row;
+}
+
+function showInFeed(item) {
+  const old = state.rows.get(item.event_id);
+  const row = feedRow(item);
+  if (old) {
+    row.className = old.className === "fresh" ? "" : old.className;
+    old.replaceWith(row);
+  } else {
+    $("feed").tBodies[0].prepend(row);
+  }
+  state.rows.set(item.event_id, row);
+  while (state.rows.size > FEED_LIMIT) {
+    const [oldest] = state.rows.keys();
+    state.rows.get(oldest).remove();
+    state.rows.delete(oldest);
+  }
+  $("feed-empty").hidden = state.rows.size > 0;
+}
+
+// One Server-Sent Events stream, parsed by hand from a fetch() body (see the top comment).
+async function follow(epoch) {
+  const controller = new AbortController();
+  state.feed = controller;
+  let wait = 500;
+  while (state.epoch === epoch) {
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (state.key) headers.Authorization = `Bearer ${state.key}`;
+      const query = { after: state.cursor, pattern: state.pattern };
+      const response = await fetch(url("ui/api/feed", query), { headers, signal: controller.signal });
+      if (response.status === 401 || response.status === 403) {
+        const body = await response.json().catch(() => ({}));
+        throw new AuthError(body.detail || `HTTP ${response.status}`);
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      live("on", "live");
+      wait = 500;
+      await readEvents(response.body, (name, data, id) => {
+        if (id) state.cursor = id;
+        if (name === "event" || name === "update") showInFeed(JSON.parse(data));
+      });
+      // The server ends each stream after a while; reconnect from the cursor.
+    } catch (error) {
+      if (state.epoch !== epoch) return;
+      if (error instanceof AuthError) {
+        stopAll(error.message);
+        return;
+      }
+      live("retry", "reconnecting…");
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 10000);
+    }
+  }
+}
+
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      let id = null;
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") name = text;
+        else if (field === "data") data.push(text);
+        else if (field === "id") id = text;
+      }
+      if (data.length) onEvent(name, data.join("\n"), id);
+    }
+  }
+}
+
+// ---- subscriptions and dead letters (polled) ------------------------------------------------
+
+function rate(value) {
+  return value === null || value === undefined ? "–" : value.toFixed(value >= 10 ? 0 : 2);
+}
+
+async function loadSubscriptions() {
+  const body = await api("ui/api/subscriptions");
+  const rows = body.subscriptions.map((s) =>
+    el(
+      "tr",
+      { "data-subscription": s.name },
+      el("td", { class: "type", text: s.name }),
+      el("td", { class: "mono", text: s.pattern }),
+      el("td", { class: "num", text: rate(s.handled_per_second) }),
+      el("td", { class: `num${s.failed_per_second ? " error-type" : ""}`, text: rate(s.failed_per_second) }),
+      el("td", { class: "num", text: String(s.handled) }),
+      el("td", { class: `num${s.failed ? " error-type" : ""}`, text: String(s.failed) }),
+      el("td", { class: `num${s.dead_lettered ? " error-type" : ""}`, text: String(s.dead_lettered) }),
+      el("td", { class: "num", text: s.lag === null ? "–" : String(s.lag) }),
+    ),
+  );
+  $("subscriptions").tBodies[0].replaceChildren(...rows);
+}
+
+function errorCell(entry) {
+  const last = entry.errors.length ? entry.errors[entry.errors.length - 1] : null;
+  if (!last) return el("td", { class: "hint", text: "no error recorded" });
+  const all = entry.errors.map((e) => `attempt ${e.attempt}: ${e.type}: ${e.message}\n${e.traceback}`);
+  return el(
+    "td",
+    { class: "error" },
+    el("span", { class: "error-type", title: last.type, text: last.type.split(".").pop() }),
+    " ",
+    el("span", { class: "error-msg", text: last.message }),
+    el("details", {}, el("summary", { text: "every attempt" }), el("pre", { text: all.join("\n") })),
+  );
+}
+
+async function replay(entry, button) {
+  button.disabled = true;
+  button.textContent = "Replaying…";
+  try {
+    await api(`dlq/${encodeURIComponent(entry.event.event_id)}/replay`, {
+      method: "POST",
+      query: { subscription: entry.subscription },
+    });
+    button.closest("tr").remove();
+    watch(entry.event.event_id);
+    await loadDeadLetters();
+  } catch (error) {
+    button.disabled = false;
+    button.textContent = "Replay";
+    notice(`Replay failed: ${error.message}`);
+  }
+}
+
+// After a replay, follow the event until its outcome changes (the feed's own stream only
+// follows events that are not settled yet).
+async function watch(eventId) {
+  for (let i = 0; i < 60; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    try {
+      const item = await api(`ui/api/events/${encodeURIComponent(eventId)}`);
+      showInFeed(item);
+      if (Object.values(item.states).every((s) => s === "done" || s === "dead_lettered") && i > 0) return;
+    } catch {
+      return;
+    }
+  }
+}
+
+async function loadDeadLetters() {
+  const body = await api("dlq", { query: { limit: 200 } });
+  const entries = body.dead_letters;
+  const rows = entries.map((entry) => {
+    const button = el("button", { class: "small", type: "button", text: "Replay" });
+    button.addEventListener("click", () => replay(entry, button));
+    return el(
+      "tr",
+      { "data-event-id": entry.event.event_id, "data-subscription": entry.subscription },
+      el("td", { class: "time", text: time(entry.dead_at) }),
+      el(
+        "td",
+        {},
+        el("div", { class: "type", text: entry.event.event_type }),
+        el("a", {
+          class: "link id",
+          title: entry.event.event_id,
+          text: short(entry.event.event_id),
+          onclick: () => showTrace(entry.event.correlation_id),
+        }),
+      ),
+      el("td", { text: entry.subscription }),
+      el("td", { class: "num", text: String(entry.attempts) }),
+      errorCell(entry),
+      el("td", { class: "nowrap" }, button),
+    );
+  });
+  $("dlq").tBodies[0].replaceChildren(...rows);
+  $("dlq-empty").hidden = entries.length > 0;
+  $("dlq-count").textContent = String(entries.length);
+  $("dlq-count").classList.toggle("some", entries.length > 0);
+}
+
+// ---- trace ------------------------------------------------------------------------------
+
+function treeNode(node) {
+  const r = node.record;
+  const outcomes = (r.outcomes || []).map((o) => {
+    const css = o.state === "retrying" ? "failed" : o.state;
+    const why = o.error_type ? ` – ${o.error_type}: ${o.error_message}` : "";
+    return el("span", {
+      class: `badge state-${css}`,
+      title: `attempt ${o.attempt}, ${(o.seconds * 1000).toFixed(1)} ms${why}`,
+      text: `${o.subscription} #${o.attempt} ${LABELS[o.state] || o.state} ${(o.seconds * 1000).toFixed(0)} ms`,
+    });
+  });
+  const pending = Object.entries(node.states)
+    .filter(([, s]) => s === "pending")
+    .map(([name]) => el("span", { class: "badge state-pending", text: `${name} · pending` }));
+  const item = el(
+    "li",
+    { "data-event-id": r.event.event_id },
+    el(
+      "div",
+      { class: "node" },
+      el("span", { class: "time", text: time(r.published_at) }),
+      el("span", { class: "type", text: r.event.event_type }),
+      el("span", { class: "id", title: r.event.event_id, text: short(r.event.event_id) }),
+      ...outcomes,
+      ...pending,
+    ),
+    el(
+      "details",
+      {},
+      el("summary", { text: "payload" }),
+      el("pre", { text: JSON.stringify(r.event.payload, null, 2) }),
+    ),
+  );
+  if (node.children.length) item.append(el("ul", {}, ...node.children.map(treeNode)));
+  return item;
+}
+
+async function showTrace(correlationId) {
+  if (!correlationId) return;
+  $("correlation").value = correlationId;
+  const tree = $("tree");
+  try {
+    const body = await api(`ui/api/trace/${encodeURIComponent(correlationId)}`);
+    if (!body.roots.length) {
+      tree.replaceChildren(el("p", { class: "empty", text: `Nothing recorded for ${correlationId}.` }));
+      return;
+    }
+    tree.replaceChildren(el("ul", { class: "tree", "data-correlation-id": correlationId }, ...body.roots.map(treeNode)));
+  } catch (error) {
+    tree.replaceChildren(el("p", { class: "empty", text: `Could not load the trace: ${error.message}` }));
+  }
+}
+
+// ---- lifecycle --------------------------------------------------------------------------
+
+async function refresh(epoch) {
+  try {
+    await Promise.all([loadSubscriptions(), loadDeadLetters()]);
+    if (state.epoch === epoch) notice("");
+  } catch (error) {
+    if (state.epoch !== epoch) return;
+    if (error instanceof AuthError) stopAll(error.message);
+    else notice(`Could not reach the server: ${error.message}`);
+  }
+}
+
+function stopAll(message) {
+  state.epoch += 1;
+  if (state.feed) state.feed.abort();
+  clearInterval(state.polling);
+  live(message ? "error" : "off", message ? "key refused" : "not connected");
+  if (message) notice(`The API key was refused: ${message}. The dashboard needs an admin key.`);
+}
+
+function start() {
+  stopAll("");
+  notice("");
+  const epoch = state.epoch;
+  live("retry", "connecting…");
+  refresh(epoch);
+  state.polling = setInterval(() => refresh(epoch), POLL_MS);
+  follow(epoch);
+}
+
+function restartFeed() {
+  state.cursor = null;
+  state.rows.clear();
+  $("feed").tBodies[0].replaceChildren();
+  $("feed-empty").hidden = false;
+  start();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("key").value = state.key;
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.key = $("key").value.trim();
+    sessionStorage.setItem(KEY_ITEM, state.key);
+    restartFeed();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_ITEM);
+    state.key = "";
+    $("key").value = "";
+    stopAll("");
+  });
+  $("filter-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.pattern = $("pattern").value.trim();
+    restartFeed();
+  });
+  $("trace-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    showTrace($("correlation").value.trim());
+  });
+  // A server with no keys configured takes an empty one: Connect with the box empty.
+  if (state.key) start();
+  else notice("Enter an admin API key and Connect (leave it empty if the server has none).", "info");
+});
