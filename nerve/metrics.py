@@ -1,7 +1,8 @@
 """Prometheus metrics of a bus and its HTTP intake; every name starts with ``nerve_``.
 
 Each :class:`Metrics` has its own registry (no process-wide state), served by the HTTP
-app at ``/metrics``. Labels are bounded by the app, not by traffic: event types and
+app at ``/metrics``, which awaits :meth:`Metrics.refresh` first: lag is asked of the
+transport at scrape time. Labels are bounded by the app, not by traffic: event types and
 subscription names come from the code, HTTP rejections from a fixed set of reasons.
 With several worker processes each serves its own figures (scrape each, or sum them).
 
@@ -9,36 +10,62 @@ Example:
     ```python
     metrics = Metrics()
     bus.observe(metrics)
+    await metrics.refresh(bus)  # the lag gauge
     print(metrics.render().decode())
     ```
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import exposition as _exposition
 
 from nerve.events import Event
 from nerve.observer import Observer
 
 if TYPE_CHECKING:
+    from nerve.bus import EventBus
     from nerve.context import HandlerContext
+    from nerve.llm.settings import ModelPrice
+
+log = logging.getLogger("nerve")
 
 #: The content type of :meth:`Metrics.render`'s output.
 CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
 
 #: Handler latency buckets, seconds: from a fast rule to a slow LLM call.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: Longest wait for the transport's lag figures at a scrape, in seconds.
+LAG_TIMEOUT = 5.0
 
 
 class Metrics(Observer):
-    """Counters and histograms of what a bus does, fed by its observer hooks."""
+    """Counters and histograms of what a bus does, fed by its observer hooks.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    Args:
+        registry: where the metrics live (default: a registry of their own).
+        prices: USD per million tokens by model, for ``nerve_llm_cost_dollars_total``
+            (default: ``LLMSettings().prices``, i.e. ``NERVE_LLM_PRICES``). Models without
+            a price count tokens and no cost.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        if prices is None:
+            from nerve.llm.settings import LLMSettings  # the LLM layer only when asked
+
+            prices = LLMSettings().prices
+        self.prices = dict(prices)
         reg = self.registry
         by_type = ["event_type"]
         by_sub = ["event_type", "subscription"]
@@ -80,6 +107,19 @@ class Metrics(Observer):
             "nerve_llm_tokens",
             "LLM tokens spent by handlers.",
             ["subscription", "model", "kind"],
+            registry=reg,
+        )
+        self.llm_cost = Counter(
+            "nerve_llm_cost_dollars",
+            "Estimated LLM spend of handlers in US dollars (tokens times NERVE_LLM_PRICES).",
+            ["subscription", "model"],
+            registry=reg,
+        )
+        self.subscription_lag = Gauge(
+            "nerve_subscription_lag",
+            "Events published to a subscription and not yet settled (waiting, in flight or "
+            "waiting to retry), as the transport counts them at scrape time.",
+            ["subscription"],
             registry=reg,
         )
 
@@ -129,8 +169,41 @@ class Metrics(Observer):
                 self.llm_tokens.labels(subscription, model, "completion").inc(
                     spent.completion_tokens
                 )
+            price = self.prices.get(model)
+            if price is not None:
+                dollars = price.cost(spent.prompt_tokens, spent.completion_tokens)
+                if dollars:
+                    self.llm_cost.labels(subscription, model).inc(dollars)
 
     # exposition
+
+    async def refresh(self, bus: EventBus) -> None:
+        """Ask the transport for each subscription's lag (``nerve_subscription_lag``).
+
+        Call it before :meth:`render` (the HTTP app's ``/metrics`` does). A subscription
+        whose transport cannot say (or does not answer within :data:`LAG_TIMEOUT`) has no
+        sample rather than a stale one.
+        """
+        names = list(bus.subscriptions)
+        transport = bus.transport
+        results: list[int | BaseException | None]
+        try:
+            async with asyncio.timeout(LAG_TIMEOUT):
+                results = await asyncio.gather(
+                    *(transport.lag(name) for name in names), return_exceptions=True
+                )
+        except TimeoutError:
+            log.warning("no lag figures from the transport within %.1fs", LAG_TIMEOUT)
+            results = [None] * len(names)
+        for name, lag in zip(names, results, strict=True):
+            if isinstance(lag, int):
+                self.subscription_lag.labels(name).set(lag)
+                continue
+            if isinstance(lag, BaseException):
+                if not isinstance(lag, Exception):
+                    raise lag  # a cancellation, not a transport failure
+                log.debug("could not get the lag of %s", name, exc_info=lag)
+            self.subscription_lag.remove(name)  # no sample rather than a stale one
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -126,5 +126,10 @@ class Observers(Observer):
 
 def default_observers(settings: Settings) -> list[Observer]:
     """The observers every bus starts with (history, traces, logs), per its settings."""
+    from nerve.logs import EventLog  # imported here: they import this module
+    from nerve.tracing import Tracing
+
     observers: list[Observer] = []
+    # The log line before the span ends, so it carries the trace id.
+    observers += [EventLog(), Tracing()]
     return observers

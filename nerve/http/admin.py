@@ -121,6 +121,7 @@ def routes(intake: Intake) -> APIRouter:
         summary="Prometheus metrics (names start with nerve_)",
     )
     async def metrics() -> Response:
+        await intake.metrics.refresh(intake.bus)  # the lag gauge is read at scrape time
         return Response(intake.metrics.render(), media_type=CONTENT_TYPE)
 
     return router

@@ -1,5 +1,8 @@
 """One model call: budget checked, usage and spend recorded, vendor errors translated.
 
+Each call is a CLIENT span (``gen_ai.*`` attributes: model, token usage) when an
+OpenTelemetry SDK is installed; inside a handler it is a child of the handling span.
+
 Everything in ``nerve.llm`` calls the endpoint through :func:`chat` and :func:`embed`.
 Retries of one call (connection errors, 408, 409, 429, 5xx) are the openai SDK's own,
 ``max_retries`` times, honouring ``Retry-After`` / ``retry-after-ms`` up to two minutes;
@@ -26,6 +29,7 @@ from nerve.exceptions import ConfigurationError, ModelRequestRejected, ModelUnav
 from nerve.llm.budget import Budget, charge, ran_out, seconds_left
 from nerve.llm.client import openai_client
 from nerve.llm.settings import LLMSettings
+from nerve.tracing import model_call, record_usage
 from nerve.transports import redact
 
 #: Statuses a later attempt may get past; any other 4xx would be refused again.
@@ -62,12 +66,15 @@ async def chat(
     settings = settings or LLMSettings()
     model = model or settings.model
     budget = budget or Budget.from_settings(settings)
-    async with _client(client, settings) as endpoint, _metered(endpoint, model, budget) as meter:
-        response: ChatCompletion = await endpoint.chat.completions.create(
-            model=model, messages=messages, **options
-        )
-        if response.usage is not None:
-            meter.tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+    async with _client(client, settings) as endpoint:
+        with model_call("chat", model, endpoint.base_url.host) as span:
+            async with _metered(endpoint, model, budget) as meter:
+                response: ChatCompletion = await endpoint.chat.completions.create(
+                    model=model, messages=messages, **options
+                )
+                if response.usage is not None:
+                    meter.tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+            record_usage(span, response.model, meter.prompt, meter.completion)
     return response
 
 
@@ -83,11 +90,14 @@ async def embed(
     settings = settings or LLMSettings()
     model = model or settings.embedding_model
     budget = budget or Budget.from_settings(settings)
-    async with _client(client, settings) as endpoint, _metered(endpoint, model, budget) as meter:
-        response: CreateEmbeddingResponse = await endpoint.embeddings.create(
-            model=model, input=list(texts)
-        )
-        meter.tokens(response.usage.prompt_tokens, 0)
+    async with _client(client, settings) as endpoint:
+        with model_call("embeddings", model, endpoint.base_url.host) as span:
+            async with _metered(endpoint, model, budget) as meter:
+                response: CreateEmbeddingResponse = await endpoint.embeddings.create(
+                    model=model, input=list(texts)
+                )
+                meter.tokens(response.usage.prompt_tokens, 0)
+            record_usage(span, response.model, meter.prompt, 0)
     return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, in US dollars per million tokens.
+
+    Example:
+        ```python
+        ModelPrice(input=0.15, output=0.60).cost(2_000, 500)  # 0.0006
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, description="USD per million prompt (input) tokens.")
+    output: float = Field(default=0.0, ge=0, description="USD per million completion tokens.")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollars for one workload of tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
 class LLMSettings(BaseSettings):
@@ -56,6 +75,13 @@ class LLMSettings(BaseSettings):
         gt=0,
         description="Default budget of seconds spent waiting on the model per event and "
         "subscription, across retries; None is no limit.",
+    )
+
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Prices by model name (exact match), for the nerve_llm_cost_dollars_total "
+        'metric; NERVE_LLM_PRICES=\'{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}\' (USD '
+        "per million tokens). Empty by default: prices change, so set your own.",
     )
 
     @property

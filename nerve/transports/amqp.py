@@ -634,6 +634,21 @@ class AmqpTransport(Transport):
             return False
         return not self._in_flight
 
+    async def lag(self, subscription: str) -> int | None:
+        """The queue's ready messages (every process's) plus the deliveries this process
+        holds unsettled. AMQP tells no one of other processes' unacknowledged messages
+        (the management API does), nor which subscription a retry waiting in a shared
+        wait queue is for: those are not counted."""
+        name = queue_name(self.prefix, subscription)
+        with self._translate(f"reading the lag of {subscription!r}"):
+            channel = await self._channel(self._stats).get_underlay_channel()
+            try:
+                declared = await channel.queue_declare(name, passive=True)
+            except ChannelNotFoundEntity:
+                return None  # the channel closed with it; it reopens on the next use
+        held = sum(1 for d in self._in_flight if d.subscription == subscription)
+        return int(declared.message_count or 0) + held
+
     async def ping(self) -> None:
         connection = self._connection
         if connection is None or connection.is_closed:

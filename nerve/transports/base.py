@@ -159,6 +159,16 @@ class Transport(ABC):
         for delivery in deliveries:
             await delivery.ack()
 
+    async def lag(self, subscription: str) -> int | None:
+        """How many events ``subscription`` has not settled yet, or None if unknown.
+
+        Counts what waits to be delivered, what is delivered and unsettled, and retries
+        waiting for their delay, across every process sharing the broker where the
+        broker can tell (each transport's docstring says what its figure covers). Asked
+        at each metrics scrape: one or a few round trips, never a scan of the whole log.
+        """
+        return None
+
     @abstractmethod
     async def wait_idle(self) -> None:
         """Wait until nothing is pending for the subscriptions declared here.

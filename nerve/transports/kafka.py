@@ -827,6 +827,35 @@ class KafkaTransport(Transport):
                         return False
         return True
 
+    async def lag(self, subscription: str) -> int | None:
+        """Per partition of the events and retry topics: the end offset minus the group's
+        committed offset (every process's work). Records of other event types count until
+        the group reads past them, and committed offsets trail handling a little (the
+        lowest offset in flight), so the figure is an upper bound. None for a subscription
+        not declared here."""
+        sub = self._subs.get(subscription)
+        if sub is None or sub.consumer is None:
+            return None
+        producer = self._require_open()
+        consumer = sub.consumer
+        with self._translate(f"reading the lag of {subscription!r}"):
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (self.events_topic, sub.retry_topic)
+                for p in await producer.partitions_for(topic)
+            ]
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            commits = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        total = 0
+        for tp, done in zip(tps, commits, strict=True):
+            end = max(ends.get(tp, 0), self._published.get(tp, 0))  # see _idle
+            if done is None:  # never committed: the group starts where start_from says
+                latest = sub.start_from == "latest" and tp.topic == self.events_topic
+                done = end if latest else starts.get(tp, 0)
+            total += max(0, end - done)
+        return total
+
     # helpers
 
     async def _list_topics(self) -> set[str]:

@@ -175,6 +175,14 @@ class MemoryTransport(Transport):
                 received.discard(delivery)
         self._check_idle()
 
+    async def lag(self, subscription: str) -> int | None:
+        channel = self._channels.get(subscription)
+        if channel is None:
+            return None
+        taken = sum(1 for d in self._received if d.subscription == subscription)
+        waiting = sum(1 for d in self._timers.values() if d.subscription == subscription)
+        return len(channel.items) + taken + waiting
+
     async def wait_idle(self) -> None:
         while not self._idle.is_set():
             await self._idle.wait()

@@ -645,6 +645,20 @@ class NatsTransport(Transport):
         # num_ack_pending counts delivered-unsettled and naked-with-a-delay messages.
         return all(info.num_pending == 0 and info.num_ack_pending == 0 for info in infos)
 
+    async def lag(self, subscription: str) -> int | None:
+        """The consumer's ``num_pending`` (not delivered yet) plus ``num_ack_pending``
+        (delivered and unsettled, or waiting out a retry's delay), as the server counts
+        them for every process. A pattern with ``#`` before its last segment filters in
+        the client: the events its NATS filter lets through count, an upper bound."""
+        with self._translate(f"reading the lag of {subscription!r}"):
+            try:
+                info = await self._jetstream().consumer_info(
+                    self.stream, consumer_name(subscription)
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     # helpers
 
     async def _ensure_stream(self) -> None:

@@ -209,6 +209,54 @@ return n
 """
 
 
+# A subscription's unsettled work, in one consistent look: [pending on the events stream,
+# length of its direct stream (unread + pending), retries in its delayed set, entries of
+# the events stream past ARGV[2] not scanned (-1: unknown), then (type, count) pairs of the
+# events stream entries its group has not read yet, at most ARGV[2] of them]. False when
+# the group does not exist.
+_LAG = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local group = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  if f['name'] == ARGV[1] then group = f end
+end
+if group == nil then return false end
+local direct = 0
+if redis.call('EXISTS', KEYS[2]) == 1 then direct = redis.call('XLEN', KEYS[2]) end
+local counts, scanned, left = {}, 0, tonumber(ARGV[2])
+local start = '(' .. group['last-delivered-id']
+while left > 0 do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(left, 1000))
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local fields, t = entry[2], ''
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then t = fields[i + 1] break end
+    end
+    counts[t] = (counts[t] or 0) + 1
+  end
+  scanned = scanned + #batch
+  left = left - #batch
+  start = '(' .. batch[#batch][1]
+end
+local rest = 0
+if left <= 0 then
+  rest = -1
+  if type(group['lag']) == 'number' then rest = math.max(0, group['lag'] - scanned) end
+end
+local reply = {group['pending'], direct, redis.call('ZCARD', KEYS[3]), rest}
+for t, n in pairs(counts) do
+  reply[#reply + 1] = t
+  reply[#reply + 1] = n
+end
+return reply
+"""
+#: Unread entries of the events stream :meth:`RedisTransport.lag` reads, by type, per call.
+LAG_SCAN: Final = 10_000
+
+
 def redis_options(url: str) -> tuple[str, dict[str, str]]:
     """Split a ``redis://`` URL into the URL for redis-py and nerve's own options."""
     return split_options(url, _OPTIONS)
@@ -358,6 +406,7 @@ class RedisTransport(Transport):
         self._reap_script = client.register_script(_REAP)
         self._trim_script = client.register_script(_TRIM)
         self._publish_script = client.register_script(_PUBLISH)
+        self._lag_script = client.register_script(_LAG)
         self._tasks = [
             asyncio.create_task(self._promote_loop(), name="nerve-redis-promote"),
             asyncio.create_task(self._refresh_loop(), name="nerve-redis-refresh"),
@@ -717,6 +766,34 @@ class RedisTransport(Transport):
             if replies[2 + 2 * index] or replies[3 + 2 * index]:  # direct stream, delayed set
                 return False
         return True
+
+    async def lag(self, subscription: str) -> int | None:
+        """What the group has not read of the events stream and its pattern matches, plus
+        its pending entries, its direct stream and its delayed retries: every process's.
+
+        The unread part of the events stream is read by type up to :data:`LAG_SCAN`
+        entries; past that, the rest counts whole (whatever its types): an upper bound.
+        None for a subscription not declared by this transport (its pattern is not
+        stored in Redis).
+        """
+        sub = self._subs.get(subscription)
+        if sub is None:
+            return None
+        with self._translate(f"reading the lag of {subscription!r}"):
+            reply: Any = await self._lag_script(
+                keys=[self.events_key, sub.direct, sub.delayed],
+                args=[subscription, LAG_SCAN],
+                client=self._client(),
+            )
+        if not reply:
+            return None
+        pending, direct, delayed, rest = (int(x) for x in reply[:4])
+        unread = sum(
+            int(n)
+            for t, n in zip(reply[4::2], reply[5::2], strict=True)
+            if sub.pattern.fullmatch("." + t)
+        )
+        return pending + direct + delayed + unread + max(rest, 0)
 
     async def ping(self) -> None:
         with self._translate("pinging"):

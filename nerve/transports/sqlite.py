@@ -376,6 +376,33 @@ class SQLiteTransport(Transport):
 
     # the rest of the lifecycle
 
+    async def lag(self, subscription: str) -> int | None:
+        """Its deliveries (due, leased or waiting to retry) plus the events past its
+        cursor that it will route: every process's, as the file holds them all."""
+        return await self._db.run(self._lag, subscription)
+
+    def _lag(self, subscription: str) -> int | None:
+        with self._db.transaction("DEFERRED") as db:  # one snapshot of both tables
+            row = db.execute(
+                "SELECT pattern, cursor FROM nerve_subscriptions WHERE name = ?", (subscription,)
+            ).fetchone()
+            if row is None:
+                return None
+            pattern = self._patterns.get(subscription) or compile_pattern(row[0])
+            count: int = db.execute(
+                "SELECT COUNT(*) FROM nerve_deliveries WHERE subscription = ?", (subscription,)
+            ).fetchone()[0]
+            for event_type, target, n in db.execute(
+                "SELECT event_type, target, COUNT(*) FROM nerve_events WHERE seq > ? "
+                "GROUP BY event_type, target",
+                (row[1],),
+            ):
+                if target == subscription or (
+                    target is None and pattern.fullmatch("." + event_type)
+                ):
+                    count += n
+        return count
+
     async def wait_idle(self) -> None:
         # Other processes may publish and settle: only the file knows, so poll it.
         while await self._db.run(self._busy):  # noqa: ASYNC110
