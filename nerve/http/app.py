@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from nerve import __version__
 from nerve.bus import EventBus
 from nerve.http import admin, events, webhooks
+from nerve.http.fastpath import IntakeFastPath
 from nerve.http.intake import Intake
 from nerve.http.settings import HttpSettings
 from nerve.metrics import Metrics
@@ -32,6 +33,12 @@ def router(
         settings: keys, secrets and limits (default: from ``NERVE_*`` variables).
         metrics: what ``/metrics`` serves (default: a new registry observing ``bus``).
     """
+    return _build(bus, settings, metrics)[0]
+
+
+def _build(
+    bus: EventBus, settings: HttpSettings | None, metrics: Metrics | None
+) -> tuple[APIRouter, Intake]:
     settings = settings or HttpSettings()
     if metrics is None:
         metrics = Metrics()
@@ -56,7 +63,7 @@ def router(
         admin.routes(intake),
     ):
         top.routes.extend(part.routes)
-    return top
+    return top, intake
 
 
 def create_app(
@@ -74,7 +81,7 @@ def create_app(
         app = create_app(bus)  # uvicorn module:app, or: nerve serve module:bus
         ```
     """
-    routes = router(bus, settings, metrics=metrics)
+    routes, intake = _build(bus, settings, metrics)
     app = FastAPI(
         title="nerve",
         version=__version__,
@@ -83,6 +90,7 @@ def create_app(
         lifespan=routes.lifespan_context,
     )
     app.router.routes.extend(routes.routes)  # flat, as in router()
+    app.add_middleware(IntakeFastPath, intake=intake)
     return app
 
 

@@ -13,11 +13,13 @@ Each answers 202 once the transport has the event, before any handler runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 
 from nerve import constants
 from nerve.events import Event
@@ -27,7 +29,7 @@ from nerve.http.intake import (
     Intake,
     is_json,
     json_response,
-    media_type,
+    media_type_of,
     validation_problem,
 )
 from nerve.http.schemas import (
@@ -128,7 +130,6 @@ def routes(intake: Intake) -> APIRouter:
     """The event endpoints, bound to ``intake``."""
     router = APIRouter(tags=["events"])
     hot = APIRouter(tags=["events"], route_class=DirectRoute)  # the two intake endpoints
-    parse = intake.parse
 
     @hot.post(
         "/events",
@@ -153,27 +154,10 @@ def routes(intake: Intake) -> APIRouter:
         """
         try:
             intake.authorize(request)
-            media = media_type(request)
             body = await intake.body(request)
-            if media == CE_BATCH:
-                return await _cloudevents_batch(intake, parse(body))
-            headers = request.headers
-            if "ce-specversion" in headers:
-                if not is_json(media):
-                    raise _unsupported(media)
-                event = event_from_cloudevent(_binary_attributes(headers, parse(body)))
-            elif media == CE_JSON:
-                event = event_from_cloudevent(parse(body))
-            elif not is_json(media):
-                raise _unsupported(media)
-            elif request.query_params:
-                event = _queried_event(request, parse(body))
-            else:
-                event = event_from_json(parse(body))
-            await intake.publish([event], "events")
+            return await accept_event(intake, request.headers, request.scope["query_string"], body)
         except HttpProblem as problem:
             return intake.refuse(problem)
-        return json_response({"event_id": event.event_id, "status": "accepted"}, 202)
 
     @hot.post(
         "/events/batch",
@@ -192,16 +176,8 @@ def routes(intake: Intake) -> APIRouter:
         """Publish many events at once; if any is invalid, none is published (422)."""
         try:
             intake.authorize(request)
-            media = media_type(request)
             body = await intake.body(request)
-            if media == CE_BATCH:
-                return await _cloudevents_batch(intake, parse(body))
-            if not is_json(media):
-                raise _unsupported(media)
-            items = parse(body)
-            if isinstance(items, dict) and isinstance(items.get("events"), list):
-                items = items["events"]
-            return await _publish_batch(intake, items, event_from_json, "batch")
+            return await accept_batch(intake, request.headers, body)
         except HttpProblem as problem:
             return intake.refuse(problem)
 
@@ -239,6 +215,51 @@ def routes(intake: Intake) -> APIRouter:
     return router
 
 
+async def accept_event(
+    intake: Intake, headers: Mapping[str, str], query_string: bytes, body: bytes
+) -> Response:
+    """``POST /events`` once the sender is authorized and the body read: publish, answer.
+
+    Raises:
+        HttpProblem: the event is refused (4xx) or the bus cannot take it (503).
+    """
+    parse = intake.parse
+    media = media_type_of(headers)
+    if media == CE_BATCH:
+        return await _cloudevents_batch(intake, parse(body))
+    if "ce-specversion" in headers:
+        if not is_json(media):
+            raise _unsupported(media)
+        event = event_from_cloudevent(_binary_attributes(headers, parse(body)))
+    elif media == CE_JSON:
+        event = event_from_cloudevent(parse(body))
+    elif not is_json(media):
+        raise _unsupported(media)
+    elif query_string:
+        event = _queried_event(QueryParams(query_string), parse(body))
+    else:
+        event = event_from_json(parse(body))
+    await intake.publish([event], "events")
+    return json_response({"event_id": event.event_id, "status": "accepted"}, 202)
+
+
+async def accept_batch(intake: Intake, headers: Mapping[str, str], body: bytes) -> Response:
+    """``POST /events/batch`` once the sender is authorized and the body read.
+
+    Raises:
+        HttpProblem: a refused batch (nothing of it published) or a saturated bus.
+    """
+    media = media_type_of(headers)
+    if media == CE_BATCH:
+        return await _cloudevents_batch(intake, intake.parse(body))
+    if not is_json(media):
+        raise _unsupported(media)
+    items = intake.parse(body)
+    if isinstance(items, dict) and isinstance(items.get("events"), list):
+        items = items["events"]
+    return await _publish_batch(intake, items, event_from_json, "batch")
+
+
 def _unsupported(media: str) -> HttpProblem:
     return HttpProblem(
         415,
@@ -247,13 +268,12 @@ def _unsupported(media: str) -> HttpProblem:
     )
 
 
-def _queried_event(request: Request, body: Any) -> Event[Any]:
+def _queried_event(query: QueryParams, body: Any) -> Event[Any]:
     """An event with fields in the query: the seed's form when it names the type.
 
     With ``?event_type=`` the body is the payload; without, the body is an event in
     nerve's form and the query sets its ``event_id``, ``source`` or ``correlation_id``.
     """
-    query = request.query_params
     unknown = sorted(set(query) - set(_SEED_QUERY))
     if unknown:
         raise HttpProblem(422, "invalid", f"unknown query parameter(s): {', '.join(unknown)}")
@@ -268,7 +288,7 @@ def _queried_event(request: Request, body: Any) -> Event[Any]:
         raise validation_problem(exc, ("query",)) from None
 
 
-def _binary_attributes(headers: Any, data: Any) -> dict[str, Any]:
+def _binary_attributes(headers: Mapping[str, str], data: Any) -> dict[str, Any]:
     """CloudEvents binary mode: ``ce-*`` headers (percent-decoded) plus the body as data."""
     ce: dict[str, Any] = {"data": data}
     for name, value in headers.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -89,7 +89,13 @@ def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ())
 
 def media_type(request: Request) -> str:
     """The request's media type without parameters, lower case ('' when absent)."""
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type_of(request.headers)
+
+
+def media_type_of(headers: Mapping[str, str]) -> str:
+    """:func:`media_type` from the headers."""
+    content_type: str = headers.get("content-type", "")
+    return content_type.partition(";")[0].strip().lower()
 
 
 def is_json(media: str) -> bool:
@@ -152,7 +158,7 @@ class Intake:
 
     # checks
 
-    def authorize(self, request: Request, *, admin: bool = False) -> None:
+    def authorize(self, request: Request | Mapping[str, str], *, admin: bool = False) -> None:
         """Let the request through if it carries a key for this endpoint.
 
         Raises:
@@ -161,7 +167,8 @@ class Intake:
         """
         if not self._event_keys:
             return  # no keys configured: open (development)
-        header = request.headers.get("authorization", "")
+        headers = request.headers if isinstance(request, Request) else request
+        header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HttpProblem(
@@ -189,24 +196,33 @@ class Intake:
         Raises:
             HttpProblem: 413 too large, 400 bad Content-Length.
         """
-        limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise HttpProblem(400, "bad_request", "Content-Length is not a number") from None
-            if size > limit:
-                raise self._too_large(size)
+            self.check_length(declared)
             return await request.body()  # the server holds the body to its Content-Length
+        limit = self.settings.max_body_bytes
         chunks = bytearray()
         async for chunk in request.stream():
             chunks += chunk
             if len(chunks) > limit:
-                raise self._too_large(len(chunks))
+                raise self.too_large(len(chunks))
         return bytes(chunks)
 
-    def _too_large(self, size: int) -> HttpProblem:
+    def check_length(self, declared: str) -> None:
+        """Refuse a declared Content-Length over the limit before reading the body.
+
+        Raises:
+            HttpProblem: 413 too large, 400 not a number.
+        """
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HttpProblem(400, "bad_request", "Content-Length is not a number") from None
+        if size > self.settings.max_body_bytes:
+            raise self.too_large(size)
+
+    def too_large(self, size: int) -> HttpProblem:
+        """The 413 for a body of ``size`` bytes (or more)."""
         limit = self.settings.max_body_bytes
         return HttpProblem(
             413, "too_large", f"the body has {size} bytes or more; the limit is {limit}"
