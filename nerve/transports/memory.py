@@ -140,6 +140,32 @@ class MemoryTransport(Transport):
             if channel.getters:
                 _wake_one(channel.getters)
 
+    async def publish_many(
+        self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
+    ) -> None:
+        """Publish in order, waiting for room once for the whole batch.
+
+        A batch may take the bus past ``max_pending`` by up to its own size: the bound is
+        what a publisher waits on, checked per call.
+        """
+        if self._closed:
+            raise BusClosed("the in-memory transport is closed")
+        if bounded and self._queued >= self.max_pending:
+            await self._wait_for_room(timeout)
+        match = self._router.match
+        added = 0
+        for event in events:
+            targets = match(event.event_type)
+            for channel in targets:
+                channel.items.append(MemoryDelivery(self, event, channel.name, 1))
+                if channel.getters:
+                    _wake_one(channel.getters)
+            added += len(targets)
+        if added:
+            self._queued += added
+            if self._idle.is_set():
+                self._idle.clear()
+
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         channel = self._channels[subscription]
         items = channel.items
