@@ -17,6 +17,7 @@ import pytest
 from evals import triage
 from examples import deployment_analyst, support_triage
 from nerve import Event, EventBus, Reject
+from nerve.llm.classify import Classification
 from nerve.llm.embedded import EmbeddedModel, load_model
 from tests.conftest import eventually
 from tests.llm.openai_server import OpenAIServer, completion
@@ -166,6 +167,37 @@ async def test_triage_drafts_with_the_endpoint_when_configured(
     assert "charged twice" in user
     assert "<<<DATA" in user
     assert types_of(agents) == {"support.ticket.created", "support.ticket.classified"}
+
+
+async def test_a_retry_does_not_classify_again(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The classification is a durable step: when the publish fails and the event is
+    retried, the retry takes the recorded classification instead of running the model."""
+    classified: list[str] = []
+    classify = support_triage.classifier.classify
+
+    async def counting(text: str) -> Classification:
+        classified.append(text)
+        return await classify(text)
+
+    failures: list[str] = []
+    emit = support_triage.emit
+
+    async def flaky(event_type: str, payload: dict[str, Any]) -> None:
+        if not failures:
+            failures.append(event_type)
+            raise ConnectionError("the broker hiccuped")
+        await emit(event_type, payload)
+
+    monkeypatch.setattr(support_triage.classifier, "classify", counting)
+    monkeypatch.setattr(support_triage, "emit", flaky)
+    async with agents.bus:
+        await agents.bus.publish(ticket(9, "Please refund my last invoice."))
+        await eventually(lambda: agents.of("support.ticket.classified"))
+    assert failures == ["support.ticket.classified"]
+    assert classified == ["Please refund my last invoice."]
+    assert agents.of("support.ticket.classified")[0]["category"] == "billing"
 
 
 def types_of(agents: Agents) -> set[str]:
