@@ -9,7 +9,15 @@ import re
 import time
 from typing import Any, Generic, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 from typing_extensions import TypeVar
 
 from nerve import constants
@@ -20,6 +28,10 @@ PayloadT = TypeVar("PayloadT", default=Any)
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
 _EXTENSION_NAME = re.compile(constants.CE_EXTENSION_RE)
+
+#: Validation context key: the payload was just parsed from JSON, so it is JSON already
+#: (``Event.model_validate(data, context={PARSED_JSON: True})``).
+PARSED_JSON = "nerve_parsed_json"
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -100,9 +112,11 @@ class Event(BaseModel, Generic[PayloadT]):
 
     @field_validator("payload")
     @classmethod
-    def _payload_is_json(cls, value: Any) -> Any:
+    def _payload_is_json(cls, value: Any, info: ValidationInfo) -> Any:
         if cls.__pydantic_generic_metadata__["args"]:
             return value  # Event[Model]: the model validated it
+        if info.context is not None and info.context.get(PARSED_JSON):
+            return value  # it comes straight from a JSON parser
         if type(value) is dict:
             scalars = _SCALARS
             for key, item in value.items():

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
 from nerve import constants
-from nerve.events import Event
+from nerve.events import PARSED_JSON, Event
 from nerve.http.intake import (
     DirectRoute,
     HttpProblem,
@@ -54,6 +54,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _EVENT_SCHEMA = EventIn.model_json_schema()
+#: Bodies come from orjson: their payloads are JSON without checking again.
+_FROM_JSON = {PARSED_JSON: True}
 _BY_ID = {"parameters": {"event_id": "$response.body#/event_id"}}
 _CE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,7 +92,7 @@ def event_from_json(data: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
         if key in data and data[key] is None:
             del data[key]
     try:
-        return Event.model_validate(data)
+        return Event.model_validate(data, context=_FROM_JSON)
     except ValidationError as exc:
         raise validation_problem(exc, ("body", *loc)) from None
 
@@ -283,7 +285,7 @@ def _queried_event(query: QueryParams, body: Any) -> Event[Any]:
             body.update(fields)
         return event_from_json(body)
     try:
-        return Event.model_validate({"payload": body, **fields})
+        return Event.model_validate({"payload": body, **fields}, context=_FROM_JSON)
     except ValidationError as exc:
         raise validation_problem(exc, ("query",)) from None
 
