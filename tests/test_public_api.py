@@ -1,27 +1,34 @@
-"""The public API: ``nerve.__all__`` is complete, sorted, and every name resolves."""
+"""The public API: each package's ``__all__`` is complete, sorted, and every name resolves."""
 
 from __future__ import annotations
 
 import inspect
+from types import ModuleType
 
 import pytest
 
 import nerve
+import nerve.http
+import nerve.llm
+
+PACKAGES = [nerve, nerve.http, nerve.llm]
 
 
-def test_all_is_sorted_and_resolves() -> None:
-    assert nerve.__all__ == sorted(nerve.__all__)
-    for name in nerve.__all__:
-        assert hasattr(nerve, name), name
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+def test_all_is_sorted_and_resolves(package: ModuleType) -> None:
+    assert package.__all__ == sorted(package.__all__)
+    for name in package.__all__:
+        assert hasattr(package, name), name
 
 
-def test_all_lists_every_public_name() -> None:
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+def test_all_lists_every_public_name(package: ModuleType) -> None:
     public = {
         name
-        for name, value in vars(nerve).items()
+        for name, value in vars(package).items()
         if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
     }
-    assert public | {"__version__"} == set(nerve.__all__)
+    assert public | {"__version__"} == set(package.__all__) | {"__version__"}
 
 
 def test_unknown_transport_suggests_the_nearest() -> None:

@@ -1,6 +1,8 @@
 """nerve's LLM layer: the openai SDK against any OpenAI-compatible endpoint.
 
-``chat`` and ``embed`` make one call each, charged to the running handler's event (its
+``classify`` judges text by embeddings: the embedded all-MiniLM-L6-v2 by default (offline,
+``nerve[local]``), the endpoint's embeddings when one is configured. ``chat`` and ``embed``
+make one call each, charged to the running handler's event (its
 budget, its ``usage``); ``agent_output`` returns a validated pydantic object; ``run_agent``
 lets the model call the tools on an allow-list; ``untrusted`` puts event data into
 messages as delimited data; ``step`` records a result so a retry or replay does not pay
@@ -19,7 +21,17 @@ from nerve.exceptions import (
 )
 from nerve.llm.budget import Budget
 from nerve.llm.calls import chat, embed
+from nerve.llm.classify import (
+    Classification,
+    Classifier,
+    Embedder,
+    EndpointEmbedder,
+    LocalEmbedder,
+    classify,
+    default_embedder,
+)
 from nerve.llm.client import openai_client
+from nerve.llm.embedded import EmbeddedModel, load_model
 from nerve.llm.settings import LLMSettings
 from nerve.llm.steps import step
 from nerve.llm.structured import OutputMode, agent_output
@@ -29,8 +41,14 @@ from nerve.llm.untrusted import untrusted
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "Classification",
+    "Classifier",
+    "EmbeddedModel",
+    "Embedder",
+    "EndpointEmbedder",
     "LLMSettings",
     "LLMUsage",
+    "LocalEmbedder",
     "ModelRequestRejected",
     "ModelUnavailable",
     "OutputInvalid",
@@ -39,7 +57,10 @@ __all__ = [
     "Tools",
     "agent_output",
     "chat",
+    "classify",
+    "default_embedder",
     "embed",
+    "load_model",
     "openai_client",
     "run_agent",
     "step",
