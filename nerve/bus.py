@@ -14,6 +14,7 @@ from nerve.context import _current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
+from nerve.history import History, HistoryRecorder
 from nerve.observer import Observer, Observers, default_observers
 from nerve.routing import matches
 from nerve.settings import Settings
@@ -109,8 +110,17 @@ class EventBus:
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._observers = Observers(default_observers(self.settings))
+        self._recorder: HistoryRecorder | None = None
+        history = self.settings.history
+        if history is None:  # the in-process bus pays ~25% of its top rate for the log
+            history = self._transport.durable
+        if history:
+            self._recorder = HistoryRecorder(self._store, self.settings.history_retention)
+            self._observers.members.append(self._recorder)
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self)
+        #: The event log: events published, handler outcomes, declared subscriptions.
+        self.history = History(self)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
         self.unfinished: list[Delivery] = []
 
@@ -241,6 +251,7 @@ class EventBus:
         self._subscriptions.update(other._subscriptions)
         other._host = self
         other.dlq = self.dlq
+        other.history = self.history
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer``'s hooks as events are published, handled and failed.
@@ -413,6 +424,7 @@ class EventBus:
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners.values()))
         if self._settler is not None:
             await self._settler.close()
+        await self._flush_history()
         self._runners = {}
         self.unfinished = await self._transport.close()
         await self._store.close()
@@ -458,16 +470,23 @@ class EventBus:
     # status
 
     async def status(self, event_id: str) -> EventStatus:
-        """Per subscription of this bus: pending, done, failed or dead-lettered."""
+        """Per subscription that should handle the event: pending, done, failed or
+        dead-lettered.
+
+        The subscriptions are this bus's and every one declared with its store by a bus
+        that connected to it (a worker elsewhere), so a publisher-only bus sees them too.
+        """
         if self._host is not None:
             return await self._host.status(event_id)
         store = await self._ready_store()
         states = await store.states(event_id)
         event_type = await store.event_type(event_id)
         if event_type is not None:
-            for sub in self._subscriptions.values():
-                if sub.name not in states and matches(sub.pattern, event_type):
-                    states[sub.name] = DeliveryState.PENDING
+            patterns = await store.subscriptions()
+            patterns.update((sub.name, sub.pattern) for sub in self._subscriptions.values())
+            for name, pattern in patterns.items():
+                if name not in states and matches(pattern, event_type):
+                    states[name] = DeliveryState.PENDING
         return EventStatus(event_id=event_id, event_type=event_type, subscriptions=states)
 
     # internals
@@ -482,7 +501,16 @@ class EventBus:
             await self._transport.connect()
             for sub in self._subscriptions.values():
                 await self._transport.declare(sub.name, sub.pattern, start_from=sub.start_from)
+            if self._subscriptions:
+                await self._store.declare_subscriptions(
+                    {sub.name: sub.pattern for sub in self._subscriptions.values()}
+                )
             self._state = "connected"
+
+    async def _flush_history(self) -> None:
+        """Write the event log's buffer now (at stop, and before reading the log)."""
+        if self._recorder is not None:
+            await self._recorder.close()
 
     async def _ready_store(self) -> Store:
         if self._state == "new":

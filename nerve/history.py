@@ -11,9 +11,12 @@ them in batches (every ``FLUSH_DELAY`` seconds or ``FLUSH_BATCH`` records, and a
 A crash loses the history of its last flush interval, never events: history is a log of
 what happened, not part of delivering it. A failed history write is logged and dropped.
 
-Retention: records are kept ``settings.history_retention`` seconds (``NERVE_HISTORY_RETENTION``,
-default 7 days), trimmed as time goes; ``NERVE_HISTORY=false`` turns recording off. The
-in-memory store keeps at most its ``max_history`` newest events.
+Recording is on by default for durable transports and off for ``memory://`` (where it
+costs about a quarter of the top rate of trivial handlers); ``NERVE_HISTORY=true`` or
+``Settings(history=True)`` turns it on there, ``false`` off everywhere. Retention: records
+are kept ``settings.history_retention`` seconds (``NERVE_HISTORY_RETENTION``, default 7
+days), trimmed as time goes; the in-memory store also keeps at most its ``max_history``
+(10,000) newest events.
 
 Example:
     ```python
@@ -129,8 +132,9 @@ class History:
 
     async def _store(self) -> Store:
         bus = self._bus._host or self._bus
+        store = await bus._ready_store()
         await bus._flush_history()
-        return await bus._ready_store()
+        return store
 
     async def event(self, event_id: str) -> EventRecord | None:
         """The event with this id and its outcomes, or None if not in the log."""
@@ -215,6 +219,7 @@ class HistoryRecorder(Observer):
         self._outcomes: list[OutcomeRow] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._spawned = False  # a flush task is scheduled and has not started
         self._trimmed = 0.0
 
     # hooks (synchronous, quick)
@@ -274,19 +279,23 @@ class HistoryRecorder(Observer):
     # writing
 
     def _schedule(self) -> None:
+        if self._spawned:  # a flush is on its way: it takes everything buffered by then
+            return
         if len(self._events) + len(self._outcomes) >= FLUSH_BATCH:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None
+                self._timer = None
             self._spawn()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._due)
 
     def _due(self) -> None:
         self._timer = None
-        self._spawn()
+        if not self._spawned:
+            self._spawn()
 
     def _spawn(self) -> None:
+        self._spawned = True
         task = asyncio.get_running_loop().create_task(self.flush(), name="nerve-history")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -296,6 +305,7 @@ class HistoryRecorder(Observer):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._spawned = False
         events, outcomes = self._events, self._outcomes
         if events or outcomes:
             self._events, self._outcomes = [], []

@@ -46,3 +46,13 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         default=64, ge=1, description="Default handlers in flight per subscription."
     )
+    history: bool | None = Field(
+        default=None,
+        description="Record published events and handler outcomes in the store's event log "
+        "(NERVE_HISTORY); by default on for durable transports, off for memory://.",
+    )
+    history_retention: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds the event log keeps events and outcomes (default 7 days).",
+    )

@@ -33,7 +33,11 @@ def store_from_url(url: str, settings: Settings | None = None) -> Store:
                 f"the redis store needs {exc.name}: pip install 'nerve[redis]'"
             ) from exc
 
-        store: Store = RedisStore(url, window=settings.idempotency_window)
+        store: Store = RedisStore(
+            url,
+            window=settings.idempotency_window,
+            history_retention=settings.history_retention,
+        )
         return store
     if scheme in ("postgresql", "postgres"):
         try:

@@ -15,6 +15,11 @@ A store keeps six things, each keyed by ``(subscription, event_id)``:
 - **spend**: the model tokens and seconds an event has cost a subscription so far, so a
   budget holds across retries.
 
+Apart from those, the **event log** (``nerve.history``): every published event in full and
+every attempt's outcome, kept ``history_retention`` seconds (trimmed by
+:meth:`Store.trim_history`), and the **declared subscriptions** (name -> pattern) of every
+bus that connected with this store, kept for good, so a publisher-only bus knows them.
+
 Step results and spend are kept at least ``window`` seconds after their last write, and
 for as long as the pair has a dead letter, however long that is: a replay finds its steps.
 Taking a dead letter (replay or purge) forgets the pair's spend, so a replayed event
@@ -35,9 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError
+from nerve.history import EventRecord, OutcomeRow, PublishedRow
 
 #: Default idempotency window: a day.
 DEFAULT_WINDOW = 24 * 3600.0
+#: Default time the event log keeps events and outcomes: a week.
+DEFAULT_HISTORY_RETENTION = 7 * 24 * 3600.0
 
 
 class DeliveryState(StrEnum):
@@ -208,6 +216,48 @@ class Store(ABC):
 
         Atomic: concurrent adds are all counted. ``add_spend(sub, eid)`` reads the totals.
         """
+
+    # the event log (nerve.history)
+
+    @abstractmethod
+    async def record_history(
+        self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
+    ) -> None:
+        """Append published events (in full) and attempt outcomes to the event log.
+
+        An event already in the log is kept as first recorded. Called with batches.
+        """
+
+    @abstractmethod
+    async def trim_history(self, before: float) -> None:
+        """Forget events published (and outcomes ended) before ``before`` (unix time)."""
+
+    @abstractmethod
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        """One logged event with its outcomes (oldest first), or None."""
+
+    @abstractmethod
+    async def history_chain(self, correlation_id: str) -> list[EventRecord]:
+        """Every logged event of a correlation id, with outcomes, in publish order."""
+
+    @abstractmethod
+    async def history_after(
+        self, after: str | None, limit: int
+    ) -> tuple[list[EventRecord], str | None]:
+        """Up to ``limit`` events logged after the cursor ``after``, oldest first, and the
+        cursor after the last of them (``after`` itself when there is nothing new).
+
+        With ``after=None``: the newest ``limit`` events and the cursor after them (None
+        only when the log is empty). Cursors are opaque strings, ordered by logging.
+        """
+
+    @abstractmethod
+    async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
+        """Remember subscriptions (name -> pattern), replacing the pattern of a known name."""
+
+    @abstractmethod
+    async def subscriptions(self) -> dict[str, str]:
+        """Every subscription declared with this store: name -> pattern."""
 
     def transaction(self, subscription: str, event_id: str) -> AbstractAsyncContextManager[Any]:
         """A database transaction that also marks ``(subscription, event_id)`` done.

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from nerve.events import Event
+from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
 from nerve.stores.base import (
     DEFAULT_WINDOW,
     AttemptError,
@@ -78,11 +81,26 @@ class MemoryStore(Store):
         max_entries: at most about this many marks per subscription (and as many publish
             records) are kept; the oldest go first, so a long-running in-memory bus does
             not grow without end.
+        max_history: at most this many events are kept in the event log (the oldest go
+            first, with their outcomes).
     """
 
-    def __init__(self, *, window: float = DEFAULT_WINDOW, max_entries: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        *,
+        window: float = DEFAULT_WINDOW,
+        max_entries: int = 1_000_000,
+        max_history: int = 10_000,
+    ) -> None:
         self._window = window
         self._max_entries = max_entries
+        self._max_history = max_history
+        # OrderedDicts: popping the oldest of a dict is O(1) only for them (a plain dict
+        # rescans the deleted slots at its front on every next(iter(...))).
+        self._log: OrderedDict[str, tuple[int, Event[Any], float]] = OrderedDict()
+        self._log_outcomes: OrderedDict[str, list[OutcomeRow]] = OrderedDict()
+        self._log_seq = 0
+        self._declared: dict[str, str] = {}
         self._done: dict[str, _Generations] = {}  # subscription -> event ids done
         self._published = _Generations(window, max_entries)  # event_id -> event type
         self._failures: dict[Pair, list[AttemptError]] = {}
@@ -217,6 +235,79 @@ class MemoryStore(Store):
             else:
                 self._steps.pop(old, None)
                 self._spend.pop(old, None)
+
+    # the event log: dicts in logging order, bounded by max_history
+
+    async def record_history(
+        self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
+    ) -> None:
+        log = self._log
+        for event, at in events:
+            if event.event_id not in log:
+                self._log_seq += 1
+                log[event.event_id] = (self._log_seq, event, at)
+        for row in outcomes:
+            self._log_outcomes.setdefault(row[1], []).append(row)
+        while len(log) > self._max_history:
+            self._log_outcomes.pop(log.popitem(last=False)[0], None)
+        while len(self._log_outcomes) > 2 * self._max_history:  # outcomes of unlogged events
+            self._log_outcomes.popitem(last=False)
+
+    async def trim_history(self, before: float) -> None:
+        log = self._log
+        while log:
+            event_id, (_seq, _event, at) = next(iter(log.items()))
+            if at >= before:
+                break
+            log.popitem(last=False)
+            self._log_outcomes.pop(event_id, None)
+        for event_id, rows in list(self._log_outcomes.items()):
+            if rows[-1][4] < before:
+                del self._log_outcomes[event_id]
+
+    def _record(self, seq: int, event: Event[Any], at: float) -> EventRecord:
+        return EventRecord(
+            event=event,
+            published_at=datetime.fromtimestamp(at, UTC),
+            outcomes=[Outcome.from_row(r) for r in self._log_outcomes.get(event.event_id, ())],
+            cursor=str(seq),
+        )
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        found = self._log.get(event_id)
+        return None if found is None else self._record(*found)
+
+    async def history_chain(self, correlation_id: str) -> list[EventRecord]:
+        return [
+            self._record(*entry)
+            for entry in self._log.values()
+            if entry[1].correlation_id == correlation_id
+        ]
+
+    async def history_after(
+        self, after: str | None, limit: int
+    ) -> tuple[list[EventRecord], str | None]:
+        newer: list[tuple[int, Event[Any], float]] = []
+        if after is None:
+            if not self._log:
+                return [], None
+            newer = list(itertools.islice(reversed(self._log.values()), limit))
+            newer.reverse()
+            return [self._record(*e) for e in newer], str(self._log_seq)
+        last = int(after)
+        for entry in reversed(self._log.values()):
+            if entry[0] <= last:
+                break
+            newer.append(entry)
+        newer.reverse()
+        taken = [self._record(*e) for e in newer[:limit]]
+        return taken, (taken[-1].cursor if taken else after)
+
+    async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
+        self._declared.update(subscriptions)
+
+    async def subscriptions(self) -> dict[str, str]:
+        return dict(self._declared)
 
 
 def _selects(entry: DeadLetter, event_id: str | None, subscription: str | None) -> bool:

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,6 +23,7 @@ import asyncpg
 
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, ConfigurationError, StoreError
+from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
 from nerve.stores.base import (
     DEFAULT_WINDOW,
     AttemptError,
@@ -85,9 +87,32 @@ CREATE TABLE IF NOT EXISTS {s}.spend (
     seconds float8 NOT NULL, at timestamptz NOT NULL,
     PRIMARY KEY (event_id, subscription));
 CREATE INDEX IF NOT EXISTS spend_at ON {s}.spend (at);
+CREATE TABLE IF NOT EXISTS {s}.log_events (
+    seq bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, correlation_id text NOT NULL,
+    published_at float8 NOT NULL, event text NOT NULL);
+CREATE INDEX IF NOT EXISTS log_events_chain ON {s}.log_events (correlation_id);
+CREATE INDEX IF NOT EXISTS log_events_at ON {s}.log_events (published_at);
+CREATE TABLE IF NOT EXISTS {s}.log_outcomes (
+    id bigserial PRIMARY KEY, subscription text NOT NULL, event_id text NOT NULL,
+    attempt integer NOT NULL, state text NOT NULL, ended_at float8 NOT NULL,
+    seconds float8 NOT NULL, error_type text, error_message text);
+CREATE INDEX IF NOT EXISTS log_outcomes_event ON {s}.log_outcomes (event_id);
+CREATE INDEX IF NOT EXISTS log_outcomes_at ON {s}.log_outcomes (ended_at);
+CREATE TABLE IF NOT EXISTS {s}.declared (
+    name text PRIMARY KEY, pattern text NOT NULL, declared_at timestamptz NOT NULL);
 """
 
-_TABLE_NAMES = ("done", "published", "failures", "dead_letters", "steps", "spend")
+_TABLE_NAMES = (
+    "done",
+    "published",
+    "failures",
+    "dead_letters",
+    "steps",
+    "spend",
+    "log_events",
+    "log_outcomes",
+    "declared",
+)
 
 #: ``$n`` seconds before now: the oldest mark still within the window.
 _HORIZON = "now() - {n}::float8 * interval '1 second'"
@@ -417,6 +442,87 @@ class PostgresStore(Store):
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise StoreError(f"{self!r}: {what}: {detail}") from exc
 
+    # the event log (the feed's cursor is the bigserial seq: rows committed out of order
+    # by concurrent writers may be passed by a reader already past them)
+
+    async def record_history(
+        self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
+    ) -> None:
+        pool = self._ready()
+        with self._translated("recording history failed"):
+            async with pool.acquire() as conn, conn.transaction():
+                if events:
+                    await conn.execute(
+                        self._sql.log_events,
+                        [e.event_id for e, _ in events],
+                        [e.correlation_id for e, _ in events],
+                        [at for _, at in events],
+                        [e.model_dump_json() for e, _ in events],
+                    )
+                if outcomes:
+                    await conn.executemany(
+                        self._sql.log_outcome,
+                        [
+                            (*row[:7], None if row[7] is None else row[7].replace("\x00", "\ufffd"))
+                            for row in outcomes
+                        ],
+                    )
+
+    async def trim_history(self, before: float) -> None:
+        await self._execute(self._sql.trim_history, before)
+
+    async def _log_records(self, where: str, *args: Any) -> list[EventRecord]:
+        s = self._sql.s
+        rows = await self._fetch(
+            f"SELECT seq, event_id, published_at, event FROM {s}.log_events {where}",  # noqa: S608  # placeholders and the checked schema only
+            *args,
+        )
+        if not rows:
+            return []
+        outcomes: dict[str, list[Outcome]] = {}
+        for row in await self._fetch(self._sql.log_outcomes, [r[1] for r in rows]):
+            outcomes.setdefault(row[1], []).append(Outcome.from_row(tuple(row)))
+        return [
+            EventRecord(
+                event=Event.model_validate_json(body),
+                published_at=datetime.fromtimestamp(at, UTC),
+                outcomes=outcomes.get(event_id, []),
+                cursor=str(seq),
+            )
+            for seq, event_id, at, body in rows
+        ]
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        found = await self._log_records("WHERE event_id = $1", event_id)
+        return found[0] if found else None
+
+    async def history_chain(self, correlation_id: str) -> list[EventRecord]:
+        return await self._log_records("WHERE correlation_id = $1 ORDER BY seq", correlation_id)
+
+    async def history_after(
+        self, after: str | None, limit: int
+    ) -> tuple[list[EventRecord], str | None]:
+        if after is None:
+            last = await self._fetchval(f"SELECT max(seq) FROM {self._sql.s}.log_events")  # noqa: S608  # the checked schema only
+            if last is None:
+                return [], None
+            newest = await self._log_records("ORDER BY seq DESC LIMIT $1", limit)
+            newest.reverse()
+            return newest, str(last)
+        found = await self._log_records("WHERE seq > $1 ORDER BY seq LIMIT $2", int(after), limit)
+        return found, (found[-1].cursor if found else after)
+
+    async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
+        names = sorted(subscriptions)
+        if names:
+            await self._execute(self._sql.declare, names, [subscriptions[n] for n in names])
+
+    async def subscriptions(self) -> dict[str, str]:
+        rows = await self._fetch(
+            f"SELECT name, pattern FROM {self._sql.s}.declared ORDER BY name"  # noqa: S608  # the checked schema only
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def _execute(self, sql: str, *args: Any) -> None:
         pool = self._ready()
         with self._translated("a write failed"):
@@ -543,6 +649,29 @@ class _Statements:
             f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='steps')}) "
             f"DELETE FROM {s}.spend "
             f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='spend')}"
+        )
+        self.log_events = (
+            f"INSERT INTO {s}.log_events (event_id, correlation_id, published_at, event) "  # noqa: S608
+            f"SELECT e, c, a, b FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) "
+            f"WITH ORDINALITY AS x(e, c, a, b, n) ORDER BY n ON CONFLICT (event_id) DO NOTHING"
+        )
+        self.log_outcome = (
+            f"INSERT INTO {s}.log_outcomes (subscription, event_id, attempt, state, ended_at, "  # noqa: S608
+            f"seconds, error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )
+        self.log_outcomes = (
+            f"SELECT subscription, event_id, attempt, state, ended_at, seconds, error_type, "  # noqa: S608
+            f"error_message FROM {s}.log_outcomes WHERE event_id = ANY($1::text[]) "
+            f"ORDER BY ended_at, id"
+        )
+        self.trim_history = (
+            f"WITH gone AS (DELETE FROM {s}.log_events WHERE published_at < $1) "  # noqa: S608
+            f"DELETE FROM {s}.log_outcomes WHERE ended_at < $1"
+        )
+        self.declare = (
+            f"INSERT INTO {s}.declared "  # noqa: S608
+            f"SELECT n, p, now() FROM unnest($1::text[], $2::text[]) AS x(n, p) "
+            f"ON CONFLICT (name) DO UPDATE SET pattern = excluded.pattern, declared_at = now()"
         )
         self.prune = (
             f"WITH marks AS (DELETE FROM {s}.done WHERE at < {_HORIZON.format(n='$1')}) "  # noqa: S608

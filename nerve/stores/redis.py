@@ -11,12 +11,19 @@ constants below)::
     {prefix}:dlq:event:{event_id}    set of the subscriptions holding a dead letter of it
     {prefix}:steps:{event_id}        hash  "subscription NUL step" -> the step's JSON result
     {prefix}:spend:{event_id}        hash  "subscription NUL tokens|seconds" -> the spend
+    {prefix}:log                     stream of logged event ids (the feed; ids are cursors)
+    {prefix}:log:event:{event_id}    hash  e -> event JSON, at -> published at, seq -> feed id
+    {prefix}:log:outcomes:{event_id} list of outcome rows (JSON arrays), oldest first
+    {prefix}:log:chain:{corr_id}     sorted set of the chain's event ids, by publish time
+    {prefix}:subscriptions           hash  subscription -> pattern (every declared one)
 
 One hash per event keeps :meth:`RedisStore.states` one lookup per kind. Done marks and
 publish records expire ``window`` seconds after they were written, and a done mark older
 than the window is ignored even while its hash lives on (a later mark of the same event by
 another subscription extends the hash's TTL); failure lists expire after the window too,
-so an event abandoned mid-retries leaves nothing behind for long. Dead letters never
+so an event abandoned mid-retries leaves nothing behind for long. The event log's keys
+expire ``history_retention`` seconds after their last write, and the feed is trimmed to
+that age by :meth:`RedisStore.trim_history`. Dead letters never
 expire: they wait to be replayed or purged. Step results and spend expire ``window``
 seconds after the event's last step or spend write, except while the event has a dead
 letter in any subscription: then they are kept until the last of them is taken. Writes
@@ -25,9 +32,11 @@ survive what Redis's persistence settings make survive (``appendonly`` for every
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -35,7 +44,9 @@ from redis.exceptions import RedisError
 
 from nerve.events import Event
 from nerve.exceptions import StoreError
+from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
 from nerve.stores.base import (
+    DEFAULT_HISTORY_RETENTION,
     DEFAULT_WINDOW,
     AttemptError,
     DeadLetter,
@@ -53,6 +64,11 @@ DLQ_ORDER_KEY: Final = "{prefix}:dlq:order"
 DLQ_EVENT_KEY: Final = "{prefix}:dlq:event:{event_id}"
 STEPS_KEY: Final = "{prefix}:steps:{event_id}"
 SPEND_KEY: Final = "{prefix}:spend:{event_id}"
+LOG_FEED_KEY: Final = "{prefix}:log"
+LOG_EVENT_KEY: Final = "{prefix}:log:event:{event_id}"
+LOG_OUTCOMES_KEY: Final = "{prefix}:log:outcomes:{event_id}"
+LOG_CHAIN_KEY: Final = "{prefix}:log:chain:{correlation_id}"
+SUBSCRIPTIONS_KEY: Final = "{prefix}:subscriptions"
 _SEP: Final = "\x00"  # between subscription and event id: neither can contain it
 
 #: Dead letters are read this many at a time when filtering by subscription.
@@ -176,15 +192,50 @@ return out
 """
 
 
+# Append to the event log. ARGV: prefix, TTL in ms, the number of events, then per event
+# (id, correlation id, published at, JSON), then per outcome (event id, JSON row). An
+# event already logged is left as it is.
+_RECORD_HISTORY = """
+local p, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  local id, corr, at, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local key = p .. ':log:event:' .. id
+  if redis.call('HSETNX', key, 'e', body) == 1 then
+    local seq = redis.call('XADD', p .. ':log', '*', 'id', id)
+    redis.call('HSET', key, 'at', at, 'seq', seq)
+    redis.call('PEXPIRE', key, ttl)
+    local chain = p .. ':log:chain:' .. corr
+    redis.call('ZADD', chain, at, id)
+    redis.call('PEXPIRE', chain, ttl)
+  end
+end
+while i <= #ARGV do
+  local key = p .. ':log:outcomes:' .. ARGV[i]
+  redis.call('RPUSH', key, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ttl)
+  i = i + 2
+end
+"""
+
+
 class RedisStore(Store):
     """Idempotency marks, failures, dead letters and publish records in Redis.
 
     Args:
         url: ``redis://host:port/db?prefix=nerve`` (the transport's URL works as is).
         window: seconds an idempotency mark (and publish record) is kept.
+        history_retention: seconds the event log's keys live after their last write.
     """
 
-    def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        window: float = DEFAULT_WINDOW,
+        history_retention: float = DEFAULT_HISTORY_RETENTION,
+    ) -> None:
         self.url = url
         self._client_url, options = redis_options(url)
         self._where = redis_where(url)
@@ -194,6 +245,9 @@ class RedisStore(Store):
         self._dlq = DLQ_KEY.format(prefix=self.prefix)
         self._dlq_order = DLQ_ORDER_KEY.format(prefix=self.prefix)
         self._dlq_event_prefix = DLQ_EVENT_KEY.format(prefix=self.prefix, event_id="")
+        self._history_ms = max(1, int(history_retention * 1000))
+        self._feed = LOG_FEED_KEY.format(prefix=self.prefix)
+        self._subscriptions = SUBSCRIPTIONS_KEY.format(prefix=self.prefix)
         self._redis: Redis | None = None
 
     async def open(self) -> None:
@@ -217,6 +271,7 @@ class RedisStore(Store):
         self._record_step = client.register_script(_RECORD_STEP)
         self._add_spend = client.register_script(_ADD_SPEND)
         self._release_steps = client.register_script(_RELEASE_STEPS)
+        self._record_history = client.register_script(_RECORD_HISTORY)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -453,6 +508,88 @@ class RedisStore(Store):
         horizon = time.time() - self.window
         found.update({s: DeliveryState.DONE for s, at in done.items() if _fresh(at, horizon)})
         return found
+
+    # the event log
+
+    async def record_history(
+        self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
+    ) -> None:
+        args: list[Any] = [self.prefix, self._history_ms, len(events)]
+        for event, at in events:
+            args += (event.event_id, event.correlation_id, repr(at), event.model_dump_json())
+        for row in outcomes:
+            args += (row[1], json.dumps(row))
+        with self._translate("recording history"):
+            await self._record_history(keys=[], args=args, client=self._client())
+
+    async def trim_history(self, before: float) -> None:
+        with self._translate("trimming history"):
+            await self._client().xtrim(
+                self._feed, minid=f"{max(0, int(before * 1000))}-0", approximate=False
+            )
+
+    async def _log_records(self, event_ids: Sequence[str]) -> list[EventRecord]:
+        if not event_ids:
+            return []
+        with self._translate("reading history"):
+            async with self._client().pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    pipe.hmget(self._key(LOG_EVENT_KEY, event_id), ["e", "at", "seq"])
+                    pipe.lrange(self._key(LOG_OUTCOMES_KEY, event_id), 0, -1)
+                found = await pipe.execute()
+        records = []
+        for index in range(0, len(found), 2):
+            (body, at, seq), rows = found[index], found[index + 1]
+            if body is None:  # expired
+                continue
+            records.append(
+                EventRecord(
+                    event=Event.model_validate_json(body),
+                    published_at=datetime.fromtimestamp(float(at), UTC),
+                    outcomes=[Outcome.from_row(json.loads(row)) for row in rows],
+                    cursor=seq,
+                )
+            )
+        return records
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        found = await self._log_records([event_id])
+        return found[0] if found else None
+
+    async def history_chain(self, correlation_id: str) -> list[EventRecord]:
+        key = LOG_CHAIN_KEY.format(prefix=self.prefix, correlation_id=correlation_id)
+        with self._translate("reading a chain"):
+            ids: Any = await self._client().zrange(key, 0, -1)
+        return await self._log_records(list(ids))
+
+    async def history_after(
+        self, after: str | None, limit: int
+    ) -> tuple[list[EventRecord], str | None]:
+        client = self._client()
+        with self._translate("reading the feed"):
+            if after is None:
+                entries: Any = await client.xrevrange(self._feed, count=max(1, limit))
+                if not entries:
+                    return [], None
+                cursor = entries[0][0]
+                entries = list(reversed(entries[:limit])) if limit else []
+            else:
+                entries = await client.xrange(self._feed, min=f"({after}", count=limit)
+                cursor = entries[-1][0] if entries else after
+        return await self._log_records([fields["id"] for _id, fields in entries]), cursor
+
+    async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
+        if subscriptions:
+            with self._translate("declaring subscriptions"):
+                await self._client().hset(
+                    self._subscriptions,
+                    mapping={k: v for k, v in subscriptions.items()},  # noqa: C416  # redis-py's type
+                )
+
+    async def subscriptions(self) -> dict[str, str]:
+        with self._translate("reading subscriptions"):
+            found: Any = await self._client().hgetall(self._subscriptions)
+        return dict(sorted(found.items()))
 
 
 def _fresh(mark: str | None, horizon: float) -> bool:

@@ -10,10 +10,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, StoreError
+from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
 from nerve.sqlitedb import SQLiteDatabase, sqlite_path
 from nerve.stores.base import (
     DEFAULT_WINDOW,
@@ -53,6 +55,19 @@ CREATE TABLE IF NOT EXISTS nerve_spend (
     seconds REAL NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nerve_spend_at ON nerve_spend (at);
+CREATE TABLE IF NOT EXISTS nerve_log_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+    correlation_id TEXT NOT NULL, published_at REAL NOT NULL, event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS nerve_log_events_chain ON nerve_log_events (correlation_id);
+CREATE INDEX IF NOT EXISTS nerve_log_events_at ON nerve_log_events (published_at);
+CREATE TABLE IF NOT EXISTS nerve_log_outcomes (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    state TEXT NOT NULL, ended_at REAL NOT NULL, seconds REAL NOT NULL,
+    error_type TEXT, error_message TEXT);
+CREATE INDEX IF NOT EXISTS nerve_log_outcomes_event ON nerve_log_outcomes (event_id);
+CREATE INDEX IF NOT EXISTS nerve_log_outcomes_at ON nerve_log_outcomes (ended_at);
+CREATE TABLE IF NOT EXISTS nerve_declared (
+    name TEXT PRIMARY KEY, pattern TEXT NOT NULL, declared_at REAL NOT NULL) WITHOUT ROWID;
 """
 
 # Step results and spend older than the window, unless their pair has a dead letter.
@@ -306,6 +321,98 @@ class SQLiteStore(Store):
                 for table in ("nerve_steps", "nerve_spend"):
                     db.execute(_PRUNE_STEPS.format(table=table), (horizon,))
         return rows
+
+    # the event log
+
+    async def record_history(
+        self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
+    ) -> None:
+        rows = [(e.event_id, e.correlation_id, at, e.model_dump_json()) for e, at in events]
+        await self._run(self._record_history, rows, list(outcomes))
+
+    def _record_history(self, rows: list[tuple[Any, ...]], outcomes: list[OutcomeRow]) -> None:
+        with self._db.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO nerve_log_events "
+                "(event_id, correlation_id, published_at, event) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany(
+                "INSERT INTO nerve_log_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", outcomes
+            )
+
+    async def trim_history(self, before: float) -> None:
+        await self._run(self._trim_history, before)
+
+    def _trim_history(self, before: float) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM nerve_log_events WHERE published_at < ?", (before,))
+            db.execute("DELETE FROM nerve_log_outcomes WHERE ended_at < ?", (before,))
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        found = await self._run(self._log_records, "WHERE event_id = ?", (event_id,))
+        return found[0] if found else None
+
+    async def history_chain(self, correlation_id: str) -> list[EventRecord]:
+        return await self._run(
+            self._log_records, "WHERE correlation_id = ? ORDER BY seq", (correlation_id,)
+        )
+
+    async def history_after(
+        self, after: str | None, limit: int
+    ) -> tuple[list[EventRecord], str | None]:
+        return await self._run(self._history_after, after, limit)
+
+    def _history_after(self, after: str | None, limit: int) -> tuple[list[EventRecord], str | None]:
+        if after is None:
+            last = self._db.conn.execute("SELECT max(seq) FROM nerve_log_events").fetchone()[0]
+            if last is None:
+                return [], None
+            newest = self._log_records("ORDER BY seq DESC LIMIT ?", (limit,))
+            newest.reverse()
+            return newest, str(last)
+        found = self._log_records("WHERE seq > ? ORDER BY seq LIMIT ?", (int(after), limit))
+        return found, (found[-1].cursor if found else after)
+
+    def _log_records(self, where: str, params: tuple[Any, ...]) -> list[EventRecord]:
+        conn = self._db.conn
+        rows = conn.execute(
+            f"SELECT seq, event_id, published_at, event FROM nerve_log_events {where}",  # noqa: S608  # placeholders only
+            params,
+        ).fetchall()
+        outcomes: dict[str, list[Outcome]] = {}
+        ids = [row[1] for row in rows]
+        for start in range(0, len(ids), 500):  # SQLite caps bound parameters
+            chunk = ids[start : start + 500]
+            for row in conn.execute(
+                "SELECT * FROM nerve_log_outcomes WHERE event_id IN "  # noqa: S608  # placeholders only
+                f"({','.join('?' * len(chunk))}) ORDER BY ended_at, rowid",
+                chunk,
+            ):
+                outcomes.setdefault(row[1], []).append(Outcome.from_row(row))
+        return [
+            EventRecord(
+                event=Event.model_validate_json(body),
+                published_at=datetime.fromtimestamp(at, UTC),
+                outcomes=outcomes.get(event_id, []),
+                cursor=str(seq),
+            )
+            for seq, event_id, at, body in rows
+        ]
+
+    async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
+        now = time.time()
+        await self._run(
+            self._write_many,
+            "INSERT OR REPLACE INTO nerve_declared VALUES (?, ?, ?)",
+            [(name, pattern, now) for name, pattern in subscriptions.items()],
+        )
+
+    async def subscriptions(self) -> dict[str, str]:
+        rows = await self._run(
+            self._execute, "SELECT name, pattern FROM nerve_declared ORDER BY name"
+        )
+        return dict(rows)
 
     @asynccontextmanager
     async def transaction(
