@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from nerve import __version__
 from nerve.bus import EventBus
-from nerve.http import admin, events, webhooks
+from nerve.http import admin, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath
 from nerve.http.intake import Intake
 from nerve.http.settings import HttpSettings
@@ -61,6 +61,7 @@ def _build(
         events.routes(intake),
         webhooks.routes(intake),
         admin.routes(intake),
+        ui.routes(intake),
     ):
         top.routes.extend(part.routes)
     return top, intake

@@ -20,6 +20,7 @@ const state = {
   feed: null, // AbortController of the running feed
   polling: null,
   rows: new Map(), // event_id -> <tr> in the feed
+  dlq: "", // what the dead letter table shows, to re-render only on change
   epoch: 0,
 };
 
@@ -148,6 +149,15 @@ function showInFeed(item) {
   $("feed-empty").hidden = state.rows.size > 0;
 }
 
+// Events in the feed still waiting for an outcome: a new stream picks up following them.
+function unsettled() {
+  const ids = [];
+  for (const [id, row] of state.rows) {
+    if (row.querySelector('.badge[data-state="pending"], .badge[data-state="retrying"]')) ids.push(id);
+  }
+  return ids.slice(-100);
+}
+
 // One Server-Sent Events stream, parsed by hand from a fetch() body (see the top comment).
 async function follow(epoch) {
   const controller = new AbortController();
@@ -157,7 +167,7 @@ async function follow(epoch) {
     try {
       const headers = { Accept: "text/event-stream" };
       if (state.key) headers.Authorization = `Bearer ${state.key}`;
-      const query = { after: state.cursor, pattern: state.pattern };
+      const query = { after: state.cursor, pattern: state.pattern, watch: unsettled().join(",") };
       const response = await fetch(url("ui/api/feed", query), { headers, signal: controller.signal });
       if (response.status === 401 || response.status === 403) {
         const body = await response.json().catch(() => ({}));
@@ -165,12 +175,18 @@ async function follow(epoch) {
       }
       if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
       live("on", "live");
-      wait = 500;
+      const opened = Date.now();
       await readEvents(response.body, (name, data, id) => {
         if (id) state.cursor = id;
         if (name === "event" || name === "update") showInFeed(JSON.parse(data));
       });
-      // The server ends each stream after a while; reconnect from the cursor.
+      // The server ends each stream after a while: reconnect from the cursor at once,
+      // unless it ended early (the server could not read its log): then back off.
+      if (Date.now() - opened > 2000) wait = 500;
+      else {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        wait = Math.min(wait * 2, 10000);
+      }
     } catch (error) {
       if (state.epoch !== epoch) return;
       if (error instanceof AuthError) {
@@ -252,15 +268,19 @@ function errorCell(entry) {
 }
 
 async function replay(entry, button) {
+  const eventId = entry.event.event_id;
+  const path = `ui/api/events/${encodeURIComponent(eventId)}`;
   button.disabled = true;
   button.textContent = "Replaying…";
   try {
-    await api(`dlq/${encodeURIComponent(entry.event.event_id)}/replay`, {
+    const before = await api(path).catch(() => null);
+    const seen = before ? before.outcomes.filter((o) => o.subscription === entry.subscription).length : 0;
+    await api(`dlq/${encodeURIComponent(eventId)}/replay`, {
       method: "POST",
       query: { subscription: entry.subscription },
     });
     button.closest("tr").remove();
-    watch(entry.event.event_id);
+    watch(path, entry.subscription, seen);
     await loadDeadLetters();
   } catch (error) {
     button.disabled = false;
@@ -269,15 +289,16 @@ async function replay(entry, button) {
   }
 }
 
-// After a replay, follow the event until its outcome changes (the feed's own stream only
-// follows events that are not settled yet).
-async function watch(eventId) {
-  for (let i = 0; i < 60; i += 1) {
+// After a replay, follow the event until the subscription records a new final outcome (the
+// feed's stream follows only events that have not settled yet, and this one had).
+async function watch(path, subscription, seen) {
+  for (let i = 0; i < 120; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 500));
     try {
-      const item = await api(`ui/api/events/${encodeURIComponent(eventId)}`);
+      const item = await api(path);
       showInFeed(item);
-      if (Object.values(item.states).every((s) => s === "done" || s === "dead_lettered") && i > 0) return;
+      const mine = item.outcomes.filter((o) => o.subscription === subscription);
+      if (mine.length > seen && mine[mine.length - 1].state !== "retrying") return;
     } catch {
       return;
     }
@@ -287,6 +308,10 @@ async function watch(eventId) {
 async function loadDeadLetters() {
   const body = await api("dlq", { query: { limit: 200 } });
   const entries = body.dead_letters;
+  // Re-render only when the queue changed, so an opened "every attempt" stays open.
+  const signature = JSON.stringify(entries.map((e) => [e.event.event_id, e.subscription, e.dead_at]));
+  if (signature === state.dlq) return;
+  state.dlq = signature;
   const rows = entries.map((entry) => {
     const button = el("button", { class: "small", type: "button", text: "Replay" });
     button.addEventListener("click", () => replay(entry, button));
@@ -395,6 +420,7 @@ function stopAll(message) {
 
 function start() {
   stopAll("");
+  state.dlq = "";
   notice("");
   const epoch = state.epoch;
   live("retry", "connecting…");
