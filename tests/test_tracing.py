@@ -28,7 +28,7 @@ from nerve import Event, EventBus, Reject, Settings
 from nerve.llm import LLMSettings, chat
 from nerve.tracing import Tracing, current_tracer
 from tests.apps.span_files import span_record
-from tests.conftest import FAST, drop_redis_keys
+from tests.conftest import FAST, BusFactory, drop_redis_keys, eventually
 from tests.llm.openai_server import OpenAIServer, completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +120,33 @@ async def test_a_chain_is_one_trace_of_publish_and_handling_spans(
     cloudevent = root.to_cloudevent()
     assert cloudevent["traceparent"] == root.metadata["traceparent"]
     assert Event.from_cloudevent(cloudevent).metadata["traceparent"] == root.metadata["traceparent"]
+
+
+async def test_the_trace_follows_a_chain_on_every_transport(
+    make_bus: BusFactory, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    bus = make_bus()
+    bus.observe(Tracing(provider))
+
+    @bus.on("hop.one", name="hop_one")
+    async def hop_one(event: Event) -> None:
+        await bus.publish(Event(event_type="hop.two"))
+
+    @bus.on("hop.two", name="hop_two")
+    async def hop_two(event: Event) -> None:
+        pass
+
+    await bus.start()
+    await bus.publish(Event(event_type="hop.one"))
+    await eventually(
+        lambda: "process hop_two" in by_name(exporter.get_finished_spans()), timeout=30
+    )
+    spans = by_name(exporter.get_finished_spans())
+    chain = [spans[n][0] for n in ("publish hop.one", "process hop_one", "publish hop.two")]
+    chain.append(spans["process hop_two"][0])
+    assert len({trace_id(s) for s in chain}) == 1
+    for parent, child in itertools.pairwise(chain):
+        assert parent_of(child) == span_id(parent)
 
 
 async def test_each_attempt_is_a_span_with_its_outcome_and_error(
