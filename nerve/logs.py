@@ -11,7 +11,8 @@ and ``retry_in`` (seconds, for ``retrying``); ``trace_id`` / ``span_id`` when th
 is traced (see :mod:`nerve.tracing`).
 
 ``NERVE_LOG_FORMAT=json`` (or ``text``) and ``NERVE_LOG_LEVEL`` choose what
-:func:`configure_logging` installs; ``nerve serve`` and ``nerve worker`` call it.
+:func:`configure_logging` installs, for a process that leaves logging to nerve (the CLI's
+``serve`` and ``worker``).
 
 Example:
     ```python
@@ -55,7 +56,7 @@ _STANDARD = frozenset(
 
 
 class LogSettings(BaseSettings):
-    """How ``nerve serve`` and ``nerve worker`` log (``NERVE_LOG_*`` variables)."""
+    """What :func:`configure_logging` installs (``NERVE_LOG_*`` variables)."""
 
     model_config = SettingsConfigDict(env_prefix="NERVE_LOG_", extra="ignore")
 
