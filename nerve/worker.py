@@ -310,38 +310,17 @@ class SubscriptionRunner:
     async def _failed(self, event: Event[Any], exc: Exception, attempt: int) -> float | None:
         """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""
         sub = self.subscription
+        # The outcome's log line is nerve.logs.EventLog's (an observer every bus has).
         error = AttemptError.from_exception(exc, attempt)
-        extra = {"event_id": event.event_id, "correlation_id": event.correlation_id}
         if isinstance(exc, Reject) or attempt > sub.retries:
             errors = await self._store.take_failures(sub.name, event.event_id)
             errors.append(error)
             entry = DeadLetter(event=event, subscription=sub.name, attempts=attempt, errors=errors)
             await self._store.add_dead_letter(entry)
-            log.warning(
-                "dead-lettered %s %s in %s after %d attempt(s): %s: %s",
-                event.event_type,
-                event.event_id,
-                sub.name,
-                attempt,
-                error.type,
-                error.message,
-                extra=extra,
-            )
             return None
         await self._store.add_failure(sub.name, event.event_id, error)
         if isinstance(exc, Retry) and exc.delay is not None:
             delay = exc.delay
         else:
             delay = sub.backoff.delay(attempt)
-        log.info(
-            "attempt %d of %s %s in %s failed (%s: %s); retrying in %.2fs",
-            attempt,
-            event.event_type,
-            event.event_id,
-            sub.name,
-            error.type,
-            error.message,
-            delay,
-            extra=extra,
-        )
         return delay
