@@ -91,7 +91,8 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
     command = [sys.executable, "-m", "nerve", "serve", *APPS, "--port", str(port)]
     command += ["--log-level", "warning"]
     # The server outlives many awaits; Popen returns at once, it does not block the loop.
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NERVE_URL": url})  # noqa: S603, ASYNC220
+    env = {**os.environ, "NERVE_URL": url, "NERVE_LOG_LEVEL": "WARNING"}  # answers print here
+    server = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603, ASYNC220
     try:
         await wait_ready(base, server)
         async with httpx.AsyncClient(base_url=base) as client:

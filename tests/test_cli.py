@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -150,3 +151,34 @@ def test_sigterm_drains_in_flight_handlers_and_leaves_the_rest(url: str, tmp_pat
     assert asyncio.run(statuses(url, ids)) == [DeliveryState.DONE] * 6
     done_numbers = [int(line.split()[1]) for line in lines(log) if line.startswith("done")]
     assert sorted(done_numbers) == list(range(6))  # each handled once
+
+
+def test_worker_logs_one_json_line_per_outcome(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bus.db?lease=2&poll=0.02"
+    ids = asyncio.run(publish(url, 2))
+    err = tmp_path / "worker.err"
+    env = environment(url, SLOW_SECONDS="0", NERVE_LOG_FORMAT="json")
+    with err.open("w") as stderr:
+        process = subprocess.Popen(  # noqa: S603  # our own CLI
+            [sys.executable, "-m", "nerve", "worker", APP], cwd=ROOT, env=env, stderr=stderr
+        )
+    try:
+
+        def outcomes() -> list[dict[str, object]]:
+            found = []
+            for line in err.read_text().splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    if record.get("logger") == "nerve.events":
+                        found.append(record)
+            return found
+
+        wait_for(lambda: len(outcomes()) == 2, 20, "two outcome lines")
+        lines_ = outcomes()
+        assert sorted(str(r["event_id"]) for r in lines_) == sorted(ids)
+        assert {r["outcome"] for r in lines_} == {"handled"}
+        assert {r["subscription"] for r in lines_} == {"slow"}
+        assert all(r["level"] == "INFO" and r["event_type"] == "slow.job" for r in lines_)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -1,0 +1,175 @@
+"""``nerve dlq list|show|replay|purge``: the dead letter queue from the command line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nerve.bus import EventBus
+from nerve.cli.base import (
+    AppOption,
+    JsonOption,
+    UrlOption,
+    app,
+    console,
+    ops_bus,
+    out,
+    print_json,
+    run_on,
+)
+from nerve.exceptions import ConfigurationError
+
+dlq_app = typer.Typer(
+    help="The dead letter queue: list, show, replay, purge.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+SubscriptionOption = Annotated[
+    str | None, typer.Option("--subscription", "-s", help="only this subscription's")
+]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    subscription: SubscriptionOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 100,
+    url: UrlOption = None,
+    target: AppOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dead letters, newest first."""
+    run_on(ops_bus(url, target), lambda bus: _dlq_list(bus, subscription, limit, as_json))
+
+
+async def _dlq_list(bus: EventBus, subscription: str | None, limit: int, as_json: bool) -> int:
+    entries = await bus.dlq.list(subscription=subscription, limit=limit)
+    if as_json:
+        for entry in entries:
+            print_json(entry.model_dump(mode="json"))
+        return 0
+    table = Table("event id", "type", "subscription", "attempts", "dead at", "last error")
+    for entry in entries:
+        last = entry.last_error
+        table.add_row(
+            entry.event.event_id,
+            escape(entry.event.event_type),
+            escape(entry.subscription),
+            str(entry.attempts),
+            entry.dead_at[:23],
+            escape(f"{last.type}: {last.message}" if last else ""),
+        )
+    out.print(table)
+    console.print(f"{len(entries)} dead letter(s)")
+    return 0
+
+
+@dlq_app.command("show")
+def dlq_show(
+    event_id: Annotated[str, typer.Argument(help="the dead event's id")],
+    subscription: SubscriptionOption = None,
+    url: UrlOption = None,
+    target: AppOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One event's dead letters: the event and every attempt's error (exit 1 if none)."""
+    run_on(ops_bus(url, target), lambda bus: _dlq_show(bus, event_id, subscription, as_json))
+
+
+async def _dlq_show(bus: EventBus, event_id: str, subscription: str | None, as_json: bool) -> int:
+    entries = await bus.dlq.list(event_id=event_id, subscription=subscription, limit=None)
+    for entry in entries:
+        if as_json:
+            print_json(entry.model_dump(mode="json"))
+            continue
+        event = entry.event
+        out.print(
+            f"[bold]{escape(event.event_type)}[/bold] {event.event_id} in "
+            f"[bold]{escape(entry.subscription)}[/bold]: dead at {entry.dead_at}, "
+            f"{entry.attempts} attempt(s)\n"
+            f"chain {event.correlation_id}, caused by {event.causation_id or '-'}\n"
+            f"payload {escape(json.dumps(event.payload, default=str))}"
+        )
+        for error in entry.errors:
+            out.print(
+                f"  attempt {error.attempt} at {error.time}: "
+                f"[red]{escape(error.type)}[/red]: {escape(error.message)}"
+            )
+        if entry.last_error is not None:
+            out.print(escape(entry.last_error.traceback.rstrip()), style="dim")
+    if not entries:
+        console.print(f"no dead letter of {escape(event_id)}")
+    return 0 if entries else 1
+
+
+def _selection(
+    event_id: str | None, subscription: str | None, everything: bool, verb: str, yes: bool
+) -> None:
+    """Refuse an empty selection; confirm a wide one unless --yes."""
+    if event_id is None and subscription is None and not everything:
+        raise ConfigurationError(f"say what to {verb}: an EVENT_ID, --subscription or --all")
+    if event_id is None and not yes:
+        what = f"every dead letter of {subscription}" if subscription else "every dead letter"
+        if not typer.confirm(f"{verb} {what}?"):
+            console.print("aborted")
+            raise typer.Exit(1)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    event_id: Annotated[str | None, typer.Argument(help="the dead event's id")] = None,
+    subscription: SubscriptionOption = None,
+    everything: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    url: UrlOption = None,
+    target: AppOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver dead letters again, each to its own subscription (exit 1 if none matched)."""
+    _selection(event_id, subscription, everything, "replay", yes)
+    run_on(
+        ops_bus(url, target),
+        lambda bus: _dlq_take(bus, bus.dlq.replay, event_id, subscription, "replayed", as_json),
+    )
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    event_id: Annotated[str | None, typer.Argument(help="the dead event's id")] = None,
+    subscription: SubscriptionOption = None,
+    everything: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    url: UrlOption = None,
+    target: AppOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete dead letters for good (exit 1 if none matched)."""
+    _selection(event_id, subscription, everything, "purge", yes)
+
+    async def purge(event_id: str | None = None, *, subscription: str | None = None) -> int:
+        return await bus.dlq.purge(event_id, subscription=subscription)
+
+    bus = ops_bus(url, target)
+    run_on(bus, lambda bus: _dlq_take(bus, purge, event_id, subscription, "purged", as_json))
+
+
+async def _dlq_take(
+    bus: EventBus,
+    take: Callable[..., Awaitable[Any]],
+    event_id: str | None,
+    subscription: str | None,
+    done: str,
+    as_json: bool,
+) -> int:
+    taken = await take(event_id, subscription=subscription)
+    n = taken if isinstance(taken, int) else len(taken)
+    if as_json:
+        print_json({done: n})
+    else:
+        out.print(f"{done} {n} dead letter(s)")
+        for entry in [] if isinstance(taken, int) else taken:
+            out.print(f"  {entry.event.event_id} -> {escape(entry.subscription)}")
+    return 0 if n else 1
