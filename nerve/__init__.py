@@ -29,6 +29,8 @@ from nerve.exceptions import (
     ToolNotAllowed,
     TransportError,
 )
+from nerve.history import EventRecord, History, Outcome, TraceNode
+from nerve.observer import Observer
 from nerve.settings import Settings
 from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
 from nerve.subscription import Backoff, Subscription
@@ -51,15 +53,19 @@ __all__ = [
     "DeliveryState",
     "Event",
     "EventBus",
+    "EventRecord",
     "EventStatus",
     "HandlerContext",
     "HandlerError",
     "HandlerTimeout",
+    "History",
     "LLMUsage",
     "MissingDependency",
     "ModelRequestRejected",
     "ModelUnavailable",
     "NerveError",
+    "Observer",
+    "Outcome",
     "OutputInvalid",
     "PayloadInvalid",
     "PublishError",
@@ -71,6 +77,7 @@ __all__ = [
     "Subscription",
     "SubscriptionError",
     "ToolNotAllowed",
+    "TraceNode",
     "Transport",
     "TransportError",
     "__version__",
