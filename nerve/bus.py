@@ -116,7 +116,7 @@ class EventBus:
             history = self._transport.durable
         if history:
             self._recorder = HistoryRecorder(self._store, self.settings.history_retention)
-            self._observers.members.append(self._recorder)
+            self._observers.add(self._recorder)
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self)
         #: The event log: events published, handler outcomes, declared subscriptions.
@@ -259,7 +259,7 @@ class EventBus:
         Add observers before the bus starts: running subscriptions keep the ones they
         started with.
         """
-        self._observers.members.append(observer)
+        self._observers.add(observer)
 
     @property
     def transport(self) -> Transport:
