@@ -112,12 +112,16 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
                 event = await answers.get()
                 got[event.event_type] = event
         show(got["deployment.fix.suggested"])
+        db = url.removeprefix("sqlite:///")
         print(
             "\nSend your own while it runs (bash scripts/demo --serve), answers print here:\n"
             f"  curl -X POST {base}/events -H 'content-type: application/json' \\\n"
             '    -d \'{"event_type": "support.ticket.created", '
             '"payload": {"id": 1, "body": "the app crashes when I export"}}\'\n'
-            f"  status: curl {base}/events/<event_id>   API docs: {base}/docs"
+            f"  .venv/bin/nerve publish support.ticket.created --url {url} \\\n"
+            '    --payload \'{"id": 2, "body": "please add a dark mode"}\'\n'
+            f"Watch every event: .venv/bin/nerve tail --url {url}\n"
+            f"Dashboard: {base}/ui   API docs: {base}/docs   (the events live in {db})"
         )
         show(got["support.ticket.classified"])
         if keep_serving:
