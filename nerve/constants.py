@@ -43,3 +43,7 @@ CE_RESERVED: Final = frozenset(
 )
 #: Valid CloudEvents extension attribute names.
 CE_EXTENSION_RE: Final = r"^[a-z0-9]{1,20}$"
+
+#: The step record (a store's step results, as nerve.llm.step uses) under which a
+#: subscription counts the starts of an event's redeliveries, to catch crash loops.
+CRASH_COUNT_STEP: Final = "nerve:redelivered-starts"

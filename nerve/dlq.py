@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
+from nerve import constants
 from nerve.stores.base import DeadLetter
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class DeadLetterQueue:
         taken = await store.take_dead_letters(event_id=event_id, subscription=subscription)
         for index, entry in enumerate(taken):
             try:
+                # A replay starts over: crash-loop counting too (see CrashLoop).
+                await store.record_step(
+                    entry.subscription, entry.event.event_id, constants.CRASH_COUNT_STEP, "0"
+                )
                 await bus._redeliver(entry.event, entry.subscription)
             except BaseException:
                 for unsent in taken[index:]:  # nothing taken is lost

@@ -101,6 +101,13 @@ class ChainTooDeep(Reject):
     """A handler published an event deeper in its causal chain than the bus allows."""
 
 
+class CrashLoop(Reject):
+    """The event came back more times than its retries allow without ever finishing: the
+    process handling it died each time (a handler that crashes its process, runs out of
+    memory, or is killed). nerve records this error in the dead letter; handlers never
+    raise it."""
+
+
 class OutputInvalid(Reject):
     """The model's output did not validate against the requested type, even after re-asks.
 

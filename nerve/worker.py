@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+from nerve import constants
 from nerve.context import HandlerContext, _current
 from nerve.events import Event
-from nerve.exceptions import AlreadyHandled, HandlerTimeout, Reject, Retry
+from nerve.exceptions import AlreadyHandled, CrashLoop, HandlerTimeout, Reject, Retry
 from nerve.observer import Observers
 from nerve.settler import Settler
 from nerve.stores.base import AttemptError, DeadLetter, Store
@@ -246,6 +247,8 @@ class SubscriptionRunner:
         attempt = delivery.attempt
         observers = self._observers
         try:
+            if attempt > 1 and await self._crash_loop(delivery):
+                return
             while True:
                 ctx = HandlerContext(event, sub.name, attempt, self._store)
                 token = _current.set(ctx)
@@ -289,6 +292,43 @@ class SubscriptionRunner:
                 attempt += 1
         finally:
             self._active_ids.discard(event_id)
+
+    async def _crash_loop(self, delivery: Delivery) -> bool:
+        """Count this start of a redelivered event; dead-letter it if it keeps coming back.
+
+        A handler that kills its process reports no error, so the retry budget cannot
+        count its failures: instead, every start of a redelivery is counted in the store
+        (first attempts are not, to keep the common path free of writes). When an event
+        comes back after ``retries + 1`` counted starts, it is dead-lettered with
+        :class:`CrashLoop` instead of being run again: at most ``retries + 2`` runs in
+        all. A delivery that was only prefetched by a process that died is counted when
+        it does start, never before, so it is not mistaken for a crash.
+        """
+        sub = self.subscription
+        event = delivery.event
+        store = self._store
+        recorded = await store.step_result(sub.name, event.event_id, constants.CRASH_COUNT_STEP)
+        starts = int(recorded) if recorded else 0
+        if starts <= sub.retries:
+            await store.record_step(
+                sub.name, event.event_id, constants.CRASH_COUNT_STEP, str(starts + 1)
+            )
+            return False
+        exc = CrashLoop(
+            f"{sub.name} started {event.event_type} {event.event_id} {starts} time(s) after "
+            "its first attempt and never finished: the process handling it died each time"
+        )
+        errors = await store.take_failures(sub.name, event.event_id)
+        errors.append(AttemptError.from_exception(exc, delivery.attempt))
+        entry = DeadLetter(
+            event=event, subscription=sub.name, attempts=delivery.attempt, errors=errors
+        )
+        await store.add_dead_letter(entry)
+        if self._observers:
+            ctx = HandlerContext(event, sub.name, delivery.attempt, store)
+            self._observers.failed(sub.name, event, exc, 0.0, ctx, retry_in=None)
+        await delivery.reject()
+        return True
 
     async def _invoke(self, event: Event[Any]) -> None:
         sub = self.subscription
