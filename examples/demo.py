@@ -20,10 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from nerve import Event, EventBus
 
@@ -56,20 +56,40 @@ def show(event: Event[Any]) -> None:
     print(json.dumps(event.payload, indent=2, ensure_ascii=False))
 
 
+def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """One request with the standard library (the demo needs no HTTP client package)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310  # our own server on 127.0.0.1
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
 async def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with httpx.AsyncClient() as client:
-        while loop.time() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"nerve serve exited with {server.returncode}")
-            try:
-                if (await client.get(f"{base}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
+    while loop.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"nerve serve exited with {server.returncode}")
+        try:
+            status, _ = await asyncio.to_thread(http, "GET", f"{base}/readyz")
+            if status == 200:
+                return
+        except OSError:  # not listening yet
+            pass
+        await asyncio.sleep(0.1)
     raise SystemExit(f"nerve serve was not ready within {timeout}s")
+
+
+async def post_event(base: str, event_type: str, payload: dict[str, Any]) -> None:
+    print(f"\n-> POST {base}/events {event_type} {json.dumps(payload)[:80]}")
+    body = {"event_type": event_type, "payload": payload}
+    status, answer = await asyncio.to_thread(http, "POST", f"{base}/events", body)
+    print(f"   {status} {answer}")
 
 
 async def run(keep_serving: bool, port: int) -> int:  # one linear script
@@ -95,17 +115,8 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
     server = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603, ASYNC220
     try:
         await wait_ready(base, server)
-        async with httpx.AsyncClient(base_url=base) as client:
-            print(f"\n-> POST {base}/events deployment.completed {json.dumps(DEPLOYMENT)[:70]}...")
-            sent = await client.post(
-                "/events", json={"event_type": "deployment.completed", "payload": DEPLOYMENT}
-            )
-            print(f"   {sent.status_code} {sent.json()}")
-            print(f"\n-> POST {base}/events support.ticket.created {json.dumps(TICKET)}")
-            sent = await client.post(
-                "/events", json={"event_type": "support.ticket.created", "payload": TICKET}
-            )
-            print(f"   {sent.status_code} {sent.json()}")
+        await post_event(base, "deployment.completed", DEPLOYMENT)
+        await post_event(base, "support.ticket.created", TICKET)
         got: dict[str, Event[Any]] = {}
         async with asyncio.timeout(60):
             while len(got) < len(ANSWERS):
