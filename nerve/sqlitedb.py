@@ -10,7 +10,9 @@ writers from several processes queue instead of failing.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +26,8 @@ T = TypeVar("T")
 #: SQLite's ``synchronous`` levels, safest first. In WAL mode ``FULL`` syncs every commit
 #: (survives a power loss), ``NORMAL`` syncs at checkpoints (survives a crash of the
 #: process, not always of the machine), ``OFF`` leaves it to the OS.
+#: How long a statement waits for another process's write lock before "database is locked".
+BUSY_TIMEOUT_MS = 10_000
 SYNCHRONOUS = ("EXTRA", "FULL", "NORMAL", "OFF")
 
 
@@ -75,11 +79,22 @@ class SQLiteDatabase:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.executescript(self._schema)
-        return conn
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Processes that open a new file together race to switch it to WAL and create the
+        # tables, and SQLite answers the loser "database is locked" at once, without its
+        # busy handler: try again until the busy timeout would have run out.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.executescript(self._schema)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,49 @@ async def test_the_durability_setting_reaches_sqlite(
         assert rows == [(level,)]
     finally:
         await transport.close()
+
+
+OPEN_ONE = """
+import asyncio, os, sys, time
+from nerve import EventBus
+
+url, ready, go = sys.argv[1:4]
+open(ready, "w").close()
+while not os.path.exists(go):  # a barrier: every process opens the file at once
+    time.sleep(0.001)
+
+async def main() -> None:
+    bus = EventBus(url)
+    await bus.transport.connect()
+    await bus.dlq.list()  # opens the store too
+    await bus.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Several workers started at once on a fresh file race to set it up (WAL mode, the
+    tables); SQLite can answer a loser "database is locked" without waiting, so nerve
+    tries again. A race: found by CI (a CLI publish and a worker starting together) and
+    by 60 staggered starts (3 failed); this run does not catch it every time."""
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path}/fresh-{round_}.db"
+        go = tmp_path / f"go-{round_}"
+        ready = [tmp_path / f"ready-{round_}-{n}" for n in range(6)]
+        starts = [
+            subprocess.Popen(  # noqa: S603  # our own interpreter
+                [sys.executable, "-c", OPEN_ONE, url, str(flag), str(go)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for flag in ready
+        ]
+        deadline = time.monotonic() + 30
+        while not all(flag.exists() for flag in ready):
+            assert time.monotonic() < deadline, "the processes did not start"
+            time.sleep(0.01)
+        go.touch()
+        for start in starts:
+            _, err = start.communicate(timeout=60)
+            assert start.returncode == 0, err
