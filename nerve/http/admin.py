@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
 from nerve.exceptions import NerveError
 from nerve.http.intake import HttpProblem, Intake, json_response
-from nerve.http.schemas import DeadLetters, Problem, Purged
+from nerve.http.schemas import DeadLetters, Problem, Purged, problem_responses
 from nerve.metrics import CONTENT_TYPE
 
 #: Seconds /readyz waits for the transport and the store to answer.
@@ -18,10 +18,6 @@ READY_TIMEOUT = 2.0
 Subscription = Annotated[
     str | None, Query(description="Only this subscription's entry (default: every one).")
 ]
-
-
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem} for status in statuses}
 
 
 def routes(intake: Intake) -> APIRouter:
@@ -33,7 +29,7 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq",
         tags=["dead letters"],
         response_model=DeadLetters,
-        responses=_problems(401, 403),
+        responses=problem_responses(401, 403),
         summary="Dead letters, newest first, each with every attempt's error",
     )
     async def list_dead_letters(
@@ -53,7 +49,7 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq/{event_id}/replay",
         tags=["dead letters"],
         response_model=DeadLetters,
-        responses=_problems(401, 403, 404),
+        responses=problem_responses(401, 403, 404),
         summary="Deliver a dead event again (to the subscription that gave up on it)",
     )
     async def replay_dead_letter(
@@ -72,7 +68,7 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq/{event_id}",
         tags=["dead letters"],
         response_model=Purged,
-        responses=_problems(401, 403, 404),
+        responses=problem_responses(401, 403, 404),
         summary="Delete a dead letter",
     )
     async def delete_dead_letter(

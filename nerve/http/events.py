@@ -37,7 +37,7 @@ from nerve.http.schemas import (
     BatchAccepted,
     EventIn,
     EventStatusOut,
-    Problem,
+    problem_responses,
     request_body,
 )
 
@@ -47,10 +47,6 @@ CE_BATCH = "application/cloudevents-batch+json"
 _DEFAULTED = ("event_id", "correlation_id", "timestamp")
 #: CloudEvents attributes every event must carry (spec 1.0, "REQUIRED Attributes").
 _CE_REQUIRED = ("specversion", "id", "source", "type")
-
-
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem} for status in statuses}
 
 
 _EVENT_SCHEMA = EventIn.model_json_schema()
@@ -139,7 +135,7 @@ def routes(intake: Intake) -> APIRouter:
         response_model=Accepted | BatchAccepted,  # a CloudEvents batch gets per-item results
         responses={
             202: {"links": {"status": {"operationId": "event_status", **_BY_ID}}},
-            **_problems(400, 401, 413, 415, 422, 503),
+            **problem_responses(400, 401, 413, 415, 422, 503),
         },
         # The seed's form (?event_type=, the body as payload) is left out of the schema:
         # OpenAPI cannot say that the query changes what the body is.
@@ -165,7 +161,7 @@ def routes(intake: Intake) -> APIRouter:
         "/events/batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=_problems(400, 401, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 413, 415, 422, 503),
         openapi_extra=request_body(
             {
                 "application/json": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
@@ -187,7 +183,7 @@ def routes(intake: Intake) -> APIRouter:
         "/events/{event_id}",
         operation_id="event_status",
         response_model=EventStatusOut,
-        responses=_problems(401, 404),
+        responses=problem_responses(401, 404),
         summary="Where an event stands with each subscription",
     )
     async def get_event(event_id: str, request: Request) -> Response:

@@ -20,6 +20,7 @@ __all__ = [
     "Problem",
     "Purged",
     "json_body",
+    "problem_responses",
     "request_body",
 ]
 
@@ -94,6 +95,11 @@ class DeadLetters(BaseModel):
 
 class Purged(BaseModel):
     purged: int
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` saying each of ``statuses`` answers with a :class:`Problem`."""
+    return {status: {"model": Problem} for status in statuses}
 
 
 def json_body(schema: dict[str, Any], *media_types: str, required: bool = True) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from nerve.http.intake import (
     media_type,
     validation_problem,
 )
-from nerve.http.schemas import Accepted, Problem, json_body
+from nerve.http.schemas import Accepted, json_body, problem_responses
 from nerve.http.settings import HttpSettings
 from nerve.http.signatures import (
     SignatureError,
@@ -53,9 +53,7 @@ from nerve.http.signatures import (
 FORM = "application/x-www-form-urlencoded"
 #: Sources with their own endpoint, so not Standard Webhooks source names.
 RESERVED_SOURCES = frozenset({"github", "stripe"})
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem} for status in (400, 401, 404, 413, 415, 422, 503)
-}
+_RESPONSES = problem_responses(400, 401, 404, 413, 415, 422, 503)
 _SEGMENT = re.compile(constants.SEGMENT_RE)
 # Word boundaries inside camelCase and acronyms: "paymentIntent", "HTTPRequest".
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
