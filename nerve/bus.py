@@ -320,7 +320,7 @@ class EventBus:
         transport can batch (a script call per 1,000 events on Redis, group commits on
         SQLite, pipelined confirms on RabbitMQ). Returns once the transport has every
         event. If it raises, some of the events may have been published; publishing them
-        all again is safe (same ids: handled once).
+        all again is safe (same ids: an event already handled is not handled again).
 
         Raises:
             BusFull, BusClosed, ChainTooDeep: as :meth:`publish`.

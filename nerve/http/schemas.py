@@ -41,7 +41,8 @@ class EventIn(BaseModel):
         default=None,
         min_length=1,
         max_length=255,
-        description="Your id for it: re-posting the same id is accepted and handled once.",
+        description="Your id for it: re-posting the same id is accepted, and not handled "
+        "again once the first copy is done (within the idempotency window).",
     )
     source: str = Field(default="", description="Who emitted it (a URI-reference).")
     correlation_id: str | None = Field(

@@ -2,7 +2,8 @@
 
 Each request is verified (:mod:`nerve.http.signatures`) before its body is parsed,
 then becomes one event whose ``event_id`` is the provider's delivery id, so a
-redelivery is accepted again and handled once (within the bus's idempotency window):
+redelivery is accepted again and not handled again once the first is done (within the
+bus's idempotency window):
 
 =====================  ==========================================  ==================  =========
 endpoint               event_type                                  event_id            source

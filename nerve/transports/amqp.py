@@ -54,9 +54,9 @@ queue by the broker and come back counted; settling one of them afterwards does 
 While the connection is down, ``publish`` raises :class:`nerve.TransportError` at once
 (it may also wait for a channel being restored, up to its ``timeout``); a publish caught
 by the cut raises too and may or may not have been accepted: publishing the same event
-again is safe (same id: handled once). RabbitMQ's consumer timeout (``consumer_timeout``, 30 minutes
-by default) closes the channel of a delivery left unacknowledged longer: set it above
-your longest handler.
+again is safe (same id: not handled again once handled). RabbitMQ's consumer timeout
+(``consumer_timeout``, 30 minutes by default) closes the channel of a delivery left
+unacknowledged longer: set it above your longest handler.
 
 ``wait_idle`` polls: the subscriptions' queues and the wait queues this process used have
 no ready message, and nothing delivered here is unsettled. AMQP does not report another
