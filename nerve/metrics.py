@@ -122,24 +122,41 @@ class Metrics(Observer):
             ["subscription"],
             registry=reg,
         )
+        self._published_by_type: dict[str, Any] = {}
+        self._handled_by: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # observer hooks
 
     def published(self, events: Sequence[Event[Any]]) -> None:
         if len(events) == 1:
-            self.events_published.labels(events[0].event_type).inc()
+            self._published_child(events[0].event_type).inc()
             return
         counts: dict[str, int] = {}
         for event in events:
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
         for event_type, count in counts.items():
-            self.events_published.labels(event_type).inc(count)
+            self._published_child(event_type).inc(count)
+
+    def _published_child(self, event_type: str) -> Any:
+        # labels() takes a lock and hashes its arguments on every call: keep the children
+        # of the hot paths (as many as the label values, which the app's code bounds).
+        child = self._published_by_type.get(event_type)
+        if child is None:
+            child = self._published_by_type[event_type] = self.events_published.labels(event_type)
+        return child
 
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
     ) -> None:
-        self.events_handled.labels(event.event_type, subscription).inc()
-        self.handler_seconds.labels(subscription).observe(seconds)
+        key = (event.event_type, subscription)
+        children = self._handled_by.get(key)
+        if children is None:
+            children = self._handled_by[key] = (
+                self.events_handled.labels(*key),
+                self.handler_seconds.labels(subscription),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         self._usage(subscription, context)
 
     def failed(
