@@ -49,7 +49,6 @@ _DEFAULTED = ("event_id", "correlation_id", "timestamp")
 _CE_REQUIRED = ("specversion", "id", "source", "type")
 
 
-_EVENT_SCHEMA = EventIn.model_json_schema()
 #: Bodies come from orjson: their payloads are JSON without checking again.
 _FROM_JSON = {PARSED_JSON: True}
 _BY_ID = {"parameters": {"event_id": "$response.body#/event_id"}}
@@ -128,6 +127,7 @@ def routes(intake: Intake) -> APIRouter:
     """The event endpoints, bound to ``intake``."""
     router = APIRouter(tags=["events"])
     hot = APIRouter(tags=["events"], route_class=DirectRoute)  # the two intake endpoints
+    event_schema = EventIn.model_json_schema()  # here, not at import
 
     @hot.post(
         "/events",
@@ -140,7 +140,7 @@ def routes(intake: Intake) -> APIRouter:
         # The seed's form (?event_type=, the body as payload) is left out of the schema:
         # OpenAPI cannot say that the query changes what the body is.
         openapi_extra=request_body(
-            {"application/json": _EVENT_SCHEMA, CE_JSON: _CE_SCHEMA, CE_BATCH: _CE_BATCH_SCHEMA}
+            {"application/json": event_schema, CE_JSON: _CE_SCHEMA, CE_BATCH: _CE_BATCH_SCHEMA}
         ),
         summary="Accept one event (nerve JSON, the seed's form, or a CloudEvent)",
     )
@@ -164,7 +164,7 @@ def routes(intake: Intake) -> APIRouter:
         responses=problem_responses(400, 401, 413, 415, 422, 503),
         openapi_extra=request_body(
             {
-                "application/json": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
+                "application/json": {"type": "array", "items": event_schema, "minItems": 1},
                 CE_BATCH: _CE_BATCH_SCHEMA,
             }
         ),
