@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from nerve.exceptions import TransportError
 from nerve.stores.base import Store
 from nerve.transports.base import Delivery, Transport
 
@@ -96,7 +97,11 @@ class Settler:
                 except Exception:  # the broker redelivers after its own timeout
                     log.exception("could not release %s", delivery.event.event_id)
             return
-        await self._transport.ack_many(batch)
+        try:
+            await self._transport.ack_many(batch)
+        except TransportError as exc:
+            # Marked done already: the broker delivers them again and they are recognised.
+            log.warning("could not acknowledge %d handled events: %s", len(batch), exc)
 
     async def close(self) -> None:
         """Flush what is waiting and wait for flushes in progress."""

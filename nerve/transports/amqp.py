@@ -536,10 +536,6 @@ class AmqpTransport(Transport):
 
     # settling
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            await delivery.ack()  # basic.ack is one frame, no round trip: nothing to batch
-
     async def _settle(self, delivery: AmqpDelivery) -> None:
         self._in_flight.pop(delivery, None)
         if delivery.returned:

@@ -155,9 +155,20 @@ class Transport(ABC):
         """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Acknowledge many deliveries (transports override it with one round trip)."""
+        """Acknowledge many deliveries (transports override it with one round trip).
+
+        Every delivery is settled here even when acknowledging one of them fails (a
+        connection lost mid-batch), so none is left counted in flight; the first failure
+        is raised afterwards. The broker delivers the unacknowledged ones again.
+        """
+        failure: Exception | None = None
         for delivery in deliveries:
-            await delivery.ack()
+            try:
+                await delivery.ack()
+            except Exception as exc:  # noqa: BLE001  # raised below, after the others
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def lag(self, subscription: str) -> int | None:
         """How many events ``subscription`` has not settled yet, or None if unknown.

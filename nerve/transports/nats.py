@@ -573,9 +573,10 @@ class NatsTransport(Transport):
     async def _settle(
         self, deliveries: Sequence[NatsDelivery], how: _Settle, delay: float = 0.0
     ) -> None:
+        for delivery in deliveries:  # all of them, before a failure can stop the loop below
+            self._in_flight.pop(delivery, None)
         with self._translate(f"settling {len(deliveries)} deliveries ({how})"):
             for delivery in deliveries:
-                self._in_flight.pop(delivery, None)
                 if how == "ack":
                     await delivery.msg.ack()
                 elif how == "nak":
