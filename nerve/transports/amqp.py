@@ -554,13 +554,21 @@ class AmqpTransport(Transport):
             return
         sub = self._subs[delivery.subscription]
         message = _message(delivery.event, attempt=delivery.attempt + next_attempt)
-        with self._translate(f"requeueing {delivery.event.event_id}"):
-            if delay < MIN_DELAY:
-                await self._channel(self._publisher).default_exchange.publish(
-                    message, routing_key=sub.queue, mandatory=True
-                )
-            else:
-                await self._publish_delayed(message, sub.queue, delay)
+        try:
+            with self._translate(f"requeueing {delivery.event.event_id}"):
+                if delay < MIN_DELAY:
+                    await self._channel(self._publisher).default_exchange.publish(
+                        message, routing_key=sub.queue, mandatory=True
+                    )
+                else:
+                    await self._publish_delayed(message, sub.queue, delay)
+        except Exception:
+            # Not re-published: hand it back now (at once, not after the delay), or, with
+            # its connection lost, the broker already has. Either way it is not ours any more.
+            self._in_flight.pop(delivery, None)
+            with suppress(*CLIENT_ERRORS, ChannelInvalidStateError):
+                await delivery.message.nack(requeue=True)
+            raise
         await self._settle(delivery)
 
     async def _publish_delayed(self, message: aio_pika.Message, queue: str, delay: float) -> None:

@@ -22,7 +22,15 @@ import aio_pika
 import pytest
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
-from nerve import ConfigurationError, Event, EventBus, Settings, SubscriptionError, TransportError
+from nerve import (
+    Backoff,
+    ConfigurationError,
+    Event,
+    EventBus,
+    Settings,
+    SubscriptionError,
+    TransportError,
+)
 from nerve.transports.amqp import (
     DEFAULT_DELIVERY_LIMIT,
     DELAY_STEPS_MS,
@@ -473,9 +481,15 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
     )
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
     handled: set[str] = set()
+    failed_once: set[str] = set()
+    retrying = Backoff(initial=0.2, jitter=0.0)  # through the TTL wait queues
 
-    @worker.on("job.run", name="job")
+    @worker.on("job.run", name="job", backoff=retrying)
     async def job(event: Event) -> None:
+        # Every fifth event fails once, so that retries are on their way at the kill.
+        if event.payload["n"] % 5 == 0 and event.event_id not in failed_once:
+            failed_once.add(event.event_id)
+            raise RuntimeError("first attempt fails")
         handled.add(event.event_id)
 
     publisher = EventBus(url)  # its own connection, as another process would have
@@ -503,7 +517,7 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
     await asyncio.to_thread(node.stop)
     await asyncio.to_thread(node.start)
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
-    worker.subscribe("job.run", job, name="job")
+    worker.subscribe("job.run", job, name="job", backoff=retrying)
 
     await worker.start()
     publishing = asyncio.create_task(publish_forever())
