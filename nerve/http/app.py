@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from nerve import __version__
 from nerve.bus import EventBus
 from nerve.http import admin, events, ui, webhooks
-from nerve.http.fastpath import IntakeFastPath
+from nerve.http.fastpath import IntakeFastPath, handles
 from nerve.http.intake import Intake
 from nerve.http.settings import HttpSettings
 from nerve.metrics import Metrics
@@ -67,6 +68,47 @@ def _build(
     return top, intake
 
 
+class _App(FastAPI):
+    """FastAPI, with the intake fast path ahead of the whole middleware stack.
+
+    When nothing stands in front of the intake (no middleware added besides nerve's, no
+    ``root_path``, FastAPI's own OpenTelemetry instrumentation not configured),
+    ``POST /events`` and ``POST /events/batch`` skip the framework's per-request layers:
+    its telemetry check, error, telemetry and body-limit middleware, and their wrapping of
+    every ``send``. That is decided once, at the first request (Starlette refuses new
+    middleware after it). Otherwise the requests go through the stack, where the same
+    :class:`IntakeFastPath` answers them as middleware.
+    """
+
+    def __init__(self, fast: IntakeFastPath, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast = fast
+        self._direct: bool | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if handles(scope):
+            direct = self._direct
+            if direct is None:
+                direct = self._direct = self._nothing_in_front()
+            if direct:
+                await self._fast.answer(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _nothing_in_front(self) -> bool:
+        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.165
+        return (
+            len(self.user_middleware) == 1
+            and self.user_middleware[0].cls is IntakeFastPath  # type: ignore[comparison-overlap]
+            and not self.root_path
+            and not (telemetry is not None and telemetry.enabled())
+        )
+
+
+async def _unused(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("the direct fast path answers its requests itself")
+
+
 def create_app(
     bus: EventBus, settings: HttpSettings | None = None, *, metrics: Metrics | None = None
 ) -> FastAPI:
@@ -83,7 +125,8 @@ def create_app(
         ```
     """
     routes, intake = _build(bus, settings, metrics)
-    app = FastAPI(
+    app = _App(
+        IntakeFastPath(_unused, intake),
         title="nerve",
         version=__version__,
         description="Events and webhooks in, agents at work: every accepted event is "

@@ -12,11 +12,15 @@ middleware, so an unexpected error is still a logged 500, never a dropped connec
 
 from __future__ import annotations
 
+import logging
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nerve.http.events import accept_batch, accept_event
 from nerve.http.intake import HttpProblem, Intake
+
+log = logging.getLogger("nerve.http")
 
 
 class IntakeFastPath:
@@ -32,21 +36,29 @@ class IntakeFastPath:
         self.intake = intake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path")
-        if scope["type"] != "http" or scope["method"] != "POST" or path not in _PATHS:
+        if handles(scope):
+            await self.answer(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one intake request (one that :func:`handles`)."""
         intake = self.intake
         headers = Headers(scope=scope)
         try:
             intake.authorize(headers)
             body = await self._body(headers, receive)
-            if path == "/events":
+            if scope["path"] == "/events":
                 response = await accept_event(intake, headers, scope["query_string"], body)
             else:
                 response = await accept_batch(intake, headers, body)
         except HttpProblem as problem:
             response = intake.refuse(problem)
+        except Exception:
+            # Outside the framework's error middleware (create_app's direct path): a logged
+            # 500, as that middleware would give, rather than a dropped connection.
+            log.exception("intake failed on %s %s", scope["method"], scope["path"])
+            response = HttpProblem(500, "internal_error", "the server failed; try again").response()
         await response(scope, receive, send)
 
     async def _body(self, headers: Headers, receive: Receive) -> bytes:
@@ -73,3 +85,8 @@ class IntakeFastPath:
 
 
 _PATHS = frozenset({"/events", "/events/batch"})
+
+
+def handles(scope: Scope) -> bool:
+    """Whether the request is one the fast path answers."""
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _PATHS
