@@ -6,8 +6,10 @@ from the ASGI scope, with the very functions the FastAPI routes call
 (:func:`~nerve.http.events.accept_event` and :func:`~nerve.http.events.accept_batch`),
 and hands every other request to the app. The routes stay registered, so the OpenAPI
 schema describes them and :func:`nerve.http.router` serves them when mounted in another
-app; :func:`nerve.http.create_app` puts this in front. It sits inside Starlette's error
-middleware, so an unexpected error is still a logged 500, never a dropped connection.
+app; :func:`nerve.http.create_app` puts this in front: ahead of the whole middleware
+stack when nothing else stands there, as middleware otherwise (see ``nerve.http.app``).
+Either way an unexpected error is a logged 500 with a problem body, never a dropped
+connection.
 """
 
 from __future__ import annotations
