@@ -31,6 +31,9 @@ app.add_typer(dlq_app, name="dlq")
 SubscriptionOption = Annotated[
     str | None, typer.Option("--subscription", "-s", help="only this subscription's")
 ]
+EventIdArg = Annotated[str | None, typer.Argument(help="the dead event's id")]
+AllOption = Annotated[bool, typer.Option("--all", help="every dead letter")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask")]
 
 
 @dlq_app.command("list")
@@ -120,10 +123,10 @@ def _selection(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    event_id: Annotated[str | None, typer.Argument(help="the dead event's id")] = None,
+    event_id: EventIdArg = None,
     subscription: SubscriptionOption = None,
-    everything: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    everything: AllOption = False,
+    yes: YesOption = False,
     url: UrlOption = None,
     target: AppOption = None,
     as_json: JsonOption = False,
@@ -138,22 +141,20 @@ def dlq_replay(
 
 @dlq_app.command("purge")
 def dlq_purge(
-    event_id: Annotated[str | None, typer.Argument(help="the dead event's id")] = None,
+    event_id: EventIdArg = None,
     subscription: SubscriptionOption = None,
-    everything: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    everything: AllOption = False,
+    yes: YesOption = False,
     url: UrlOption = None,
     target: AppOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete dead letters for good (exit 1 if none matched)."""
     _selection(event_id, subscription, everything, "purge", yes)
-
-    async def purge(event_id: str | None = None, *, subscription: str | None = None) -> int:
-        return await bus.dlq.purge(event_id, subscription=subscription)
-
-    bus = ops_bus(url, target)
-    run_on(bus, lambda bus: _dlq_take(bus, purge, event_id, subscription, "purged", as_json))
+    run_on(
+        ops_bus(url, target),
+        lambda bus: _dlq_take(bus, bus.dlq.purge, event_id, subscription, "purged", as_json),
+    )
 
 
 async def _dlq_take(
