@@ -108,6 +108,23 @@ class EventRecord(BaseModel):
         default=None, description="its place in the log: recent(after=cursor) starts after it"
     )
 
+    @classmethod
+    def from_log(
+        cls,
+        event: Event[Any] | str | bytes,
+        published_at: float,
+        outcomes: list[Outcome],
+        cursor: int | str,
+    ) -> EventRecord:
+        """A record from a store's log: the event (or its JSON), when it was published
+        (seconds since the epoch), its outcomes, and its place in the log."""
+        return cls(
+            event=event if isinstance(event, Event) else Event.model_validate_json(event),
+            published_at=datetime.fromtimestamp(float(published_at), UTC),
+            outcomes=outcomes,
+            cursor=str(cursor),
+        )
+
     def final_states(self) -> dict[str, OutcomeState]:
         """Each subscription's latest outcome state."""
         return {o.subscription: o.state for o in self.outcomes}

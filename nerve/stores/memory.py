@@ -6,7 +6,6 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from nerve.events import Event
@@ -266,12 +265,8 @@ class MemoryStore(Store):
                 del self._log_outcomes[event_id]
 
     def _record(self, seq: int, event: Event[Any], at: float) -> EventRecord:
-        return EventRecord(
-            event=event,
-            published_at=datetime.fromtimestamp(at, UTC),
-            outcomes=[Outcome.from_row(r) for r in self._log_outcomes.get(event.event_id, ())],
-            cursor=str(seq),
-        )
+        outcomes = [Outcome.from_row(r) for r in self._log_outcomes.get(event.event_id, ())]
+        return EventRecord.from_log(event, at, outcomes, seq)
 
     async def history_event(self, event_id: str) -> EventRecord | None:
         found = self._log.get(event_id)

@@ -15,7 +15,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -483,12 +482,7 @@ class PostgresStore(Store):
         for row in await self._fetch(self._sql.log_outcomes, [r[1] for r in rows]):
             outcomes.setdefault(row[1], []).append(Outcome.from_row(tuple(row)))
         return [
-            EventRecord(
-                event=Event.model_validate_json(body),
-                published_at=datetime.fromtimestamp(at, UTC),
-                outcomes=outcomes.get(event_id, []),
-                cursor=str(seq),
-            )
+            EventRecord.from_log(body, at, outcomes.get(event_id, []), seq)
             for seq, event_id, at, body in rows
         ]
 

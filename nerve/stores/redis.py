@@ -36,7 +36,6 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -542,14 +541,8 @@ class RedisStore(Store):
             (body, at, seq), rows = found[index], found[index + 1]
             if body is None:  # expired
                 continue
-            records.append(
-                EventRecord(
-                    event=Event.model_validate_json(body),
-                    published_at=datetime.fromtimestamp(float(at), UTC),
-                    outcomes=[Outcome.from_row(json.loads(row)) for row in rows],
-                    cursor=seq,
-                )
-            )
+            outcomes = [Outcome.from_row(json.loads(row)) for row in rows]
+            records.append(EventRecord.from_log(body, at, outcomes, seq))
         return records
 
     async def history_event(self, event_id: str) -> EventRecord | None:

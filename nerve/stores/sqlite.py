@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from nerve.events import Event
@@ -391,12 +390,7 @@ class SQLiteStore(Store):
             ):
                 outcomes.setdefault(row[1], []).append(Outcome.from_row(row))
         return [
-            EventRecord(
-                event=Event.model_validate_json(body),
-                published_at=datetime.fromtimestamp(at, UTC),
-                outcomes=outcomes.get(event_id, []),
-                cursor=str(seq),
-            )
+            EventRecord.from_log(body, at, outcomes.get(event_id, []), seq)
             for seq, event_id, at, body in rows
         ]
 
