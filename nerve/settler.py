@@ -97,14 +97,22 @@ class Settler:
                 except Exception:  # the broker redelivers after its own timeout
                     log.exception("could not release %s", delivery.event.event_id)
             return
-        try:
-            await self._transport.ack_many(batch)
-        except TransportError as exc:
-            # Marked done already: the broker delivers them again and they are recognised.
-            log.warning("could not acknowledge %d handled events: %s", len(batch), exc)
+        await acknowledge(self._transport, batch)
 
     async def close(self) -> None:
         """Flush what is waiting and wait for flushes in progress."""
         await self.flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def acknowledge(transport: Transport, deliveries: Sequence[Delivery]) -> None:
+    """Acknowledge deliveries whose done marks are in the store already.
+
+    A failure (a connection lost) is logged, not raised: the broker delivers them again,
+    and the worker recognises them as handled and acknowledges them then.
+    """
+    try:
+        await transport.ack_many(deliveries)
+    except TransportError as exc:
+        log.warning("could not acknowledge %d handled events: %s", len(deliveries), exc)

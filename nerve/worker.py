@@ -23,7 +23,7 @@ from nerve.context import HandlerContext, _current
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, CrashLoop, HandlerTimeout, Reject, Retry
 from nerve.observer import Observers
-from nerve.settler import Settler
+from nerve.settler import Settler, acknowledge
 from nerve.stores.base import AttemptError, DeadLetter, Store
 from nerve.subscription import Subscription
 from nerve.transports.base import Delivery, Transport
@@ -208,7 +208,7 @@ class SubscriptionRunner:
         done = await self._store.done_among(name, [d.event.event_id for d in batch])
         if not done:
             return batch
-        await self._transport.ack_many([d for d in batch if d.event.event_id in done])
+        await acknowledge(self._transport, [d for d in batch if d.event.event_id in done])
         return [d for d in batch if d.event.event_id not in done]
 
     async def _release(self, delivery: Delivery) -> None:
