@@ -96,6 +96,10 @@ class _App(FastAPI):
         await super().__call__(scope, receive, send)
 
     def _nothing_in_front(self) -> bool:
+        if self.middleware_stack is None:
+            # Built now, as Starlette's first request would: it then refuses new middleware,
+            # which this decision could not see.
+            self.middleware_stack = self.build_middleware_stack()
         telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.165
         return (
             len(self.user_middleware) == 1

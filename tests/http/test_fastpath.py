@@ -67,6 +67,8 @@ async def test_with_nothing_in_front_the_intake_goes_direct_and_is_handled() -> 
     assert response.json()["status"] == "accepted"
     assert app._direct is True  # type: ignore[attr-defined]
     assert len(handled) == 3  # the lifespan drained the in-process bus
+    with pytest.raises(RuntimeError, match="after an application has started"):
+        app.add_middleware(Seen)  # it would not see the intake: refused, as Starlette does
 
 
 async def test_a_middleware_added_by_the_user_still_sees_the_intake_requests() -> None:
