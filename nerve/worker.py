@@ -65,7 +65,8 @@ class SubscriptionRunner:
         self._parked: deque[asyncio.Future[None]] = deque()
         self._waking = 0  # workers woken (or started) that have not run yet
         self._receiver: asyncio.Task[Any] | None = None  # the worker receiving, if any
-        self._active_ids: set[str] = set()
+        # Ids being handled here -> a future that a duplicate waiting for the end sets up.
+        self._active: dict[str, asyncio.Future[None] | None] = {}
         # Ids handled here lately (two generations of sets): a duplicate that was already
         # buffered when its twin finished is caught without asking the store again.
         self._recent: set[str] = set()
@@ -240,10 +241,20 @@ class SubscriptionRunner:
         sub = self.subscription
         event = delivery.event
         event_id = event.event_id
-        if event_id in self._active_ids or event_id in self._recent or event_id in self._recent_old:
-            await delivery.ack()  # a duplicate: being handled right now, or just handled
+        active = self._active
+        while event_id in active:
+            # A duplicate of an event being handled (its broker redelivered it after a
+            # lost connection, or it was published twice): wait for the outcome. Acking
+            # it now would lose the event if that handling fails, since its own
+            # settlement may reach nothing but a dead connection.
+            waiter = active[event_id]
+            if waiter is None:
+                waiter = active[event_id] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiter)
+        if event_id in self._recent or event_id in self._recent_old:
+            await delivery.ack()  # a duplicate of an event just handled here
             return
-        self._active_ids.add(event_id)
+        active[event_id] = None
         attempt = delivery.attempt
         observers = self._observers
         try:
@@ -291,7 +302,9 @@ class SubscriptionRunner:
                 await asyncio.sleep(delay)
                 attempt += 1
         finally:
-            self._active_ids.discard(event_id)
+            waiter = active.pop(event_id, None)
+            if waiter is not None:
+                waiter.set_result(None)
 
     async def _crash_loop(self, delivery: Delivery) -> bool:
         """Count this start of a redelivered event; dead-letter it if it keeps coming back.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from nerve import Backoff, DeliveryState, Event, EventBus, StoreError
 from nerve.stores.memory import MemoryStore
+from tests.conftest import eventually
 
 
 class FlakyStore(MemoryStore):
@@ -36,3 +38,54 @@ async def test_a_store_failure_after_the_handler_leaves_the_event_for_redelivery
     assert len(calls) == 2
     assert (await bus.status(event.event_id)).subscriptions == {"h": DeliveryState.DONE}
     assert bus.unfinished == []
+
+
+async def test_a_duplicate_of_an_event_being_handled_waits_for_the_outcome() -> None:
+    """The second copy of an event (a broker's redelivery after a lost connection, or the
+    same event published twice) arrives while the first is still running, and the first
+    then fails: the copy must be handled, not acknowledged as done."""
+    bus = EventBus()
+    gate = asyncio.Event()
+    outcomes: list[str] = []
+
+    @bus.on("a.b", name="h", retries=0)
+    async def handler(event: Event) -> None:
+        if not outcomes:
+            outcomes.append("failing")
+            await gate.wait()  # the copy arrives meanwhile
+            raise RuntimeError("the first attempt fails")
+        outcomes.append("handled")
+
+    async with bus:
+        event = Event(event_type="a.b")
+        await bus.publish(event)
+        await eventually(lambda: outcomes == ["failing"])
+        await bus.publish(event)  # the same id
+        await asyncio.sleep(0)
+        gate.set()
+        await bus.join(timeout=10)
+    assert outcomes == ["failing", "handled"]
+    assert (await bus.status(event.event_id)).subscriptions == {"h": DeliveryState.DONE}
+    assert [entry.event.event_id for entry in await bus.dlq.list()] == [event.event_id]
+
+
+async def test_a_duplicate_of_an_event_being_handled_is_acknowledged_once_it_succeeds() -> None:
+    bus = EventBus()
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    @bus.on("a.b", name="h")
+    async def handler(event: Event) -> None:
+        calls.append(event.event_id)
+        await gate.wait()
+
+    async with bus:
+        event = Event(event_type="a.b")
+        await bus.publish(event)
+        await eventually(lambda: len(calls) == 1)
+        await bus.publish(event)
+        await asyncio.sleep(0.05)  # the copy is waiting, not running
+        assert len(calls) == 1
+        gate.set()
+        await bus.join(timeout=10)
+    assert len(calls) == 1

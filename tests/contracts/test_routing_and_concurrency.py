@@ -155,7 +155,9 @@ async def test_ordered_by_key_runs_one_key_at_a_time_in_order(make_bus: BusFacto
         running += 1
         peak = max(peak, running)
         overlap_same_key |= busy[key] > 1
-        await asyncio.sleep(0.001)
+        # Longer than a publish takes (a confirmed one on a broker: about a millisecond),
+        # so that the next key's event arrives while this one runs.
+        await asyncio.sleep(0.01)
         order[key].append(event.payload["seq"])
         busy[key] -= 1
         running -= 1

@@ -538,3 +538,44 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
         await worker.stop()
     assert len(accepted) >= before_kill + 200  # both buses reconnected on their own
     assert handled >= set(accepted)
+
+
+@pytest.mark.timeout(120)
+async def test_settling_on_a_connection_lost_with_its_write_queue_full_gives_up(
+    node: Node,
+) -> None:
+    """aiormq queues at most ten frames for its writer; a broker that stops reading fills
+    that queue, and the acknowledgements waiting for room in it must end when the
+    connection is lost, not wait for ever (a stuck handler, and a stuck shutdown)."""
+    transport = AmqpTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=stuck")
+    await transport.connect()
+    await transport.declare("s", "job.run", start_from="earliest")
+    await transport.publish_many([Event(event_type="job.run") for _ in range(200)])
+    deliveries: list[Delivery] = []
+    while len(deliveries) < 200:
+        deliveries.extend(await transport.receive("s", 200 - len(deliveries)))
+    assert node.process is not None
+    os.killpg(node.process.pid, signal.SIGSTOP)  # the broker stops reading its sockets
+    big = "x" * 1_000_000
+    # Megabytes on the same connection fill the socket's buffers, then aiormq's queue.
+    publishing = [
+        asyncio.create_task(transport.publish(Event(event_type="job.big", payload={"x": big})))
+        for _ in range(20)
+    ]
+    settling = [
+        asyncio.create_task(transport.ack_many(deliveries[:100])),
+        *(asyncio.create_task(d.ack()) for d in deliveries[100:150]),
+        *(asyncio.create_task(d.reject()) for d in deliveries[150:175]),
+        *(asyncio.create_task(d.nack(0.5)) for d in deliveries[175:]),
+    ]
+    try:
+        await asyncio.sleep(1)  # let them queue up behind the stopped broker
+        assert not all(task.done() for task in settling)  # they are stuck behind it
+        await asyncio.to_thread(node.kill)
+        await eventually(lambda: all(task.done() for task in [*settling, *publishing]), timeout=30)
+    finally:
+        for task in [*settling, *publishing]:
+            task.cancel()
+        await asyncio.gather(*settling, *publishing, return_exceptions=True)
+        await transport.close()
+    assert transport._in_flight == {}  # nothing is left counted as held here
