@@ -50,7 +50,9 @@ the core are in nerve's store; their deliveries are simply acknowledged.
 Connections: aio-pika's robust connection reconnects after a broker restart or a network
 cut (``reconnect_interval``, default 5 s) and re-declares the exchanges, queues, bindings,
 prefetch and consumers. Deliveries received on the lost connection are returned to their
-queue by the broker and come back counted; settling one of them afterwards does nothing.
+queue by the broker and come back counted; settling one of them afterwards does nothing,
+and one under way when the connection drops is given up at once (aiormq alone can leave it
+waiting for ever; see :func:`_unless_lost`).
 While the connection is down, ``publish`` raises :class:`nerve.TransportError` at once
 (it may also wait for a channel being restored, up to its ``timeout``); a publish caught
 by the cut raises too and may or may not have been accepted: publishing the same event
