@@ -15,8 +15,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 from nerve import constants
 from nerve.context import HandlerContext, _current
@@ -30,14 +30,17 @@ from nerve.transports.base import Delivery, Transport
 
 log = logging.getLogger("nerve")
 
+T = TypeVar("T")
+
 #: Deliveries a subscription takes from the transport ahead of its workers.
 MIN_PREFETCH = 128
 #: How often, and how many times, stop() repeats the cancellation of a receiver that has
 #: not ended yet.
 RECEIVER_STOP_POLL = 0.02
 RECEIVER_STOP_TRIES = 50
-#: Longest wait between attempts to receive from a failing transport, in seconds.
-RECEIVE_RETRY_MAX = 5.0
+#: Longest wait between attempts to receive from a failing transport (or to ask a failing
+#: store which events were handled), in seconds.
+RETRY_MAX = 5.0
 
 
 class SubscriptionRunner:
@@ -191,26 +194,35 @@ class SubscriptionRunner:
 
     async def _receive(self, room: int) -> Sequence[Delivery] | None:
         """The next batch, without the duplicates of events already handled."""
-        failures = 0
-        while True:
-            try:
-                batch = await self._transport.receive(self.subscription.name, room)
-                break
-            except Exception:  # the broker is down: keep trying, never give up
-                failures += 1
-                delay = min(RECEIVE_RETRY_MAX, 0.1 * 2**failures)
-                log.exception(
-                    "%s: receive failed; retrying in %.1fs", self.subscription.name, delay
-                )
-                await asyncio.sleep(delay)
+        name = self.subscription.name
+        batch = await self._until_done("receive", lambda: self._transport.receive(name, room))
         if not batch:
             return None
-        name = self.subscription.name
-        done = await self._store.done_among(name, [d.event.event_id for d in batch])
+        ids = [d.event.event_id for d in batch]
+        # While the store is down nothing could be recorded anyway: the batch waits for it,
+        # neither run again blind nor handed back (which would spend attempts).
+        done = await self._until_done(
+            "checking for handled events", lambda: self._store.done_among(name, ids)
+        )
         if not done:
             return batch
         await acknowledge(self._transport, [d for d in batch if d.event.event_id in done])
         return [d for d in batch if d.event.event_id not in done]
+
+    async def _until_done(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again and again with a growing pause while the broker or the store
+        fails: a worker never gives up on its subscription."""
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except Exception:
+                failures += 1
+                delay = min(RETRY_MAX, 0.1 * 2**failures)
+                log.exception(
+                    "%s: %s failed; retrying in %.1fs", self.subscription.name, doing, delay
+                )
+                await asyncio.sleep(delay)
 
     async def _release(self, delivery: Delivery) -> None:
         try:
