@@ -53,7 +53,7 @@ from nerve.stores.base import (
     Spend,
     Store,
 )
-from nerve.transports.redis import DEFAULT_PREFIX, redis_options, redis_where
+from nerve.transports.redis import DEFAULT_PREFIX, redis_client, redis_options, redis_where
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
 FAILURES_KEY: Final = "{prefix}:failures:{event_id}"
@@ -252,9 +252,7 @@ class RedisStore(Store):
     async def open(self) -> None:
         if self._redis is not None:
             return
-        client: Redis = Redis.from_url(
-            self._client_url, decode_responses=True, protocol=2, socket_connect_timeout=5.0
-        )
+        client = redis_client(self._client_url)
         try:
             await client.ping()
         except RedisError as exc:

@@ -48,6 +48,12 @@ URL options (query string): ``prefix`` (key prefix), ``block_ms`` (longest XREAD
 block, default 1000), ``lease`` (seconds, default 30), ``claim_interval`` (seconds,
 default ``lease / 2``), ``retention`` (seconds settled events stay, default a week).
 Other query options go to redis-py.
+
+Connections: each client (the transport's, the store's) has a pool of up to
+``max_connections`` connections (default 500, a redis-py URL option), one per command in
+progress. A command that finds every connection busy waits up to 20 s for one, instead of
+failing at once as redis-py 8's default pool does past 100 (a hundred concurrent
+``publish`` calls failed with "Too many connections").
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
 from nerve.events import Event
@@ -268,6 +274,29 @@ def redis_where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
 
 
+#: Connections per client (``max_connections`` in the URL overrides it), and seconds a
+#: command waits for one when all are busy.
+MAX_CONNECTIONS: Final = 500
+POOL_TIMEOUT: Final = 20.0
+
+
+def redis_client(url: str, **options: Any) -> Redis:
+    """A client whose pool waits for a free connection instead of failing at its limit.
+
+    ``protocol=2``: the reply shapes nerve parses (redis-py 8 defaults to RESP3).
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT,
+        decode_responses=True,
+        protocol=2,
+        socket_connect_timeout=5.0,
+        **options,
+    )
+    return Redis.from_pool(pool)
+
+
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -385,13 +414,10 @@ class RedisTransport(Transport):
     async def connect(self) -> None:
         if self._redis is not None:
             return
-        client: Redis = Redis.from_url(
+        client = redis_client(
             self._client_url,
-            decode_responses=True,
-            protocol=2,  # the reply shapes parsed below (redis-py 8 defaults to RESP3)
             # A blocked XREADGROUP must not look like a dead socket.
             socket_timeout=max(10.0, 2 * self.block_ms / 1000),
-            socket_connect_timeout=5.0,
         )
         try:
             await client.ping()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from nerve import ConfigurationError, Event, Settings
+from nerve import ConfigurationError, Event, EventBus, Settings
 from nerve.transports import transport_from_url
 from nerve.transports.redis import RedisTransport
 from tests.conftest import drop_redis_keys
@@ -74,4 +75,26 @@ async def test_retention_keeps_recent_settled_events() -> None:
         assert await transport.trim() == 0  # settled, but younger than the retention
     finally:
         await transport.close()
+        drop_redis_keys(url)
+
+
+async def test_more_concurrent_publishes_than_connections_wait_for_one() -> None:
+    """Past its pool's size a command waits for a free connection: redis-py 8's default
+    pool fails the 101st concurrent command with "Too many connections"."""
+    url = f"redis://127.0.0.1:6379/0?prefix=pool-{uuid.uuid4().hex[:12]}&max_connections=10"
+    bus = EventBus(url)  # the Redis store too, with the same small pool
+    handled: set[str] = set()
+
+    @bus.on("job.run", name="job")
+    async def job(event: Event) -> None:
+        handled.add(event.event_id)
+
+    try:
+        async with bus:
+            published = await asyncio.gather(
+                *(bus.publish(Event(event_type="job.run")) for _ in range(300))
+            )
+            await bus.join(timeout=30)
+        assert handled == {event.event_id for event in published}
+    finally:
         drop_redis_keys(url)
