@@ -118,7 +118,7 @@ from nerve.exceptions import (
 from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
-from nerve.transports.base import Delivery, Transport
+from nerve.transports.base import Delivery, Transport, each_then_raise
 from nerve.transports.options import integer_option, split_options
 
 log = logging.getLogger("nerve")
@@ -546,14 +546,7 @@ class AmqpTransport(Transport):
             if not delivery.settled:
                 delivery.settled = True
                 by_channel.setdefault(_channel_of(delivery.message), []).append(delivery)
-        failure: TransportError | None = None
-        for channel, batch in by_channel.items():
-            try:
-                await self._ack_on(channel, batch)
-            except TransportError as exc:  # raised below, after the other channels
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        await each_then_raise(by_channel.items(), lambda pair: self._ack_on(*pair))
 
     async def _ack_on(
         self, channel: AbstractChannel | None, deliveries: list[AmqpDelivery]
@@ -564,11 +557,12 @@ class AmqpTransport(Transport):
         if channel is None:
             return  # the broker put them back already; they come again, and are deduplicated
 
+        async def ack(delivery: AmqpDelivery) -> None:
+            with suppress(ChannelInvalidStateError):  # a channel closed just now: as above
+                await delivery.message.ack()
+
         async def ack_all() -> None:
-            for delivery in deliveries:
-                # A channel closed just now: as above.
-                with suppress(ChannelInvalidStateError):
-                    await delivery.message.ack()
+            await each_then_raise(deliveries, ack)
 
         with self._translate(f"acknowledging {len(deliveries)} events"):
             await _unless_lost(channel, ack_all())

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, ClassVar, Self, TypeVar
 
 from nerve.events import Event
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
+
+T = TypeVar("T")
 
 
 class Delivery(ABC):
@@ -161,14 +163,7 @@ class Transport(ABC):
         connection lost mid-batch), so none is left counted in flight; the first failure
         is raised afterwards. The broker delivers the unacknowledged ones again.
         """
-        failure: Exception | None = None
-        for delivery in deliveries:
-            try:
-                await delivery.ack()
-            except Exception as exc:  # noqa: BLE001  # raised below, after the others
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        await each_then_raise(deliveries, lambda delivery: delivery.ack())
 
     async def lag(self, subscription: str) -> int | None:
         """How many events ``subscription`` has not settled yet, or None if unknown.
@@ -187,3 +182,16 @@ class Transport(ABC):
         Nothing pending means: no event waiting to be delivered to them, none delivered
         and unsettled, no retry waiting for its delay. Durable transports may poll.
         """
+
+
+async def each_then_raise(items: Iterable[T], call: Callable[[T], Awaitable[object]]) -> None:
+    """Await ``call(item)`` for every item, in order, even after one of them fails; then
+    raise the first failure. Settling a batch this way leaves none of it unsettled."""
+    failure: Exception | None = None
+    for item in items:
+        try:
+            await call(item)
+        except Exception as exc:  # noqa: BLE001  # raised below, after the others
+            failure = failure or exc
+    if failure is not None:
+        raise failure
