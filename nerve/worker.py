@@ -80,6 +80,15 @@ class SubscriptionRunner:
     def start(self) -> None:
         self._wake_one()
 
+    def holding(self) -> dict[str, str]:
+        """What this runner holds now, by event id: waiting in its buffer, waiting behind
+        its ordering key, or being handled (for diagnostics: where an event is)."""
+        held = {d.event.event_id: "buffered" for d in self._buffer}
+        for queue in self._keyed.values():
+            held.update((d.event.event_id, "waiting behind its key") for d in queue)
+        held.update((event_id, "being handled") for event_id in self._active)
+        return held
+
     def forget(self, event_id: str) -> None:
         """Stop treating ``event_id`` as handled (its success could not be recorded)."""
         self._recent.discard(event_id)

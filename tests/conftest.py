@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +65,20 @@ FAST = Backoff(initial=0.01, maximum=0.05)
 
 
 async def eventually(
-    condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.005
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.005,
+    explain: Callable[[], Awaitable[str]] | None = None,
 ) -> None:
-    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds, with
+    what ``explain()`` finds then (where the missing things are) when it is given."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
         if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {condition}")
+            found = f"\n{await explain()}" if explain is not None else ""
+            pytest.fail(f"condition not met within {timeout}s: {condition}{found}")
         await asyncio.sleep(interval)
 
 

@@ -148,6 +148,18 @@ WAIT_EXPIRES_MARGIN_MS: Final = 300_000
 WAIT_REDECLARE: Final = 60.0
 #: Events published at once by publish_many (each awaits its confirm).
 PUBLISH_CHUNK: Final = 1000
+#: RabbitMQ 3.10 (its Raft library, ra 2.2) writes a new quorum queue's registration to
+#: disk up to 500 ms after the declaration (``names.dets``, ``auto_save`` 500): a queue
+#: declared just before the node crashes comes back without a leader, holding what it had
+#: and never confirming a publish (measured: lost at 0.3 and 0.5 s, kept at 1.5 s; see
+#: rabbitmq-server #10070). A retry parked in a wait queue this process declared less
+#: than this long ago keeps its original delivery unacknowledged until then.
+WAIT_REGISTERED: Final = 2.0
+#: A retry's publish not confirmed within this long is given up: the delivery goes back to
+#: its queue, and the wait queue it went to is checked (:meth:`AmqpTransport._check_wait`).
+REQUEUE_CONFIRM: Final = 5.0
+#: The longest a wait queue's check takes (connecting, asking, deleting).
+CHECK_TIMEOUT: Final = 30.0
 #: wait_idle polls this often, and wants this many idle looks in a row: a message between
 #: two places (dead-lettered from a wait queue, or pushed to a consumer but not yet read)
 #: is counted by neither for a moment.
@@ -315,6 +327,8 @@ class AmqpTransport(Transport):
         self._events: AbstractExchange | None = None
         self._subs: dict[str, _Subscription] = {}
         self._waits: dict[int, float] = {}  # wait queue step (ms) -> when declared here
+        self._waits_made: dict[int, float] = {}  # ... -> when first declared here
+        self._checks: dict[int, asyncio.Task[None]] = {}  # wait queues being checked
         self._in_flight: dict[AmqpDelivery, None] = {}  # consumed here, not settled
         self._closed = False
         self._warned_store = False
@@ -373,6 +387,11 @@ class AmqpTransport(Transport):
             sub.channel = None
         self._in_flight.clear()
         self._waits.clear()
+        self._waits_made.clear()
+        for check in self._checks.values():
+            check.cancel()
+        await asyncio.gather(*self._checks.values(), return_exceptions=True)
+        self._checks.clear()
         connection, self._connection = self._connection, None
         self._control = self._stats = self._publisher = self._events = None
         if connection is not None:
@@ -574,14 +593,16 @@ class AmqpTransport(Transport):
             return
         sub = self._subs[delivery.subscription]
         message = _message(delivery.event, attempt=delivery.attempt + next_attempt)
+        step: int | None = None
         try:
             with self._translate(f"requeueing {delivery.event.event_id}"):
                 if delay < MIN_DELAY:
-                    await self._channel(self._publisher).default_exchange.publish(
-                        message, routing_key=sub.queue, mandatory=True
-                    )
+                    async with asyncio.timeout(REQUEUE_CONFIRM):
+                        await self._channel(self._publisher).default_exchange.publish(
+                            message, routing_key=sub.queue, mandatory=True
+                        )
                 else:
-                    await self._publish_delayed(message, sub.queue, delay)
+                    step = await self._publish_delayed(message, sub.queue, delay)
         except Exception:
             # Not re-published: hand it back now (at once, not after the delay), or, with
             # its connection lost, the broker already has. Either way it is not ours any more.
@@ -591,22 +612,88 @@ class AmqpTransport(Transport):
                 with suppress(*CLIENT_ERRORS):
                     await _unless_lost(channel, delivery.message.nack(requeue=True))
             raise
+        if step is not None:
+            # Its copy may sit in a queue the broker would not bring back from a crash yet.
+            made = self._waits_made.get(step, -math.inf)
+            await asyncio.sleep(made + WAIT_REGISTERED - asyncio.get_running_loop().time())
         await self._settle(delivery)
 
-    async def _publish_delayed(self, message: aio_pika.Message, queue: str, delay: float) -> None:
+    async def _publish_delayed(self, message: aio_pika.Message, queue: str, delay: float) -> int:
+        """Publish a retry to the wait queue of the step nearest ``delay``; return the step."""
         step = delay_step_ms(delay)
         if delay * 1000 > DELAY_STEPS_MS[-1]:
             log.warning("a retry delay of %.0fs is cut to a day", delay)
         message.headers[DELAY_HEADER] = str(step)
         exchange = await self._channel(self._publisher).get_exchange(self.delay_name, ensure=False)
-        for tries in (1, 2):
-            await self._declare_wait(step, force=tries == 2)
+
+        async def publish() -> None:
             try:
-                await exchange.publish(message, routing_key=queue, mandatory=True)
-                return
-            except PublishError:  # unroutable: the wait queue expired behind our back
-                if tries == 2:
-                    raise
+                async with asyncio.timeout(REQUEUE_CONFIRM):
+                    await exchange.publish(message, routing_key=queue, mandatory=True)
+            except TimeoutError:
+                self._check_soon(step)
+                raise
+
+        await self._declare_wait(step, force=False)
+        try:
+            await publish()
+        except PublishError:  # unroutable: the wait queue expired behind our back
+            await self._declare_wait(step, force=True)
+            await publish()
+        return step
+
+    def _check_soon(self, step: int) -> None:
+        """Check the wait queue of ``step`` in the background, once at a time."""
+        if step not in self._checks and not self._closed:
+            check = asyncio.create_task(self._check_wait(step), name=f"nerve-amqp-check:{step}")
+            self._checks[step] = check
+            check.add_done_callback(lambda _: self._checks.pop(step, None))
+
+    async def _check_wait(self, step: int) -> None:
+        """A wait queue left a retry unconfirmed: delete it if it has no leader.
+
+        Asked on a connection of its own (one that never published, so a memory alarm
+        that blocks publishers does not block it), a queue that answers a ``basic.get``
+        is sound (the broker was only slow) and stays. One that does not answer is a
+        quorum queue that came back from a crash without its Raft registration
+        (:data:`WAIT_REGISTERED`): nothing it holds can come out, and nothing in it was
+        acknowledged on the strength of it, since a retry's original is held until its
+        wait queue is registered. It is deleted, and the next retry declares it anew.
+        """
+        name = WAIT_NAME.format(prefix=self.prefix, ms=step)
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self._check_wait_within(step, name)
+        except (TimeoutError, *CLIENT_ERRORS):
+            log.warning("could not check wait queue %s at %s", name, self._where, exc_info=True)
+
+    async def _check_wait_within(self, step: int, name: str) -> None:
+        connection = await aio_pika.connect(self._client_url, timeout=10)
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                async with asyncio.timeout(REQUEUE_CONFIRM):
+                    queue = await channel.get_queue(name, ensure=False)
+                    message = await queue.get(fail=False)
+                if message is not None:
+                    await message.nack(requeue=True)
+                return  # it answers: sound
+            except TimeoutError:
+                pass
+            log.error(
+                "RabbitMQ at %s: wait queue %s does not answer: a quorum queue declared just "
+                "before the broker crashed comes back without a leader (RabbitMQ 3.10, "
+                "rabbitmq-server #10070); deleting it, the next retry declares it again",
+                self._where,
+                name,
+            )
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.queue_delete(name)
+            self._waits.pop(step, None)
+            self._waits_made.pop(step, None)
+        finally:
+            with suppress(*CLIENT_ERRORS):
+                await connection.close()
 
     async def _declare_wait(self, step: int, *, force: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -628,6 +715,8 @@ class AmqpTransport(Transport):
         )
         await queue.bind(self.delay_name, "", arguments={"x-match": "all", DELAY_HEADER: str(step)})
         self._waits[step] = loop.time()
+        if force or step not in self._waits_made:  # it may be new: not registered yet
+            self._waits_made[step] = loop.time()
 
     # idleness
 

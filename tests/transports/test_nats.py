@@ -5,6 +5,7 @@ broker (its stream, and with it the consumers)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import signal
@@ -20,6 +21,7 @@ import nats.js.errors
 import pytest
 
 from nerve import (
+    Backoff,
     ConfigurationError,
     Event,
     EventBus,
@@ -29,6 +31,7 @@ from nerve import (
 )
 from nerve.transports import transport_from_url
 from nerve.transports.nats import (
+    MSG_ID_HEADER,
     NatsDelivery,
     NatsTransport,
     consumer_name,
@@ -36,7 +39,8 @@ from nerve.transports.nats import (
     nats_options,
     stream_name,
 )
-from tests.conftest import FAST, eventually
+from tests.conftest import eventually
+from tests.whereabouts import Found, unhandled
 
 NATS_SERVER = "/usr/sbin/nats-server"
 URL = "nats://127.0.0.1:4222"
@@ -311,10 +315,51 @@ def kill(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=10)
 
 
+async def nats_whereabouts(
+    url: str, transport: NatsTransport, subscription: str, wanted: set[str]
+) -> Found:
+    """Where events are in JetStream and in ``transport``: in the stream at or below the
+    subscription consumer's ack floor (acknowledged) or above it (not yet delivered, or
+    delivered and unacknowledged: a retry waiting for its delay is one), or taken by the
+    transport and not settled."""
+    places: dict[str, set[str]] = {
+        "taken by the worker's transport, unsettled": {
+            d.event.event_id for d in transport._in_flight
+        },
+    }
+    client_url, options = nats_options(url)
+    stream = stream_name(options["prefix"])
+    client = await nats.connect(client_url, max_reconnect_attempts=0, error_cb=_quiet)
+    try:
+        js = client.jetstream(timeout=5)
+        info = await js.consumer_info(stream, consumer_name(subscription))
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        notes = [
+            f"consumer {info.name}: ack floor {floor}, {info.num_pending} not yet delivered, "
+            f"{info.num_ack_pending} unacknowledged, {info.num_redelivered} redelivered"
+        ]
+        state = (await js.stream_info(stream)).state
+        above: set[str] = set()
+        acked: set[str] = set()
+        for seq in range(state.first_seq, state.last_seq + 1):
+            try:
+                message = await js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            event_id = (message.headers or {}).get(MSG_ID_HEADER, "")
+            (above if seq > floor else acked).add(event_id)
+        places["in the stream, above the consumer's ack floor"] = above
+        places["in the stream, acknowledged by the consumer"] = acked
+    finally:
+        await client.close()
+    return places, notes
+
+
 @pytest.mark.timeout(120)
 async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
-    """nats-server is SIGKILLed mid-stream and started again on its store: every event
-    whose publish returned is handled, by the same bus, which reconnects on its own."""
+    """nats-server is SIGKILLed mid-stream, with retries waiting for their delay, and
+    started again on its store: every event whose publish returned is handled, by the
+    same bus, which reconnects on its own."""
     port, store = free_port(), tmp_path / "jetstream"
     server = start_server(port, store)
     try:
@@ -325,10 +370,15 @@ async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
         )
         bus = EventBus(url, settings=Settings(shutdown_grace=2.0))
         handled: set[str] = set()
+        failed_once: set[str] = set()
 
-        @bus.on("job.#", name="job", concurrency=4, backoff=FAST)
+        @bus.on("job.#", name="job", concurrency=4, backoff=Backoff(initial=0.2, jitter=0.0))
         async def job(event: Event) -> None:
             await asyncio.sleep(0.01)  # slower than publishing: a backlog at the kill
+            # Every fifth event fails once, so that retries are waiting at the kill.
+            if event.payload["n"] % 5 == 0 and event.event_id not in failed_once:
+                failed_once.add(event.event_id)
+                raise RuntimeError("first attempt fails")
             handled.add(event.event_id)
 
         accepted: list[str] = []
@@ -336,10 +386,19 @@ async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
         async def publish_until(count: int) -> None:
             while len(accepted) < count:
                 try:
-                    event = await bus.publish(Event(event_type="job.run"))
+                    event = await bus.publish(
+                        Event(event_type="job.run", payload={"n": len(accepted)})
+                    )
                 except TransportError:
                     continue  # not accepted: the caller knows, and may publish it again
                 accepted.append(event.event_id)
+
+        transport = bus.transport
+        assert isinstance(transport, NatsTransport)
+
+        async def explain() -> str:
+            look = functools.partial(nats_whereabouts, url, transport, "job")
+            return await unhandled(bus, "job", accepted, handled, look)
 
         async with bus:
             await publish_until(300)
@@ -348,12 +407,14 @@ async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
             publishing = asyncio.create_task(publish_until(600))
             kill(server)  # mid-stream: publishes and deliveries in flight
             unhandled_at_kill = len(set(accepted) - handled)
+            retrying_at_kill = len(failed_once - handled)
             server = start_server(port, store)
             await wait_ready(port)
             await asyncio.wait_for(publishing, 30)
-            await eventually(lambda: handled >= set(accepted), timeout=30)
+            await eventually(lambda: handled >= set(accepted), timeout=30, explain=explain)
         assert len(accepted) == 600
         assert handled >= set(accepted)
         assert unhandled_at_kill > 0  # events the broker had to keep on disk
+        assert retrying_at_kill > 0  # and retries it had to redeliver after their delay
     finally:
         kill(server)

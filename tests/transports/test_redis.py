@@ -1,18 +1,43 @@
-"""What only the Redis transport has: its URL options, and trimming that keeps unsettled events."""
+"""What only the Redis transport has: its URL options, trimming that keeps unsettled events,
+and a Redis server of our own killed and restarted mid-stream."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import shutil
+import signal
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from nerve import ConfigurationError, Event, EventBus, Settings
+from nerve import (
+    Backoff,
+    ConfigurationError,
+    Event,
+    EventBus,
+    Settings,
+    StoreError,
+    TransportError,
+)
 from nerve.transports import transport_from_url
-from nerve.transports.redis import RedisTransport
-from tests.conftest import drop_redis_keys
+from nerve.transports.redis import (
+    DELAYED_KEY,
+    DIRECT_KEY,
+    EVENTS_KEY,
+    FIELD_EVENT,
+    RedisTransport,
+    redis_options,
+)
+from tests.conftest import drop_redis_keys, eventually
+from tests.whereabouts import Found, unhandled
 
 
 @pytest.fixture
@@ -98,3 +123,194 @@ async def test_more_concurrent_publishes_than_connections_wait_for_one() -> None
         assert handled == {event.event_id for event in published}
     finally:
         drop_redis_keys(url)
+
+
+# a Redis server of our own, killed and restarted
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class Server:
+    """A redis-server of this test's own (the shared one on 6379 must not be killed),
+    persisting every write to its append-only file (``appendfsync everysec``: a SIGKILL
+    of the process loses nothing written, only a power cut would)."""
+
+    def __init__(self, base: Path, server: str) -> None:
+        self.base = base
+        self.server = server
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start (on the same files as before) and wait until it answers PING."""
+        options = {"port": self.port, "bind": "127.0.0.1", "dir": self.base, "save": ""}
+        command = [self.server, "--appendonly", "yes"]
+        for name, value in options.items():
+            command += [f"--{name}", str(value)]
+        with (self.base / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603  # the installed server, our arguments
+                command, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.process.poll() is not None:
+                pytest.fail(f"the test's Redis exited: see {self.base / 'server.log'}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the test's Redis was not up within {timeout}s")
+            time.sleep(0.05)  # polling a port that is not open yet
+
+    def ready(self) -> bool:
+        """PING answered (a server still loading its AOF answers LOADING instead)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(7) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    started = Server(tmp_path, REDIS_SERVER)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.kill()
+
+
+async def redis_whereabouts(
+    url: str, transport: RedisTransport, subscription: str, wanted: set[str]
+) -> Found:
+    """Where events are in Redis and in ``transport``: the events stream (read by the
+    group or not), entries pending in the group, the subscription's delayed set and direct
+    stream, and what the transport took and holds unsettled."""
+    places: dict[str, set[str]] = {
+        "taken by the worker's transport, unsettled": {
+            d.event.event_id for d in transport._in_flight
+        },
+    }
+    notes: list[str] = []
+    client_url, options = redis_options(url)
+    prefix = options["prefix"]
+    events = EVENTS_KEY.format(prefix=prefix)
+    direct = DIRECT_KEY.format(prefix=prefix, name=subscription)
+    delayed = DELAYED_KEY.format(prefix=prefix, name=subscription)
+    async with Redis.from_url(client_url, decode_responses=True) as client:
+        read: Any = client  # replies are str (decode_responses), which redis-py's types omit
+        groups = {g["name"]: g for g in await read.xinfo_groups(events)}
+        group = groups.get(subscription)
+        notes.append(f"group {subscription!r} on {events}: {group}")
+        last_read = group["last-delivered-id"] if group else "0-0"
+        for stream, label in ((events, "the events stream"), (direct, "the direct stream")):
+            by_entry = {
+                entry_id: Event.model_validate_json(fields[FIELD_EVENT]).event_id
+                for entry_id, fields in await read.xrange(stream)
+            }
+            places[f"{label}, not yet read by the group"] = {
+                event_id
+                for entry_id, event_id in by_entry.items()
+                if stream == events and _after(entry_id, last_read)
+            }
+            pending = await read.xpending_range(stream, subscription, "-", "+", 100_000)
+            places[f"{label}, pending in the group"] = {
+                by_entry.get(p["message_id"], "") for p in pending
+            }
+            notes.extend(
+                f"{stream}: {p['message_id']} pending with {p['consumer']}, idle "
+                f"{p['time_since_delivered']} ms, delivered {p['times_delivered']} time(s)"
+                for p in pending[:5]
+                if by_entry.get(p["message_id"]) in wanted
+            )
+        places["the delayed set"] = {
+            Event.model_validate_json(member.split(" ", 1)[1]).event_id
+            for member in await read.zrange(delayed, 0, -1)
+        }
+    return places, notes
+
+
+def _after(entry_id: str, other: str) -> bool:
+    major, minor = (int(part) for part in entry_id.split("-"))
+    other_major, other_minor = (int(part) for part in other.split("-"))
+    return (major, minor) > (other_major, other_minor)
+
+
+@pytest.mark.timeout(180)
+async def test_events_accepted_before_a_server_kill_are_handled_after_its_restart(
+    server: Server,
+) -> None:
+    """Redis (appendonly) is SIGKILLed under load, with retries waiting for their delay and
+    deliveries in flight, and started again on its files: every event whose publish
+    returned is handled by the same worker, which reconnects on its own."""
+    url = f"redis://127.0.0.1:{server.port}/0?prefix=restart&lease=2&block_ms=200"
+    worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
+    handled: set[str] = set()
+    failed_once: set[str] = set()
+
+    @worker.on("job.run", name="job", backoff=Backoff(initial=0.2, jitter=0.0))
+    async def job(event: Event) -> None:
+        # Every fifth event fails once, so that retries are waiting at the kill.
+        if event.payload["n"] % 5 == 0 and event.event_id not in failed_once:
+            failed_once.add(event.event_id)
+            raise RuntimeError("first attempt fails")
+        await asyncio.sleep(0.002)  # some deliveries are in flight at the kill
+        handled.add(event.event_id)
+
+    publisher = EventBus(url)  # its own clients, as another process would have
+    accepted: list[str] = []
+    refused = 0
+    stop = asyncio.Event()
+
+    async def publish_until_stopped() -> None:
+        # Stopped by a flag: redis-py can swallow a cancellation that lands mid-command.
+        nonlocal refused
+        n = 0
+        while not stop.is_set():
+            try:
+                event = await publisher.publish(Event(event_type="job.run", payload={"n": n}))
+            except (TransportError, StoreError):  # caught by the kill: not accepted
+                refused += 1
+                await asyncio.sleep(0.05)
+                continue
+            accepted.append(event.event_id)  # publish returned: Redis has it
+            n += 1
+
+    transport = worker.transport
+    assert isinstance(transport, RedisTransport)
+
+    async def explain() -> str:
+        look = functools.partial(redis_whereabouts, url, transport, "job")
+        return await unhandled(worker, "job", accepted, handled, look)
+
+    await worker.start()
+    publishing = asyncio.create_task(publish_until_stopped())
+    try:
+        await eventually(lambda: len(accepted) >= 500 and len(handled) >= 100, timeout=30)
+        await asyncio.to_thread(server.kill)
+        before_kill = len(accepted)
+        unhandled_at_kill = len(set(accepted) - handled)
+        await asyncio.to_thread(server.start)  # the same files: a restart
+        await eventually(lambda: len(accepted) >= before_kill + 200, timeout=60)
+    finally:
+        stop.set()
+        await asyncio.gather(publishing, return_exceptions=True)
+        await publisher.stop()
+    try:
+        await eventually(lambda: handled >= set(accepted), timeout=60, explain=explain)
+        await worker.join(timeout=20)  # and nothing is left unsettled
+    finally:
+        await worker.stop()
+    assert unhandled_at_kill > 0  # events Redis had to keep in its file
+    assert refused > 0  # the kill was felt by the publisher, which went on after it
+    assert handled >= set(accepted)
