@@ -36,7 +36,12 @@ per wait queue keeps the queue first-in first-out in expiry order (per-message T
 expires at the head). The steps are 1, 1.5, 2, 3, 5 and 7 times powers of ten
 milliseconds, from 10 ms up to a day; a delay is rounded to the nearest (within about 20%)
 and one under 5 ms skips the wait queue. Wait queues delete themselves (``x-expires``)
-once unused for their TTL plus 5 minutes.
+once unused for their TTL plus 5 minutes. RabbitMQ 3.10 writes a new quorum queue's Raft
+registration to disk up to half a second late, and a queue declared just before a crash
+comes back without a leader, holding what it had and confirming nothing: so a retry's
+original is held until its wait queue is :data:`WAIT_REGISTERED` seconds old (here), a
+re-publish is confirmed within :data:`REQUEUE_CONFIRM` seconds or handed back, and a
+wait queue that then does not answer is deleted and declared anew.
 
 The attempt number is the ``nerve-attempt`` header of a re-published retry (1 if absent)
 plus the quorum queue's ``x-delivery-count``: a delivery returned to the queue (its
