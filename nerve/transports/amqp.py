@@ -158,7 +158,8 @@ PUBLISH_CHUNK: Final = 1000
 #: declared just before the node crashes comes back without a leader, holding what it had
 #: and never confirming a publish (measured: lost at 0.3 and 0.5 s, kept at 1.5 s; see
 #: rabbitmq-server #10070). A retry parked in a wait queue this process declared less
-#: than this long ago keeps its original delivery unacknowledged until then.
+#: than this long ago keeps its original delivery unacknowledged until then (in the
+#: background: the worker goes on).
 WAIT_REGISTERED: Final = 2.0
 #: A retry's publish not confirmed within this long is given up: the delivery goes back to
 #: its queue, and the wait queue it went to is checked (:meth:`AmqpTransport._check_wait`).
@@ -332,8 +333,9 @@ class AmqpTransport(Transport):
         self._events: AbstractExchange | None = None
         self._subs: dict[str, _Subscription] = {}
         self._waits: dict[int, float] = {}  # wait queue step (ms) -> when declared here
-        self._waits_made: dict[int, float] = {}  # ... -> when first declared here
+        self._waits_made: dict[int, float] = {}  # ... -> when it may have been created
         self._checks: dict[int, asyncio.Task[None]] = {}  # wait queues being checked
+        self._holding: set[asyncio.Task[None]] = set()  # retries' originals held (_requeue)
         self._in_flight: dict[AmqpDelivery, None] = {}  # consumed here, not settled
         self._closed = False
         self._warned_store = False
@@ -393,9 +395,11 @@ class AmqpTransport(Transport):
         self._in_flight.clear()
         self._waits.clear()
         self._waits_made.clear()
-        for check in self._checks.values():
-            check.cancel()
-        await asyncio.gather(*self._checks.values(), return_exceptions=True)
+        # Held originals stay unacknowledged: closing the connection returns them.
+        background = [*self._checks.values(), *self._holding]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         self._checks.clear()
         connection, self._connection = self._connection, None
         self._control = self._stats = self._publisher = self._events = None
@@ -618,10 +622,22 @@ class AmqpTransport(Transport):
                     await _unless_lost(channel, delivery.message.nack(requeue=True))
             raise
         if step is not None:
-            # Its copy may sit in a queue the broker would not bring back from a crash yet.
             made = self._waits_made.get(step, -math.inf)
-            await asyncio.sleep(made + WAIT_REGISTERED - asyncio.get_running_loop().time())
+            hold = made + WAIT_REGISTERED - asyncio.get_running_loop().time()
+            if hold > 0:  # its copy is in a queue a crash could still take with it
+                task = asyncio.create_task(self._settle_after(delivery, hold))
+                self._holding.add(task)
+                task.add_done_callback(self._holding.discard)
+                return
         await self._settle(delivery)
+
+    async def _settle_after(self, delivery: AmqpDelivery, delay: float) -> None:
+        """Acknowledge a retry's original once its wait queue is registered."""
+        await asyncio.sleep(delay)
+        try:
+            await self._settle(delivery)
+        except TransportError as exc:  # its connection is lost: the broker has it back
+            log.debug("could not acknowledge %s: %s", delivery.event.event_id, exc)
 
     async def _publish_delayed(self, message: aio_pika.Message, queue: str, delay: float) -> int:
         """Publish a retry to the wait queue of the step nearest ``delay``; return the step."""
@@ -704,6 +720,10 @@ class AmqpTransport(Transport):
         loop = asyncio.get_running_loop()
         if not force and loop.time() - self._waits.get(step, -math.inf) < WAIT_REDECLARE:
             return
+        # This declaration may create the queue (not registered on disk yet): the first
+        # here, a forced one, or one after a pause long enough for it to have expired.
+        expiry = (step + WAIT_EXPIRES_MARGIN_MS) / 1000
+        new = force or loop.time() - self._waits.get(step, -math.inf) > expiry
         control = self._channel(self._control)
         queue = await control.declare_queue(
             WAIT_NAME.format(prefix=self.prefix, ms=step),
@@ -720,7 +740,7 @@ class AmqpTransport(Transport):
         )
         await queue.bind(self.delay_name, "", arguments={"x-match": "all", DELAY_HEADER: str(step)})
         self._waits[step] = loop.time()
-        if force or step not in self._waits_made:  # it may be new: not registered yet
+        if new:
             self._waits_made[step] = loop.time()
 
     # idleness
