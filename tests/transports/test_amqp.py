@@ -8,7 +8,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -43,6 +42,7 @@ from nerve.transports.amqp import (
 )
 from nerve.transports.base import Delivery
 from tests.conftest import eventually
+from tests.servers import answers, free_ports, wait_up
 from tests.whereabouts import Found, unhandled
 
 #: rabbitmqctl lists the queues (AMQP cannot); without it only the fixed names go.
@@ -392,30 +392,20 @@ class Node:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the node (on the same data as before) and wait until it speaks AMQP."""
-        with (self.base / "server.log").open("ab") as log:
+        with (self.base / "server.log").open("ab") as output:
             self.process = subprocess.Popen(  # noqa: S603  # the installed server script
                 [self.server],
                 env=self.env,
-                stdout=log,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as one
             )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.process.poll() is not None:
-                pytest.fail(f"the test's RabbitMQ node exited: see {self.base / 'server.log'}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the test's RabbitMQ node was not up within {timeout}s")
-            time.sleep(0.1)  # polling a port that is not open yet
+        log = self.base / "server.log"
+        wait_up(self.process, self.ready, "the test's RabbitMQ node", log, timeout=timeout)
 
     def ready(self) -> bool:
         """An AMQP protocol header gets a method frame back (connection.start)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(AMQP_HEADER)
-                return sock.recv(1) == b"\x01"
-        except OSError:
-            return False
+        return answers(self.port, AMQP_HEADER, b"\x01")
 
     def stop(self) -> None:
         """Stop the node cleanly (SIGTERM: RabbitMQ shuts down in order)."""
@@ -447,17 +437,6 @@ def group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

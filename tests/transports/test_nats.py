@@ -40,6 +40,7 @@ from nerve.transports.nats import (
     stream_name,
 )
 from tests.conftest import eventually
+from tests.servers import free_ports
 from tests.whereabouts import Found, unhandled
 
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -268,12 +269,6 @@ async def take(transport: NatsTransport, subscription: str, n: int) -> list[Nats
 # a broker restart
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(port: int, store: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603  # the packaged nats-server, our own arguments
         [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
@@ -360,7 +355,7 @@ async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
     """nats-server is SIGKILLed mid-stream, with retries waiting for their delay, and
     started again on its store: every event whose publish returned is handled, by the
     same bus, which reconnects on its own."""
-    port, store = free_port(), tmp_path / "jetstream"
+    port, store = free_ports(1)[0], tmp_path / "jetstream"
     server = start_server(port, store)
     try:
         await wait_ready(port)

@@ -7,9 +7,7 @@ import asyncio
 import functools
 import shutil
 import signal
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from nerve.transports.redis import (
     redis_options,
 )
 from tests.conftest import drop_redis_keys, eventually
+from tests.servers import answers, free_ports, wait_up
 from tests.whereabouts import Found, unhandled
 
 
@@ -138,9 +137,7 @@ class Server:
     def __init__(self, base: Path, server: str) -> None:
         self.base = base
         self.server = server
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -149,26 +146,16 @@ class Server:
         command = [self.server, "--appendonly", "yes"]
         for name, value in options.items():
             command += [f"--{name}", str(value)]
-        with (self.base / "server.log").open("ab") as log:
+        with (self.base / "server.log").open("ab") as output:
             self.process = subprocess.Popen(  # noqa: S603  # the installed server, our arguments
-                command, stdout=log, stderr=subprocess.STDOUT
+                command, stdout=output, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.process.poll() is not None:
-                pytest.fail(f"the test's Redis exited: see {self.base / 'server.log'}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the test's Redis was not up within {timeout}s")
-            time.sleep(0.05)  # polling a port that is not open yet
+        log = self.base / "server.log"
+        wait_up(self.process, self.ready, "the test's Redis", log, timeout=timeout)
 
     def ready(self) -> bool:
         """PING answered (a server still loading its AOF answers LOADING instead)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(7) == b"+PONG\r\n"
-        except OSError:
-            return False
+        return answers(self.port, b"PING\r\n", b"+PONG\r\n")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
