@@ -40,8 +40,9 @@ once unused for their TTL plus 5 minutes. RabbitMQ 3.10 writes a new quorum queu
 registration to disk up to half a second late, and a queue declared just before a crash
 comes back without a leader, holding what it had and confirming nothing: so a retry's
 original is held until its wait queue is :data:`WAIT_REGISTERED` seconds old (here), a
-re-publish is confirmed within :data:`REQUEUE_CONFIRM` seconds or handed back, and a
-wait queue that then does not answer is deleted and declared anew.
+re-publish not confirmed within :data:`REQUEUE_CONFIRM` seconds has its wait queue
+checked: one that does not answer is deleted (declared anew by the next retry) and the
+delivery handed back; a sound one (a memory alarm) is waited for, spending no attempt.
 
 The attempt number is the ``nerve-attempt`` header of a re-published retry (1 if absent)
 plus the quorum queue's ``x-delivery-count``: a delivery returned to the queue (its
@@ -161,8 +162,10 @@ PUBLISH_CHUNK: Final = 1000
 #: than this long ago keeps its original delivery unacknowledged until then (in the
 #: background: the worker goes on).
 WAIT_REGISTERED: Final = 2.0
-#: A retry's publish not confirmed within this long is given up: the delivery goes back to
-#: its queue, and the wait queue it went to is checked (:meth:`AmqpTransport._check_wait`).
+#: A retry's publish to a wait queue not confirmed within this long has the queue checked
+#: (:meth:`AmqpTransport._check_wait`): one without a leader is deleted and the delivery
+#: handed back; a sound one (a memory alarm blocks publishers) is waited for, and checked
+#: again after as long. Also how long the check waits for the queue's answer.
 REQUEUE_CONFIRM: Final = 5.0
 #: The longest a wait queue's check takes (connecting, asking, deleting).
 CHECK_TIMEOUT: Final = 30.0
@@ -334,7 +337,7 @@ class AmqpTransport(Transport):
         self._subs: dict[str, _Subscription] = {}
         self._waits: dict[int, float] = {}  # wait queue step (ms) -> when declared here
         self._waits_made: dict[int, float] = {}  # ... -> when it may have been created
-        self._checks: dict[int, asyncio.Task[None]] = {}  # wait queues being checked
+        self._checks: dict[int, asyncio.Task[bool]] = {}  # wait queues being checked
         self._holding: set[asyncio.Task[None]] = set()  # retries' originals held (_requeue)
         self._in_flight: dict[AmqpDelivery, None] = {}  # consumed here, not settled
         self._closed = False
@@ -396,7 +399,7 @@ class AmqpTransport(Transport):
         self._waits.clear()
         self._waits_made.clear()
         # Held originals stay unacknowledged: closing the connection returns them.
-        background = [*self._checks.values(), *self._holding]
+        background: list[asyncio.Task[Any]] = [*self._checks.values(), *self._holding]
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -606,10 +609,9 @@ class AmqpTransport(Transport):
         try:
             with self._translate(f"requeueing {delivery.event.event_id}"):
                 if delay < MIN_DELAY:
-                    async with asyncio.timeout(REQUEUE_CONFIRM):
-                        await self._channel(self._publisher).default_exchange.publish(
-                            message, routing_key=sub.queue, mandatory=True
-                        )
+                    await self._channel(self._publisher).default_exchange.publish(
+                        message, routing_key=sub.queue, mandatory=True
+                    )
                 else:
                     step = await self._publish_delayed(message, sub.queue, delay)
         except Exception:
@@ -648,12 +650,21 @@ class AmqpTransport(Transport):
         exchange = await self._channel(self._publisher).get_exchange(self.delay_name, ensure=False)
 
         async def publish() -> None:
+            sending = asyncio.ensure_future(
+                exchange.publish(message, routing_key=queue, mandatory=True)
+            )
             try:
-                async with asyncio.timeout(REQUEUE_CONFIRM):
-                    await exchange.publish(message, routing_key=queue, mandatory=True)
-            except TimeoutError:
-                self._check_soon(step)
-                raise
+                # Slow to confirm: a broker under a memory alarm (wait, spending no
+                # attempt), or a wait queue without a leader (never: hand the event back).
+                while not (await asyncio.wait({sending}, timeout=REQUEUE_CONFIRM))[0]:
+                    if await asyncio.shield(self._check(step)):
+                        raise TransportError(
+                            f"RabbitMQ at {self._where}: wait queue {step} ms had no leader"
+                        )
+                sending.result()
+            finally:
+                sending.cancel()  # if it is still on its way; its outcome is read either way
+                await asyncio.gather(sending, return_exceptions=True)
 
         await self._declare_wait(step, force=False)
         try:
@@ -663,15 +674,18 @@ class AmqpTransport(Transport):
             await publish()
         return step
 
-    def _check_soon(self, step: int) -> None:
-        """Check the wait queue of ``step`` in the background, once at a time."""
-        if step not in self._checks and not self._closed:
+    def _check(self, step: int) -> asyncio.Task[bool]:
+        """The check of the wait queue of ``step``: one at a time, shared by its callers."""
+        check = self._checks.get(step)
+        if check is None:
             check = asyncio.create_task(self._check_wait(step), name=f"nerve-amqp-check:{step}")
             self._checks[step] = check
             check.add_done_callback(lambda _: self._checks.pop(step, None))
+        return check
 
-    async def _check_wait(self, step: int) -> None:
-        """A wait queue left a retry unconfirmed: delete it if it has no leader.
+    async def _check_wait(self, step: int) -> bool:
+        """A wait queue left a retry unconfirmed: delete it (and return True) if it has no
+        leader.
 
         Asked on a connection of its own (one that never published, so a memory alarm
         that blocks publishers does not block it), a queue that answers a ``basic.get``
@@ -684,11 +698,12 @@ class AmqpTransport(Transport):
         name = WAIT_NAME.format(prefix=self.prefix, ms=step)
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                await self._check_wait_within(step, name)
+                return await self._check_wait_within(step, name)
         except (TimeoutError, *CLIENT_ERRORS):
             log.warning("could not check wait queue %s at %s", name, self._where, exc_info=True)
+            return False
 
-    async def _check_wait_within(self, step: int, name: str) -> None:
+    async def _check_wait_within(self, step: int, name: str) -> bool:
         connection = await aio_pika.connect(self._client_url, timeout=10)
         try:
             channel = await connection.channel(publisher_confirms=False)
@@ -696,11 +711,16 @@ class AmqpTransport(Transport):
                 async with asyncio.timeout(REQUEUE_CONFIRM):
                     queue = await channel.get_queue(name, ensure=False)
                     message = await queue.get(fail=False)
+            except TimeoutError:
+                pass  # no leader: below
+            except ChannelNotFoundEntity:  # deleted by an earlier check: nothing will confirm
+                self._waits.pop(step, None)
+                self._waits_made.pop(step, None)
+                return True
+            else:
                 if message is not None:
                     await message.nack(requeue=True)
-                return  # it answers: sound
-            except TimeoutError:
-                pass
+                return False  # it answers: sound
             log.error(
                 "RabbitMQ at %s: wait queue %s does not answer: a quorum queue declared just "
                 "before the broker crashed comes back without a leader (RabbitMQ 3.10, "
@@ -712,6 +732,7 @@ class AmqpTransport(Transport):
             await channel.queue_delete(name)
             self._waits.pop(step, None)
             self._waits_made.pop(step, None)
+            return True
         finally:
             with suppress(*CLIENT_ERRORS):
                 await connection.close()
