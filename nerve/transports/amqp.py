@@ -165,10 +165,13 @@ WAIT_REGISTERED: Final = 2.0
 #: A retry's publish to a wait queue not confirmed within this long has the queue checked
 #: (:meth:`AmqpTransport._check_wait`): one without a leader is deleted and the delivery
 #: handed back; a sound one (a memory alarm blocks publishers) is waited for, and checked
-#: again after as long. Also how long the check waits for the queue's answer.
+#: again after as long.
 REQUEUE_CONFIRM: Final = 5.0
+#: How long the check waits for a wait queue's answer before it takes the queue for one
+#: without a leader: long, since deleting a sound one would lose the retries it holds.
+CHECK_ANSWER: Final = 30.0
 #: The longest a wait queue's check takes (connecting, asking, deleting).
-CHECK_TIMEOUT: Final = 30.0
+CHECK_TIMEOUT: Final = 60.0
 #: wait_idle polls this often, and wants this many idle looks in a row: a message between
 #: two places (dead-lettered from a wait queue, or pushed to a consumer but not yet read)
 #: is counted by neither for a moment.
@@ -708,7 +711,7 @@ class AmqpTransport(Transport):
         try:
             channel = await connection.channel(publisher_confirms=False)
             try:
-                async with asyncio.timeout(REQUEUE_CONFIRM):
+                async with asyncio.timeout(CHECK_ANSWER):
                     queue = await channel.get_queue(name, ensure=False)
                     message = await queue.get(fail=False)
             except TimeoutError:

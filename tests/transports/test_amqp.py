@@ -31,6 +31,7 @@ from nerve import (
     SubscriptionError,
     TransportError,
 )
+from nerve.transports import amqp as amqp_transport
 from nerve.transports.amqp import (
     DEFAULT_DELIVERY_LIMIT,
     DELAY_STEPS_MS,
@@ -117,9 +118,9 @@ async def connect(url: str) -> AsyncIterator[Callable[..., Awaitable[AmqpTranspo
 Connect = Callable[..., Awaitable[AmqpTransport]]
 
 
-async def message_count(queue: str) -> int | None:
+async def message_count(queue: str, port: int = 5672) -> int | None:
     """Ready messages in ``queue`` (None: there is no such queue), asked over AMQP."""
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{port}/")
     try:
         channel = await connection.channel()
         try:
@@ -415,6 +416,14 @@ class Node:
         """SIGKILL the whole node (beam and its helpers), as a crash or power cut would."""
         self._signal(signal.SIGKILL, timeout=30)
 
+    def ctl(self, *args: str) -> None:
+        """Run ``rabbitmqctl`` against this node (its name and cookie)."""
+        ctl = Path(self.server).with_name("rabbitmqctl")  # not /usr/sbin's: it switches user
+        name = self.env["RABBITMQ_NODENAME"]
+        subprocess.run(  # noqa: S603  # the installed script, our own node's name
+            [str(ctl), "-n", name, *args], env=self.env, check=True, capture_output=True, timeout=60
+        )
+
     def _signal(self, sig: signal.Signals, timeout: float) -> None:
         if self.process is None:
             return
@@ -594,7 +603,7 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
 
 @pytest.mark.timeout(180)
 async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_restart(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wait queue declared less than half a second before RabbitMQ is killed comes back
     without a leader: what it holds never comes out and a publish to it is never
@@ -614,6 +623,9 @@ async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_re
             raise RuntimeError("first attempt fails")
         handled.add(event.event_id)
 
+    # The queue is leaderless by construction: no need to wait the 30 s that keep a slow
+    # broker's sound queue from being taken for one.
+    monkeypatch.setattr(amqp_transport, "CHECK_ANSWER", 5.0)
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
     worker.subscribe("job.run", job, name="job", backoff=Backoff(initial=0.2, jitter=0.0))
     await declared_before_a_crash(worker, node)
@@ -650,6 +662,47 @@ async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_re
         await worker.stop()
     assert len(accepted) == 40
     assert handled >= set(accepted)
+
+
+@pytest.mark.timeout(120)
+async def test_a_retry_under_a_memory_alarm_waits_for_it_and_spends_no_attempt(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A memory alarm blocks publishers, so a retry's re-publish is not confirmed: its wait
+    queue answers the check (on a connection that never publishes), and the retry waits
+    for the alarm to end, neither handed back (an attempt spent every few seconds) nor its
+    wait queue deleted."""
+    monkeypatch.setattr(amqp_transport, "REQUEUE_CONFIRM", 0.5)  # check early and often
+    transport = AmqpTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=alarm")
+    checked: list[bool] = []
+    check = transport._check_wait
+
+    async def counted(step: int) -> bool:
+        checked.append(await check(step))
+        return checked[-1]
+
+    monkeypatch.setattr(transport, "_check_wait", counted)
+    await transport.connect()
+    try:
+        await transport.declare("s", "job.run", start_from="earliest")
+        await transport.publish(Event(event_type="job.run"))
+        await (await receive_one(transport, "s")).nack(0.2)  # declares the wait queue
+        retried = await receive_one(transport, "s")
+        assert retried.attempt == 2
+        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.000001")
+        nacking = asyncio.create_task(retried.nack(0.2))
+        await eventually(lambda: len(checked) >= 2, timeout=60)
+        assert checked == [False] * len(checked)  # sound, each time
+        assert not nacking.done()  # waiting for the alarm to end, not handed back
+        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
+        await asyncio.wait_for(nacking, 30)
+        again = await receive_one(transport, "s")
+        assert again.attempt == 3  # the retry, and nothing spent while the alarm lasted
+        await again.ack()
+        wait_queue = f"alarm.wait.{delay_step_ms(0.2)}"
+        assert await message_count(wait_queue, node.port) == 0  # still there: not deleted
+    finally:
+        await transport.close()
 
 
 @pytest.mark.timeout(120)
