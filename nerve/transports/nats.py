@@ -101,7 +101,7 @@ from nerve.exceptions import BusClosed, ConfigurationError, SubscriptionError, T
 from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
-from nerve.transports.base import Delivery, Transport
+from nerve.transports.base import Delivery, Transport, raise_if_cancelled
 from nerve.transports.options import integer_option, number_option
 
 log = logging.getLogger("nerve")
@@ -458,6 +458,7 @@ class NatsTransport(Transport):
             await js.publish(
                 subject, body, timeout=self.publish_timeout, stream=self.stream, headers=headers
             )
+        raise_if_cancelled()
 
     async def publish_many(
         self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
@@ -479,16 +480,15 @@ class NatsTransport(Transport):
                     for event in events
                 ]
                 await asyncio.gather(*acks)
+        raise_if_cancelled()
 
     # receiving
 
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         sub = self._subs[subscription]
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
         while not self._closed:
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError  # never swallowed, whatever the client does
+            raise_if_cancelled()  # never swallowed, whatever the client does
             sub.arrived.clear()  # before looking: an arrival from now on wakes us
             if sub.backlog:
                 n = min(max_items, len(sub.backlog))

@@ -42,8 +42,8 @@ an unprocessed one never does. A consumer group nobody reads any more (a subscri
 removed from the code) holds trimming back: delete it with ``XGROUP DESTROY``.
 ``publish`` never waits: Redis holds the pending work, so ``timeout`` and ``bounded``
 are accepted and ignored. A cancellation that redis-py swallows mid-command is raised
-again once the command returns (``publish``, ``publish_many``, ``receive``). Keys of one subscription live in different hash slots: Redis
-Cluster is not supported.
+again once the command returns (``publish``, ``publish_many``, ``receive``). Keys of one
+subscription live in different hash slots: Redis Cluster is not supported.
 
 URL options (query string): ``prefix`` (key prefix), ``block_ms`` (longest XREADGROUP
 block, default 1000), ``lease`` (seconds, default 30), ``claim_interval`` (seconds,
@@ -80,7 +80,7 @@ from nerve.exceptions import BusClosed, SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
-from nerve.transports.base import Delivery, Transport
+from nerve.transports.base import Delivery, Transport, raise_if_cancelled
 from nerve.transports.options import number_option, split_options
 
 log = logging.getLogger("nerve")
@@ -298,20 +298,6 @@ def redis_client(url: str, **options: Any) -> Redis:
     return Redis.from_pool(pool)
 
 
-def _raise_if_cancelled() -> None:
-    """Raise the cancellation redis-py swallowed, if it did.
-
-    redis-py can swallow a cancellation that lands while a command is under way
-    (redis/redis-py#2028; measured with redis-py 8.1: 155 of 200 cancellations of a task
-    publishing in a loop were lost, and the task went on). The task still counts it
-    (``cancelling()``), so it is raised after the command: a cancelled publish, receive or
-    ``asyncio.timeout`` ends as it should.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -527,13 +513,13 @@ class RedisTransport(Transport):
                 await client.xadd(
                     self.events_key, {FIELD_TYPE: event.event_type, FIELD_EVENT: body}
                 )
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 return
             direct = DIRECT_KEY.format(prefix=self.prefix, name=subscription)
             if subscription not in self._subs and not await client.exists(direct):
                 raise SubscriptionError(f"no subscription named {subscription!r} in {self._where}")
             await client.xadd(direct, {FIELD_ATTEMPT: "1", FIELD_EVENT: body})
-        _raise_if_cancelled()
+        raise_if_cancelled()
 
     async def publish_many(
         self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
@@ -548,7 +534,7 @@ class RedisTransport(Transport):
                     args.append(event.event_type)
                     args.append(event.model_dump_json())
                 await self._publish_script(keys=[self.events_key], args=args, client=client)
-                _raise_if_cancelled()
+                raise_if_cancelled()
 
     # receiving
 
@@ -556,7 +542,7 @@ class RedisTransport(Transport):
         sub = self._subs[subscription]
         loop = asyncio.get_running_loop()
         while not self._closed:
-            _raise_if_cancelled()  # or stop() waits for ever
+            raise_if_cancelled()  # or stop() waits for ever
             if sub.backlog:
                 n = min(max_items, len(sub.backlog))
                 return [sub.backlog.popleft() for _ in range(n)]

