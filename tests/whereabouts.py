@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
-from nerve import EventBus
+from nerve import Event, EventBus
 
 #: What a test's ``look`` returns: place -> the event ids found there (wanted or not),
 #: and notes about the broker (a queue that does not answer, a consumer count...).
@@ -79,3 +79,36 @@ async def unhandled(
         *(f"note: {note}" for note in notes),
     ]
     return "\n".join(lines)
+
+
+class Workload:
+    """A restart test's traffic: events numbered from 0, every fifth failing its first
+    attempt (so that retries are on their way at a kill), and what became of them."""
+
+    def __init__(self, work: float = 0.0) -> None:
+        self.work = work  # seconds a handler takes: some deliveries are in flight at a kill
+        self.accepted: list[str] = []  # publish returned: the broker has them
+        self.refused = 0  # publishes the kill caught (not accepted)
+        self.handled: set[str] = set()
+        self.failed_once: set[str] = set()
+
+    async def handle(self, event: Event) -> None:
+        if event.payload["n"] % 5 == 0 and event.event_id not in self.failed_once:
+            self.failed_once.add(event.event_id)
+            raise RuntimeError("first attempt fails")
+        if self.work:
+            await asyncio.sleep(self.work)
+        self.handled.add(event.event_id)
+
+    async def publish_forever(self, bus: EventBus, refused_by: tuple[type[Exception], ...]) -> None:
+        """Publish ``job.run`` events until cancelled; one refused is published again."""
+        n = 0
+        while True:
+            try:
+                event = await bus.publish(Event(event_type="job.run", payload={"n": n}))
+            except refused_by:  # caught by the kill: not accepted, the caller tries again
+                self.refused += 1
+                await asyncio.sleep(0.05)
+                continue
+            self.accepted.append(event.event_id)
+            n += 1

@@ -44,7 +44,7 @@ from nerve.transports.amqp import (
 from nerve.transports.base import Delivery
 from tests.conftest import eventually
 from tests.servers import answers, free_ports, wait_up
-from tests.whereabouts import Found, unhandled
+from tests.whereabouts import Found, Workload, unhandled
 
 #: rabbitmqctl lists the queues (AMQP cannot); without it only the fixed names go.
 RABBITMQCTL = shutil.which("rabbitmqctl")
@@ -536,41 +536,18 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
         f"&store=sqlite:///{tmp_path}/store.db"
     )
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
-    handled: set[str] = set()
-    failed_once: set[str] = set()
+    load = Workload()
     retrying = Backoff(initial=0.2, jitter=0.0)  # through the TTL wait queues
-
-    @worker.on("job.run", name="job", backoff=retrying)
-    async def job(event: Event) -> None:
-        # Every fifth event fails once, so that retries are on their way at the kill.
-        if event.payload["n"] % 5 == 0 and event.event_id not in failed_once:
-            failed_once.add(event.event_id)
-            raise RuntimeError("first attempt fails")
-        handled.add(event.event_id)
-
+    worker.subscribe("job.run", load.handle, name="job", backoff=retrying)
     publisher = EventBus(url)  # its own connection, as another process would have
-    accepted: list[str] = []
-    refused = 0
-
-    async def publish_forever() -> None:
-        nonlocal refused
-        n = 0
-        while True:
-            try:
-                event = await publisher.publish(Event(event_type="job.run", payload={"n": n}))
-            except TransportError:  # caught by the kill: not accepted, the caller retries
-                refused += 1
-                await asyncio.sleep(0.1)
-                continue
-            accepted.append(event.event_id)  # publish returned: the broker confirmed it
-            n += 1
+    accepted, handled = load.accepted, load.handled
 
     await declared_before_a_crash(worker, node)
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
-    worker.subscribe("job.run", job, name="job", backoff=retrying)
+    worker.subscribe("job.run", load.handle, name="job", backoff=retrying)
 
     await worker.start()
-    publishing = asyncio.create_task(publish_forever())
+    publishing = asyncio.create_task(load.publish_forever(publisher, (TransportError,)))
     try:
         await eventually(lambda: len(accepted) >= 500 and len(handled) >= 100, timeout=30)
         await asyncio.to_thread(node.kill)

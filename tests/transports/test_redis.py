@@ -36,7 +36,7 @@ from nerve.transports.redis import (
 )
 from tests.conftest import drop_redis_keys, eventually
 from tests.servers import answers, free_ports, wait_up
-from tests.whereabouts import Found, unhandled
+from tests.whereabouts import Found, Workload, unhandled
 
 
 @pytest.fixture
@@ -242,34 +242,10 @@ async def test_events_accepted_before_a_server_kill_are_handled_after_its_restar
     returned is handled by the same worker, which reconnects on its own."""
     url = f"redis://127.0.0.1:{server.port}/0?prefix=restart&lease=2&block_ms=200"
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
-    handled: set[str] = set()
-    failed_once: set[str] = set()
-
-    @worker.on("job.run", name="job", backoff=Backoff(initial=0.2, jitter=0.0))
-    async def job(event: Event) -> None:
-        # Every fifth event fails once, so that retries are waiting at the kill.
-        if event.payload["n"] % 5 == 0 and event.event_id not in failed_once:
-            failed_once.add(event.event_id)
-            raise RuntimeError("first attempt fails")
-        await asyncio.sleep(0.002)  # some deliveries are in flight at the kill
-        handled.add(event.event_id)
-
+    load = Workload(work=0.002)
+    worker.subscribe("job.run", load.handle, name="job", backoff=Backoff(initial=0.2, jitter=0.0))
     publisher = EventBus(url)  # its own clients, as another process would have
-    accepted: list[str] = []
-    refused = 0
-
-    async def publish_forever() -> None:
-        nonlocal refused
-        n = 0
-        while True:
-            try:
-                event = await publisher.publish(Event(event_type="job.run", payload={"n": n}))
-            except (TransportError, StoreError):  # caught by the kill: not accepted
-                refused += 1
-                await asyncio.sleep(0.05)
-                continue
-            accepted.append(event.event_id)  # publish returned: Redis has it
-            n += 1
+    accepted, handled = load.accepted, load.handled
 
     transport = worker.transport
     assert isinstance(transport, RedisTransport)
@@ -279,7 +255,7 @@ async def test_events_accepted_before_a_server_kill_are_handled_after_its_restar
         return await unhandled(worker, "job", accepted, handled, look)
 
     await worker.start()
-    publishing = asyncio.create_task(publish_forever())
+    publishing = asyncio.create_task(load.publish_forever(publisher, (TransportError, StoreError)))
     try:
         await eventually(lambda: len(accepted) >= 500 and len(handled) >= 100, timeout=30)
         await asyncio.to_thread(server.kill)
@@ -297,5 +273,5 @@ async def test_events_accepted_before_a_server_kill_are_handled_after_its_restar
     finally:
         await worker.stop()
     assert unhandled_at_kill > 0  # events Redis had to keep in its file
-    assert refused > 0  # the kill was felt by the publisher, which went on after it
+    assert load.refused > 0  # the kill was felt by the publisher, which went on after it
     assert handled >= set(accepted)
