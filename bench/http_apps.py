@@ -8,7 +8,7 @@ log off), the same server settings for both.
   article's toy bus (:mod:`bench.toy_bus`): ``POST /events?event_type=...`` with the
   payload as the body, ``lifespan`` starting ``bus.start_processing()``. The one addition
   is a counter of accepted events (``+= 1`` after the publish).
-- **nerve**: ``nerve.http.create_app(bus, HttpSettings(api_keys=[...]))`` on
+- **nerve**: ``nerve.http.create_app(bus, HTTPSettings(api_keys=[...]))`` on
   ``memory://`` or ``sqlite:///...``, with validation, auth and metrics on.
 
 Both subscribe the same handler to ``bench.event``: it awaits ``asyncio.sleep(sleep)``
@@ -114,7 +114,7 @@ def seed_app(config: AppConfig) -> FastAPI:
 def nerve_app(config: AppConfig) -> FastAPI:
     """nerve's app with an API key, on ``config.url`` (plus the stats route)."""
     from nerve import EventBus, Settings
-    from nerve.http import HttpSettings, create_app
+    from nerve.http import HTTPSettings, create_app
     from nerve.metrics import Metrics
 
     counts = Counts()
@@ -126,7 +126,7 @@ def nerve_app(config: AppConfig) -> FastAPI:
     )
     metrics = Metrics()
     bus.observe(metrics)
-    settings = HttpSettings(api_keys=[config.api_key], publish_timeout=config.publish_timeout)
+    settings = HTTPSettings(api_keys=[config.api_key], publish_timeout=config.publish_timeout)
     app = create_app(bus, settings, metrics=metrics)
     sample = metrics.registry.get_sample_value
 

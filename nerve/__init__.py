@@ -30,10 +30,11 @@ from nerve.exceptions import (
     ToolNotAllowed,
     TransportError,
 )
-from nerve.history import EventRecord, History, Outcome, TraceNode
+from nerve.history import History
 from nerve.observer import Observer
+from nerve.records import AttemptError, DeadLetter, DeliveryState, EventRecord, Outcome, TraceNode
 from nerve.settings import Settings
-from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
+from nerve.stores.base import Store
 from nerve.subscription import Backoff, Subscription
 from nerve.transports.base import Delivery, Transport
 

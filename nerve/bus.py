@@ -9,18 +9,19 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from nerve import constants
+from nerve import clock, constants
 from nerve.context import _current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
 from nerve.history import History, HistoryRecorder
 from nerve.observer import Observer, Observers, default_observers
+from nerve.records import DeliveryState
 from nerve.routing import matches
 from nerve.settings import Settings
 from nerve.settler import Settler
 from nerve.stores import store_from_url
-from nerve.stores.base import DeliveryState, Store
+from nerve.stores.base import Store
 from nerve.subscription import (
     Backoff,
     Handler,
@@ -31,8 +32,9 @@ from nerve.subscription import (
     default_name,
     key_func,
 )
-from nerve.transports import redact, transport_from_url
+from nerve.transports import transport_from_url
 from nerve.transports.base import Delivery, Transport
+from nerve.urls import redact
 from nerve.worker import SubscriptionRunner
 
 log = logging.getLogger("nerve")
@@ -456,16 +458,27 @@ class EventBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Drain (until nothing is pending) within the grace period, then stop."""
-        grace = self.settings.shutdown_grace
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        if exc_type is None and self._state == "running":
+        """Drain (see :meth:`drain`); on an exception, stop at once within the grace."""
+        if exc_type is None:
+            await self.drain()
+        else:
+            await self.stop()
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Handle what is pending (until :meth:`join` returns) within ``grace`` seconds
+        (default ``settings.shutdown_grace``), then :meth:`stop` with what is left of it.
+
+        On a shared durable transport, pending includes what other processes publish
+        meanwhile: a server stopping there usually calls :meth:`stop` instead.
+        """
+        grace = self.settings.shutdown_grace if grace is None else grace
+        started = clock.monotonic()
+        if self._state == "running":
             try:
                 await self.join(grace)
             except TimeoutError:
                 log.warning("events still unsettled after the %.1fs grace period", grace)
-        await self.stop(max(0.0, grace - (loop.time() - started)))
+        await self.stop(max(0.0, grace - (clock.monotonic() - started)))
 
     # status
 

@@ -6,7 +6,7 @@ import builtins
 from typing import TYPE_CHECKING
 
 from nerve import constants
-from nerve.stores.base import DeadLetter
+from nerve.records import DeadLetter
 
 if TYPE_CHECKING:
     from nerve.bus import EventBus

@@ -32,13 +32,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from nerve.events import Event
 from nerve.observer import Observer
+from nerve.records import EventRecord, OutcomeRow, PublishedRow, TraceNode
 from nerve.routing import matches
 
 if TYPE_CHECKING:
@@ -56,85 +54,6 @@ FLUSH_DELAY = 0.05
 TRIM_EVERY = 60.0
 #: ``recent`` reads the store this many records at a time while a pattern filters them.
 _SCAN_PAGE = 500
-
-OutcomeState = Literal["done", "retrying", "dead_lettered"]
-
-#: One outcome as the recorder buffers and the store writes it: (subscription, event_id,
-#: attempt, state, ended_at (unix time), seconds, error type or None, error message or None).
-OutcomeRow = tuple[str, str, int, str, float, float, "str | None", "str | None"]
-#: One published event as the recorder buffers it: (event, published_at (unix time)).
-PublishedRow = tuple[Event[Any], float]
-
-
-class Outcome(BaseModel):
-    """How one attempt of one subscription at one event ended."""
-
-    model_config = ConfigDict(frozen=True)
-
-    subscription: str
-    attempt: int = Field(description="1 for the first attempt")
-    state: OutcomeState = Field(
-        description="done; retrying (failed, will be retried); dead_lettered (failed, gave up)"
-    )
-    ended_at: datetime
-    seconds: float = Field(description="how long the handler ran")
-    error_type: str | None = None
-    error_message: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Outcome:
-        """From an :data:`OutcomeRow` (or a store's row in the same order)."""
-        sub, _event_id, attempt, state, ended_at, seconds, error_type, error_message = row
-        return cls(
-            subscription=sub,
-            attempt=int(attempt),
-            state=state,
-            ended_at=datetime.fromtimestamp(float(ended_at), UTC),
-            seconds=float(seconds),
-            error_type=error_type,
-            error_message=error_message,
-        )
-
-
-class EventRecord(BaseModel):
-    """A published event, when it was published, and the outcomes recorded so far."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event: Event[Any]
-    published_at: datetime
-    outcomes: list[Outcome] = Field(default_factory=list, description="oldest first")
-    cursor: str | None = Field(
-        default=None, description="its place in the log: recent(after=cursor) starts after it"
-    )
-
-    @classmethod
-    def from_log(
-        cls,
-        event: Event[Any] | str | bytes,
-        published_at: float,
-        outcomes: list[Outcome],
-        cursor: int | str,
-    ) -> EventRecord:
-        """A record from a store's log: the event (or its JSON), when it was published
-        (seconds since the epoch), its outcomes, and its place in the log."""
-        return cls(
-            event=event if isinstance(event, Event) else Event.model_validate_json(event),
-            published_at=datetime.fromtimestamp(float(published_at), UTC),
-            outcomes=outcomes,
-            cursor=str(cursor),
-        )
-
-    def final_states(self) -> dict[str, OutcomeState]:
-        """Each subscription's latest outcome state."""
-        return {o.subscription: o.state for o in self.outcomes}
-
-
-class TraceNode(BaseModel):
-    """One event of a chain and the events its handlers published (by ``causation_id``)."""
-
-    record: EventRecord
-    children: list[TraceNode] = Field(default_factory=list, description="oldest first")
 
 
 class History:

@@ -3,7 +3,7 @@
 :class:`EventLog` is an observer that logs to the ``nerve.events`` logger each time a
 subscription is done with an attempt: ``handled`` (INFO), ``retrying`` (INFO) or
 ``dead_lettered`` (WARNING). The fields ride on the record as ``extra`` attributes, so any
-JSON formatter picks them up; :class:`JsonFormatter` is one that is ready to use.
+JSON formatter picks them up; :class:`JSONFormatter` is one that is ready to use.
 
 Fields: ``outcome``, ``event_id``, ``event_type``, ``correlation_id``, ``causation_id``,
 ``subscription``, ``attempt``, ``duration_ms``, and on failures ``error_type``, ``error``
@@ -17,10 +17,10 @@ is traced (see :mod:`nerve.tracing`).
 Example:
     ```python
     import logging
-    from nerve.logs import JsonFormatter
+    from nerve.logs import JSONFormatter
 
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JSONFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     # {"time": "...", "level": "INFO", "logger": "nerve.events", "message": "handled ...",
     #  "outcome": "handled", "event_id": "...", "subscription": "triage", ...}
@@ -139,7 +139,7 @@ def _fields(
     return fields
 
 
-class JsonFormatter(logging.Formatter):
+class JSONFormatter(logging.Formatter):
     """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
     ``message``, every ``extra`` field, and ``exception`` (the traceback) when there is one.
 
@@ -170,12 +170,12 @@ def configure_logging(settings: LogSettings | None = None) -> LogSettings:
     by default), replacing the root logger's handlers. Returns the settings used.
 
     For the CLI's processes; an application that configures logging itself need not call
-    it (add :class:`JsonFormatter` to its own handler instead).
+    it (add :class:`JSONFormatter` to its own handler instead).
     """
     settings = settings or LogSettings()
     handler = logging.StreamHandler(sys.stderr)
     if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

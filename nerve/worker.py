@@ -23,8 +23,9 @@ from nerve.context import HandlerContext, _current
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, CrashLoop, HandlerTimeout, Reject, Retry
 from nerve.observer import Observers
+from nerve.records import AttemptError, DeadLetter
 from nerve.settler import Settler, acknowledge
-from nerve.stores.base import AttemptError, DeadLetter, Store
+from nerve.stores.base import Store
 from nerve.subscription import Subscription
 from nerve.transports.base import Delivery, Transport
 

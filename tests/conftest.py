@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from nerve import Backoff, EventBus, Settings
-from nerve.transports import scheme_of
-from nerve.transports.redis import redis_options
+from nerve.connections.redis import redis_options
+from nerve.urls import scheme_of
 
 #: Every transport the contract, durability and crash suites run against: name -> URL for
 #: one test (its own file, key prefix or stream names; short leases so takeovers are quick).

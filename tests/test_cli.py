@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nerve import DeliveryState, Event, EventBus
-from nerve.transports import redact
+from nerve.urls import redact
 from tests.conftest import drop_redis_keys
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nerve import Backoff, DeliveryState, Event, EventBus, Settings
-from nerve.history import EventRecord, TraceNode
+from nerve.records import EventRecord, TraceNode
 from tests.conftest import drop_redis_keys
 
 FAST = Backoff(initial=0.01, maximum=0.02)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nerve import Event, EventBus, Retry
 from nerve.metrics import Metrics
-from nerve.transports import scheme_of
+from nerve.urls import scheme_of
 from tests.conftest import BusFactory, eventually
 from tests.http.conftest import serve
 from tests.http.test_admin import metric

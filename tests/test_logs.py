@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from nerve import Event, EventBus, Reject
-from nerve.logs import EVENTS_LOGGER, JsonFormatter, LogSettings
+from nerve.logs import EVENTS_LOGGER, JSONFormatter, LogSettings
 from nerve.tracing import Tracing
 from tests.conftest import FAST
 
@@ -134,7 +134,7 @@ def test_the_json_formatter_writes_every_extra_field() -> None:
     record.event_id = "e-1"
     record.attempt = 2
     record.when = object()  # not JSON: written as its str()
-    line = json.loads(JsonFormatter().format(record))
+    line = json.loads(JSONFormatter().format(record))
     assert (
         line.items()
         >= {
@@ -153,7 +153,7 @@ def test_the_json_formatter_writes_every_extra_field() -> None:
         failing = logging.LogRecord(
             "nerve", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
         )
-    assert "ValueError: boom" in json.loads(JsonFormatter().format(failing))["exception"]
+    assert "ValueError: boom" in json.loads(JSONFormatter().format(failing))["exception"]
 
 
 def test_log_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

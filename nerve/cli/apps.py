@@ -20,7 +20,7 @@ from nerve.cli.base import AppArg, app, console
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
 from nerve.logs import configure_logging
-from nerve.transports import redact, scheme_of
+from nerve.urls import redact, scheme_of
 
 #: Where ``nerve serve`` keeps events when NERVE_URL is not set: a SQLite file here.
 SERVE_DEFAULT_URL = "sqlite:///nerve.db"

@@ -17,7 +17,7 @@ from rich.markup import escape
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
-from nerve.transports import scheme_of
+from nerve.urls import scheme_of
 
 app = typer.Typer(help="nerve: event-driven AI agents on an event bus.", no_args_is_help=True)
 console = Console(stderr=True)

@@ -35,8 +35,8 @@ from nerve.cli.base import (
 )
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError
-from nerve.history import TraceNode
-from nerve.transports import redact
+from nerve.records import TraceNode
+from nerve.urls import redact
 
 
 @app.command()

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from nerve.http.app import create_app, router
-from nerve.http.intake import HttpProblem
-from nerve.http.settings import HttpSettings
+from nerve.http.intake import HTTPProblem
+from nerve.http.settings import HTTPSettings
 
-__all__ = ["HttpProblem", "HttpSettings", "create_app", "router"]
+__all__ = ["HTTPProblem", "HTTPSettings", "create_app", "router"]

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from nerve.exceptions import NerveError
-from nerve.http.intake import HttpProblem, Intake, json_response
+from nerve.http.intake import HTTPProblem, Intake, json_response
 from nerve.http.schemas import DeadLetters, Problem, Purged, problem_responses
 from nerve.metrics import CONTENT_TYPE
 
@@ -40,7 +40,7 @@ def routes(intake: Intake) -> APIRouter:
     ) -> Response:
         try:
             intake.authorize(request, admin=True)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         entries = await dlq.list(subscription=subscription, event_id=event_id, limit=limit)
         return json_response({"dead_letters": [e.model_dump(mode="json") for e in entries]})
@@ -60,7 +60,7 @@ def routes(intake: Intake) -> APIRouter:
             replayed = await dlq.replay(event_id, subscription=subscription)
             if not replayed:
                 raise _no_dead_letter(event_id, subscription)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return json_response({"dead_letters": [e.model_dump(mode="json") for e in replayed]})
 
@@ -79,7 +79,7 @@ def routes(intake: Intake) -> APIRouter:
             purged = await dlq.purge(event_id, subscription=subscription)
             if not purged:
                 raise _no_dead_letter(event_id, subscription)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return json_response({"purged": purged})
 
@@ -96,17 +96,17 @@ def routes(intake: Intake) -> APIRouter:
     async def readyz() -> Response:
         bus = intake.bus
         if not bus.running:
-            return HttpProblem(503, "not_running", "the bus is not running").response()
+            return HTTPProblem(503, "not_running", "the bus is not running").response()
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await bus.transport.ping()
                 await dlq.list(limit=1)
         except TimeoutError:
-            return HttpProblem(
+            return HTTPProblem(
                 503, "unavailable", f"no answer from the transport or store in {READY_TIMEOUT}s"
             ).response()
         except NerveError as exc:
-            return HttpProblem(503, "unavailable", str(exc)).response()
+            return HTTPProblem(503, "unavailable", str(exc)).response()
         return json_response({"status": "ready"})
 
     @router.get(
@@ -123,6 +123,6 @@ def routes(intake: Intake) -> APIRouter:
     return router
 
 
-def _no_dead_letter(event_id: str, subscription: str | None) -> HttpProblem:
+def _no_dead_letter(event_id: str, subscription: str | None) -> HTTPProblem:
     where = f" in {subscription!r}" if subscription else ""
-    return HttpProblem(404, "not_found", f"no dead letter for event {event_id!r}{where}")
+    return HTTPProblem(404, "not_found", f"no dead letter for event {event_id!r}{where}")

@@ -15,14 +15,14 @@ from nerve.bus import EventBus
 from nerve.http import admin, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath, handles
 from nerve.http.intake import Intake
-from nerve.http.settings import HttpSettings
+from nerve.http.settings import HTTPSettings
 from nerve.metrics import Metrics
 
 log = logging.getLogger("nerve.http")
 
 
 def router(
-    bus: EventBus, settings: HttpSettings | None = None, *, metrics: Metrics | None = None
+    bus: EventBus, settings: HTTPSettings | None = None, *, metrics: Metrics | None = None
 ) -> APIRouter:
     """Every nerve endpoint, to mount in an existing FastAPI app.
 
@@ -38,9 +38,9 @@ def router(
 
 
 def _build(
-    bus: EventBus, settings: HttpSettings | None, metrics: Metrics | None
+    bus: EventBus, settings: HTTPSettings | None, metrics: Metrics | None
 ) -> tuple[APIRouter, Intake]:
-    settings = settings or HttpSettings()
+    settings = settings or HTTPSettings()
     if metrics is None:
         metrics = Metrics()
         bus.observe(metrics)
@@ -114,7 +114,7 @@ async def _unused(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def create_app(
-    bus: EventBus, settings: HttpSettings | None = None, *, metrics: Metrics | None = None
+    bus: EventBus, settings: HTTPSettings | None = None, *, metrics: Metrics | None = None
 ) -> FastAPI:
     """A FastAPI app that takes events and webhooks for ``bus`` and answers 202 at once.
 
@@ -147,4 +147,4 @@ async def drain(bus: EventBus) -> None:
     if bus.transport.durable or not bus.running:
         await bus.stop()
         return
-    await bus.__aexit__(None, None, None)
+    await bus.drain()

@@ -25,7 +25,7 @@ from nerve import constants
 from nerve.events import PARSED_JSON, Event
 from nerve.http.intake import (
     DirectRoute,
-    HttpProblem,
+    HTTPProblem,
     Intake,
     is_json,
     json_response,
@@ -74,10 +74,10 @@ def event_from_json(data: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
     """An event from nerve's JSON form.
 
     Raises:
-        HttpProblem: 422 naming the invalid fields.
+        HTTPProblem: 422 naming the invalid fields.
     """
     if type(data) is not dict:
-        raise HttpProblem(
+        raise HTTPProblem(
             422,
             "invalid",
             "an event is a JSON object with event_type and payload",
@@ -96,13 +96,13 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
     """An event from a CloudEvents 1.0 structured-mode object with JSON data.
 
     Raises:
-        HttpProblem: 422 for a missing attribute, another specversion, non-JSON data.
+        HTTPProblem: 422 for a missing attribute, another specversion, non-JSON data.
     """
     if type(ce) is not dict:
-        raise HttpProblem(422, "invalid", "a CloudEvent is a JSON object")
+        raise HTTPProblem(422, "invalid", "a CloudEvent is a JSON object")
     missing = [attr for attr in _CE_REQUIRED if not ce.get(attr)]
     if missing:
-        raise HttpProblem(
+        raise HTTPProblem(
             422,
             "invalid",
             f"the CloudEvent lacks its required attribute(s) {', '.join(missing)}",
@@ -112,15 +112,15 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
             ],
         )
     if ce["specversion"] != constants.CE_SPECVERSION:
-        raise HttpProblem(422, "invalid", "only CloudEvents specversion 1.0 is supported")
+        raise HTTPProblem(422, "invalid", "only CloudEvents specversion 1.0 is supported")
     if "data_base64" in ce:
-        raise HttpProblem(415, "unsupported_media_type", "send the CloudEvent's data as JSON")
+        raise HTTPProblem(415, "unsupported_media_type", "send the CloudEvent's data as JSON")
     try:
         return Event.from_cloudevent(ce)
     except (ValidationError, ValueError) as exc:
         if isinstance(exc, ValidationError):
             raise validation_problem(exc, ("body", *loc)) from None
-        raise HttpProblem(422, "invalid", f"the CloudEvent is not valid: {exc}") from None
+        raise HTTPProblem(422, "invalid", f"the CloudEvent is not valid: {exc}") from None
 
 
 def routes(intake: Intake) -> APIRouter:
@@ -154,7 +154,7 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request)
             body = await intake.body(request)
             return await accept_event(intake, request.headers, request.scope["query_string"], body)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
 
     @hot.post(
@@ -176,7 +176,7 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request)
             body = await intake.body(request)
             return await accept_batch(intake, request.headers, body)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
 
     @router.get(
@@ -191,12 +191,12 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request)
             status = await intake.bus.status(event_id)
             if status.event_type is None:
-                raise HttpProblem(
+                raise HTTPProblem(
                     404,
                     "not_found",
                     f"no event {event_id!r} was published here within the idempotency window",
                 )
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return json_response(
             {
@@ -219,7 +219,7 @@ async def accept_event(
     """``POST /events`` once the sender is authorized and the body read: publish, answer.
 
     Raises:
-        HttpProblem: the event is refused (4xx) or the bus cannot take it (503).
+        HTTPProblem: the event is refused (4xx) or the bus cannot take it (503).
     """
     parse = intake.parse
     media = media_type_of(headers)
@@ -245,7 +245,7 @@ async def accept_batch(intake: Intake, headers: Mapping[str, str], body: bytes) 
     """``POST /events/batch`` once the sender is authorized and the body read.
 
     Raises:
-        HttpProblem: a refused batch (nothing of it published) or a saturated bus.
+        HTTPProblem: a refused batch (nothing of it published) or a saturated bus.
     """
     media = media_type_of(headers)
     if media == CE_BATCH:
@@ -258,8 +258,8 @@ async def accept_batch(intake: Intake, headers: Mapping[str, str], body: bytes) 
     return await _publish_batch(intake, items, event_from_json, "batch")
 
 
-def _unsupported(media: str) -> HttpProblem:
-    return HttpProblem(
+def _unsupported(media: str) -> HTTPProblem:
+    return HTTPProblem(
         415,
         "unsupported_media_type",
         f"Content-Type {media!r} is not accepted: send application/json (or {CE_JSON}, {CE_BATCH})",
@@ -274,7 +274,7 @@ def _queried_event(query: QueryParams, body: Any) -> Event[Any]:
     """
     unknown = sorted(set(query) - set(_SEED_QUERY))
     if unknown:
-        raise HttpProblem(422, "invalid", f"unknown query parameter(s): {', '.join(unknown)}")
+        raise HTTPProblem(422, "invalid", f"unknown query parameter(s): {', '.join(unknown)}")
     fields = {name: query[name] for name in _SEED_QUERY if name in query}
     if "event_type" not in fields:
         if type(body) is dict:
@@ -301,11 +301,11 @@ async def _cloudevents_batch(intake: Intake, items: Any) -> Response:
 
 async def _publish_batch(intake: Intake, items: Any, build: Any, source: str) -> Response:
     if not isinstance(items, list):
-        raise HttpProblem(422, "invalid", "a batch is a JSON array of events")
+        raise HTTPProblem(422, "invalid", "a batch is a JSON array of events")
     if not items:
-        raise HttpProblem(422, "invalid", "the batch is empty")
+        raise HTTPProblem(422, "invalid", "the batch is empty")
     if len(items) > intake.settings.max_batch:
-        raise HttpProblem(
+        raise HTTPProblem(
             413,
             "too_large",
             f"the batch has {len(items)} events; the limit is {intake.settings.max_batch}",

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nerve.http.events import accept_batch, accept_event
-from nerve.http.intake import HttpProblem, Intake
+from nerve.http.intake import HTTPProblem, Intake
 
 log = logging.getLogger("nerve.http")
 
@@ -54,13 +54,13 @@ class IntakeFastPath:
                 response = await accept_event(intake, headers, scope["query_string"], body)
             else:
                 response = await accept_batch(intake, headers, body)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             response = intake.refuse(problem)
         except Exception:
             # Outside the framework's error middleware (create_app's direct path): a logged
             # 500, as that middleware would give, rather than a dropped connection.
             log.exception("intake failed on %s %s", scope["method"], scope["path"])
-            response = HttpProblem(500, "internal_error", "the server failed; try again").response()
+            response = HTTPProblem(500, "internal_error", "the server failed; try again").response()
         await response(scope, receive, send)
 
     async def _body(self, headers: Headers, receive: Receive) -> bytes:
@@ -75,7 +75,7 @@ class IntakeFastPath:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise HttpProblem(400, "bad_request", "the client went away mid-body")
+                raise HTTPProblem(400, "bad_request", "the client went away mid-body")
             chunk: bytes = message.get("body", b"")
             if chunk:
                 size += len(chunk)

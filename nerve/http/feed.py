@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from nerve.exceptions import NerveError
-from nerve.history import EventRecord, TraceNode
+from nerve.records import EventRecord, TraceNode
 from nerve.routing import matches
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """What every endpoint does before and after its own work: auth, limits, parsing, publishing.
 
-Errors are :class:`HttpProblem`: a status, a stable machine-readable ``error`` code, a
+Errors are :class:`HTTPProblem`: a status, a stable machine-readable ``error`` code, a
 sentence for people, and for validation the field and reason of each error. Endpoints
-catch it and answer with :meth:`HttpProblem.response`, so the router works mounted in
+catch it and answer with :meth:`HTTPProblem.response`, so the router works mounted in
 any app (exception handlers belong to apps, not routers).
 """
 
@@ -21,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 from nerve.bus import EventBus
 from nerve.events import Event
 from nerve.exceptions import BusClosed, BusFull, NerveError
-from nerve.http.settings import HttpSettings
+from nerve.http.settings import HTTPSettings
 from nerve.metrics import Metrics
 
 log = logging.getLogger("nerve.http")
@@ -29,7 +29,7 @@ log = logging.getLogger("nerve.http")
 JSON = "application/json"
 
 
-class HttpProblem(Exception):
+class HTTPProblem(Exception):
     """A request refused: becomes a JSON error response (never a 500 for bad input).
 
     Args:
@@ -76,7 +76,7 @@ class DirectRoute(APIRoute):
         return endpoint
 
 
-def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> HttpProblem:
+def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> HTTPProblem:
     """A 422 naming each invalid field and why."""
     errors = [
         {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
@@ -84,7 +84,7 @@ def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ())
     ]
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
-    return HttpProblem(422, "invalid", f"{where}: {first['msg']}", errors=errors)
+    return HTTPProblem(422, "invalid", f"{where}: {first['msg']}", errors=errors)
 
 
 def media_type(request: Request) -> str:
@@ -142,7 +142,7 @@ class Intake:
         metrics: counts accepted events and rejected requests.
     """
 
-    def __init__(self, bus: EventBus, settings: HttpSettings, metrics: Metrics) -> None:
+    def __init__(self, bus: EventBus, settings: HTTPSettings, metrics: Metrics) -> None:
         self.bus = bus
         self.settings = settings
         self.metrics = metrics
@@ -152,7 +152,7 @@ class Intake:
 
     # refusing
 
-    def refuse(self, problem: HttpProblem) -> Response:
+    def refuse(self, problem: HTTPProblem) -> Response:
         """Count the rejection and answer it."""
         self.metrics.http_rejected.labels(problem.error).inc()
         return problem.response()
@@ -163,7 +163,7 @@ class Intake:
         """Let the request through if it carries a key for this endpoint.
 
         Raises:
-            HttpProblem: 401 without a valid key, 403 with an event key at an admin
+            HTTPProblem: 401 without a valid key, 403 with an event key at an admin
                 endpoint.
         """
         if not self._event_keys:
@@ -172,7 +172,7 @@ class Intake:
         header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise HttpProblem(
+            raise HTTPProblem(
                 401,
                 "unauthorized",
                 "send an API key: Authorization: Bearer <key>",
@@ -182,20 +182,20 @@ class Intake:
         if admin and matches_any(given, self._admin_keys):
             return
         if not matches_any(given, self._event_keys):
-            raise HttpProblem(
+            raise HTTPProblem(
                 401,
                 "unauthorized",
                 "the API key is not valid",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         if admin:
-            raise HttpProblem(403, "forbidden", "this endpoint needs an admin API key")
+            raise HTTPProblem(403, "forbidden", "this endpoint needs an admin API key")
 
     async def body(self, request: Request) -> bytes:
         """The request body, refused past ``max_body_bytes`` without reading it all.
 
         Raises:
-            HttpProblem: 413 too large, 400 bad Content-Length.
+            HTTPProblem: 413 too large, 400 bad Content-Length.
         """
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -213,19 +213,19 @@ class Intake:
         """Refuse a declared Content-Length over the limit before reading the body.
 
         Raises:
-            HttpProblem: 413 too large, 400 not a number.
+            HTTPProblem: 413 too large, 400 not a number.
         """
         try:
             size = int(declared)
         except ValueError:
-            raise HttpProblem(400, "bad_request", "Content-Length is not a number") from None
+            raise HTTPProblem(400, "bad_request", "Content-Length is not a number") from None
         if size > self.settings.max_body_bytes:
             raise self.too_large(size)
 
-    def too_large(self, size: int) -> HttpProblem:
+    def too_large(self, size: int) -> HTTPProblem:
         """The 413 for a body of ``size`` bytes (or more)."""
         limit = self.settings.max_body_bytes
-        return HttpProblem(
+        return HTTPProblem(
             413, "too_large", f"the body has {size} bytes or more; the limit is {limit}"
         )
 
@@ -233,16 +233,16 @@ class Intake:
         """The JSON in ``body``.
 
         Raises:
-            HttpProblem: 400 not JSON, 422 nested past ``max_json_depth``.
+            HTTPProblem: 400 not JSON, 422 nested past ``max_json_depth``.
         """
         if not body:
-            raise HttpProblem(400, "invalid_json", "the body is empty; send a JSON document")
+            raise HTTPProblem(400, "invalid_json", "the body is empty; send a JSON document")
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise HttpProblem(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            raise HTTPProblem(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
         if too_deep(value, self.settings.max_json_depth):
-            raise HttpProblem(
+            raise HTTPProblem(
                 422,
                 "too_deep",
                 f"the JSON nests deeper than {self.settings.max_json_depth} levels",
@@ -255,7 +255,7 @@ class Intake:
         """Hand the events to the transport; return once it has them all.
 
         Raises:
-            HttpProblem: 503 with ``Retry-After`` when the bus is saturated, stopping or
+            HTTPProblem: 503 with ``Retry-After`` when the bus is saturated, stopping or
                 its transport unreachable (nothing was lost: the sender retries).
         """
         timeout = self.settings.publish_timeout
@@ -276,7 +276,7 @@ class Intake:
             counter = self._accepted[source] = self.metrics.http_accepted.labels(source)
         counter.inc(len(events))
 
-    def _unavailable(self, error: str, detail: str) -> HttpProblem:
-        return HttpProblem(
+    def _unavailable(self, error: str, detail: str) -> HTTPProblem:
+        return HTTPProblem(
             503, error, detail, headers={"Retry-After": str(self.settings.retry_after)}
         )

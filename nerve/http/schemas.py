@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nerve import constants
-from nerve.stores.base import DeadLetter, DeliveryState
+from nerve.records import DeadLetter, DeliveryState
 
 __all__ = [
     "Accepted",

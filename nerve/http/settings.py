@@ -23,7 +23,7 @@ def _split(value: Any) -> Any:
 Secrets = Annotated[list[SecretStr], NoDecode]
 
 
-class HttpSettings(BaseSettings):
+class HTTPSettings(BaseSettings):
     """Keys, webhook secrets and limits of the HTTP app.
 
     Every secret field takes several values (comma-separated in the environment) so a
@@ -32,7 +32,7 @@ class HttpSettings(BaseSettings):
 
     Example:
         ```python
-        app = create_app(bus, HttpSettings(api_keys=["k1"], github_webhook_secret=["s"]))
+        app = create_app(bus, HTTPSettings(api_keys=["k1"], github_webhook_secret=["s"]))
         ```
     """
 

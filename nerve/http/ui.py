@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from nerve.exceptions import NerveError
 from nerve.http.feed import Feed, tree, view
-from nerve.http.intake import HttpProblem, Intake, json_response
+from nerve.http.intake import HTTPProblem, Intake, json_response
 from nerve.metrics import Metrics
 from nerve.routing import validate_pattern
 
@@ -152,7 +152,7 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request, admin=True)
             pattern = _pattern(pattern)
             watched = _ids(watch)
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         stream = Feed(
             bus.history,
@@ -172,10 +172,10 @@ def routes(intake: Intake) -> APIRouter:
         try:
             intake.authorize(request, admin=True)
             declared = await bus.history.subscriptions()
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         except NerveError as exc:
-            return HttpProblem(503, "unavailable", str(exc)).response()
+            return HTTPProblem(503, "unavailable", str(exc)).response()
         declared.update({name: sub.pattern for name, sub in bus.subscriptions.items()})
         counts = rates.sample()
         names = sorted(declared)
@@ -201,12 +201,12 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request, admin=True)
             record = await bus.history.event(event_id)
             if record is None:
-                raise HttpProblem(404, "not_found", f"no event {event_id!r} in the event log")
+                raise HTTPProblem(404, "not_found", f"no event {event_id!r} in the event log")
             declared = await bus.history.subscriptions()
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         except NerveError as exc:
-            return HttpProblem(503, "unavailable", str(exc)).response()
+            return HTTPProblem(503, "unavailable", str(exc)).response()
         return json_response(view(record, declared))
 
     @router.get("/ui/api/trace/{correlation_id}")
@@ -215,10 +215,10 @@ def routes(intake: Intake) -> APIRouter:
             intake.authorize(request, admin=True)
             roots = await bus.history.trace(correlation_id)
             declared = await bus.history.subscriptions()
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         except NerveError as exc:
-            return HttpProblem(503, "unavailable", str(exc)).response()
+            return HTTPProblem(503, "unavailable", str(exc)).response()
         return json_response(
             {"correlation_id": correlation_id, "roots": [tree(r, declared) for r in roots]}
         )
@@ -232,13 +232,13 @@ def _pattern(pattern: str | None) -> str | None:
     try:
         return validate_pattern(pattern)
     except NerveError as exc:
-        raise HttpProblem(422, "invalid", f"pattern: {exc}") from None
+        raise HTTPProblem(422, "invalid", f"pattern: {exc}") from None
 
 
 def _ids(watch: str) -> list[str]:
     ids = [i for i in watch.split(",") if i]
     if len(ids) > WATCH_IDS or any(len(i) > 255 for i in ids):
-        raise HttpProblem(422, "invalid", f"watch: at most {WATCH_IDS} comma-separated event ids")
+        raise HTTPProblem(422, "invalid", f"watch: at most {WATCH_IDS} comma-separated event ids")
     return ids
 
 

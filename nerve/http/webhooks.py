@@ -34,7 +34,7 @@ from pydantic import SecretStr, ValidationError
 from nerve import constants
 from nerve.events import Event
 from nerve.http.intake import (
-    HttpProblem,
+    HTTPProblem,
     Intake,
     is_json,
     json_response,
@@ -42,7 +42,7 @@ from nerve.http.intake import (
     validation_problem,
 )
 from nerve.http.schemas import Accepted, json_body, problem_responses
-from nerve.http.settings import HttpSettings
+from nerve.http.settings import HTTPSettings
 from nerve.http.signatures import (
     SignatureError,
     standard_key,
@@ -140,7 +140,7 @@ def routes(intake: Intake) -> APIRouter:
                 event_type += f".{segment(action)}"
             event = _event(event_type, data, delivery, _github_source(data))
             await intake.publish([event], "github")
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return _accepted(event)
 
@@ -182,7 +182,7 @@ def routes(intake: Intake) -> APIRouter:
             event_id, kind = _stripe_fields(data)
             event = _event(f"stripe.{kind}", data, event_id, "stripe")
             await intake.publish([event], "stripe")
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return _accepted(event)
 
@@ -216,7 +216,7 @@ def routes(intake: Intake) -> APIRouter:
         try:
             keys = standard_keys.get(source)
             if keys is None:
-                raise HttpProblem(
+                raise HTTPProblem(
                     404,
                     "not_configured",
                     f"no webhook source {source!r}: add it to NERVE_WEBHOOK_SECRETS, "
@@ -241,7 +241,7 @@ def routes(intake: Intake) -> APIRouter:
             suffix = dotted(kind) if isinstance(kind, str) else ""
             event = _event(f"{source}.{suffix or 'webhook'}", data, headers["webhook-id"], source)
             await intake.publish([event], "webhook")
-        except HttpProblem as problem:
+        except HTTPProblem as problem:
             return intake.refuse(problem)
         return _accepted(event)
 
@@ -258,7 +258,7 @@ def _hmac_keys(secrets: Sequence[SecretStr], variable: str) -> list[bytes]:
     return keys
 
 
-def _standard_sources(settings: HttpSettings) -> dict[str, list[bytes]]:
+def _standard_sources(settings: HTTPSettings) -> dict[str, list[bytes]]:
     sources: dict[str, list[bytes]] = {}
     for name, secrets in settings.webhook_secrets.items():
         if not _SEGMENT.fullmatch(name):
@@ -287,11 +287,11 @@ def _verified(check: Callable[[], object]) -> None:
     try:
         check()
     except SignatureError as exc:
-        raise HttpProblem(401, exc.reason, str(exc)) from None
+        raise HTTPProblem(401, exc.reason, str(exc)) from None
 
 
-def _not_configured(provider: str, variable: str) -> HttpProblem:
-    return HttpProblem(
+def _not_configured(provider: str, variable: str) -> HTTPProblem:
+    return HTTPProblem(
         404,
         "not_configured",
         f"{provider} webhooks are not configured here: set {variable} to the webhook's "
@@ -302,7 +302,7 @@ def _not_configured(provider: str, variable: str) -> HttpProblem:
 def _require_headers(*headers: tuple[str, str]) -> None:
     missing = [name for name, value in headers if not value]
     if missing:
-        raise HttpProblem(
+        raise HTTPProblem(
             422,
             "invalid",
             f"the request lacks the header(s) {', '.join(missing)} (or it is empty)",
@@ -316,7 +316,7 @@ def _require_headers(*headers: tuple[str, str]) -> None:
 def _require_json(request: Request) -> None:
     media = media_type(request)
     if not is_json(media):
-        raise HttpProblem(
+        raise HTTPProblem(
             415,
             "unsupported_media_type",
             f"Content-Type {media!r} is not accepted: send application/json",
@@ -329,10 +329,10 @@ def _github_data(intake: Intake, request: Request, body: bytes) -> Any:
         fields = parse_qs(body.decode("latin-1"), max_num_fields=16)
         payload = fields.get("payload")
         if not payload:
-            raise HttpProblem(400, "invalid_json", "a form-encoded delivery has a payload field")
+            raise HTTPProblem(400, "invalid_json", "a form-encoded delivery has a payload field")
         return intake.parse(payload[0].encode())
     if not is_json(media):
-        raise HttpProblem(
+        raise HTTPProblem(
             415,
             "unsupported_media_type",
             f"Content-Type {media!r} is not accepted: send application/json or {FORM}",
@@ -351,7 +351,7 @@ def _stripe_fields(data: Any) -> tuple[str, str]:
         for name, value in (("id", event_id), ("type", kind))
         if not isinstance(value, str) or not (dotted(value) if name == "type" else value)
     ]
-    raise HttpProblem(
+    raise HTTPProblem(
         422,
         "invalid",
         "a Stripe event is a JSON object with an id (evt_...) and a type",

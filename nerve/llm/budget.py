@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from nerve.context import HandlerContext
 from nerve.exceptions import BudgetExceeded
 from nerve.llm.settings import LLMSettings
-from nerve.stores.base import Spend
+from nerve.records import Spend
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from nerve.llm.budget import Budget, charge, ran_out, seconds_left
 from nerve.llm.client import openai_client
 from nerve.llm.settings import LLMSettings
 from nerve.tracing import model_call, record_usage
-from nerve.transports import redact
+from nerve.urls import redact
 
 #: Statuses a later attempt may get past; any other 4xx would be refused again.
 _TRANSIENT = frozenset({408, 409, 429})

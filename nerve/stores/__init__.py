@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from nerve.exceptions import ConfigurationError, MissingDependency
+from nerve.records import AttemptError, DeadLetter, DeliveryState
 from nerve.settings import Settings
-from nerve.stores.base import AttemptError, DeadLetter, DeliveryState, Store
-from nerve.transports import scheme_of
+from nerve.stores.base import Store
+from nerve.urls import scheme_of
 
 __all__ = ["AttemptError", "DeadLetter", "DeliveryState", "Store", "store_from_url"]
 

@@ -28,97 +28,27 @@ starts with a fresh budget (and its recorded steps).
 
 from __future__ import annotations
 
-import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, NamedTuple
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError
-from nerve.history import EventRecord, OutcomeRow, PublishedRow
+from nerve.records import (
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    EventRecord,
+    OutcomeRow,
+    PublishedRow,
+    Spend,
+)
 
 #: Default idempotency window: a day.
 DEFAULT_WINDOW = 24 * 3600.0
 #: Default time the event log keeps events and outcomes: a week.
 DEFAULT_HISTORY_RETENTION = 7 * 24 * 3600.0
-
-
-class DeliveryState(StrEnum):
-    """Where an event stands with one subscription."""
-
-    PENDING = "pending"
-    """Published, not yet handled (or being handled for the first time)."""
-    DONE = "done"
-    """Handled successfully."""
-    FAILED = "failed"
-    """At least one attempt failed; a retry is scheduled."""
-    DEAD_LETTERED = "dead_lettered"
-    """All attempts failed (or the event was rejected); it waits in the dead letter queue."""
-
-
-class AttemptError(BaseModel):
-    """The error of one failed attempt."""
-
-    model_config = ConfigDict(frozen=True)
-
-    attempt: int
-    type: str
-    message: str
-    traceback: str
-    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, attempt: int) -> AttemptError:
-        kind = type(exc)
-        name = (
-            kind.__qualname__
-            if kind.__module__ == "builtins"
-            else f"{kind.__module__}.{kind.__qualname__}"
-        )
-        return cls(
-            attempt=attempt,
-            type=name,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-        )
-
-
-class DeadLetter(BaseModel):
-    """An event that one subscription gave up on, with every attempt's error."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event: Event[Any]
-    subscription: str
-    attempts: int
-    errors: list[AttemptError]
-    dead_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    @property
-    def last_error(self) -> AttemptError | None:
-        return self.errors[-1] if self.errors else None
-
-    def __repr__(self) -> str:
-        last = self.last_error
-        why = f"{last.type}: {last.message}" if last else "no error recorded"
-        return (
-            f"DeadLetter({self.event.event_type} {self.event.event_id} in {self.subscription}, "
-            f"{self.attempts} attempt(s), last error {why})"
-        )
-
-    __str__ = __repr__
-
-
-class Spend(NamedTuple):
-    """What handling one event has cost one subscription in model calls so far."""
-
-    tokens: int
-    seconds: float
 
 
 class Store(ABC):

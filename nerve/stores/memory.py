@@ -9,15 +9,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nerve.events import Event
-from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
-from nerve.stores.base import (
-    DEFAULT_WINDOW,
+from nerve.records import (
     AttemptError,
     DeadLetter,
     DeliveryState,
+    EventRecord,
+    Outcome,
+    OutcomeRow,
+    PublishedRow,
     Spend,
-    Store,
 )
+from nerve.stores.base import DEFAULT_WINDOW, Store
 
 Pair = tuple[str, str]
 

@@ -22,15 +22,17 @@ import asyncpg
 
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, ConfigurationError, StoreError
-from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
-from nerve.stores.base import (
-    DEFAULT_WINDOW,
+from nerve.records import (
     AttemptError,
     DeadLetter,
     DeliveryState,
+    EventRecord,
+    Outcome,
+    OutcomeRow,
+    PublishedRow,
     Spend,
-    Store,
 )
+from nerve.stores.base import DEFAULT_WINDOW, Store
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy

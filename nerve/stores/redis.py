@@ -41,19 +41,20 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from nerve.connections.redis import DEFAULT_PREFIX, redis_client, redis_options, redis_where
 from nerve.events import Event
 from nerve.exceptions import StoreError
-from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
-from nerve.stores.base import (
-    DEFAULT_HISTORY_RETENTION,
-    DEFAULT_WINDOW,
+from nerve.records import (
     AttemptError,
     DeadLetter,
     DeliveryState,
+    EventRecord,
+    Outcome,
+    OutcomeRow,
+    PublishedRow,
     Spend,
-    Store,
 )
-from nerve.transports.redis import DEFAULT_PREFIX, redis_client, redis_options, redis_where
+from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
 FAILURES_KEY: Final = "{prefix}:failures:{event_id}"

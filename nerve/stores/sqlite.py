@@ -12,18 +12,20 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from nerve.connections.sqlite import SQLiteDatabase, sqlite_path
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, StoreError
-from nerve.history import EventRecord, Outcome, OutcomeRow, PublishedRow
-from nerve.sqlitedb import SQLiteDatabase, sqlite_path
-from nerve.stores.base import (
-    DEFAULT_WINDOW,
+from nerve.records import (
     AttemptError,
     DeadLetter,
     DeliveryState,
+    EventRecord,
+    Outcome,
+    OutcomeRow,
+    PublishedRow,
     Spend,
-    Store,
 )
+from nerve.stores.base import DEFAULT_WINDOW, Store
 
 T = TypeVar("T")
 

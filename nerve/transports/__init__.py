@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import re
-from urllib.parse import urlsplit
 
 from nerve.exceptions import ConfigurationError, MissingDependency
 from nerve.settings import Settings
 from nerve.transports.base import Delivery, Transport
+from nerve.urls import scheme_of
 
 __all__ = ["Delivery", "Transport", "transport_from_url"]
 
@@ -18,26 +17,10 @@ TRANSPORTS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("nerve.transports.memory", "MemoryTransport", None),
     "sqlite": ("nerve.transports.sqlite", "SQLiteTransport", None),
     "redis": ("nerve.transports.redis", "RedisTransport", "redis"),
-    "nats": ("nerve.transports.nats", "NatsTransport", "nats"),
-    "amqp": ("nerve.transports.amqp", "AmqpTransport", "amqp"),
+    "nats": ("nerve.transports.nats", "NATSTransport", "nats"),
+    "amqp": ("nerve.transports.amqp", "AMQPTransport", "amqp"),
     "kafka": ("nerve.transports.kafka", "KafkaTransport", "kafka"),
 }
-
-
-def scheme_of(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        raise ConfigurationError(f"{url!r} is not a URL: expected e.g. 'memory://'")
-    return scheme
-
-
-#: ``//user:password@`` anywhere in a URL, also in one nested in its query (``?store=``).
-_PASSWORD = re.compile(r"(//[^/:@?&#]*:)[^/@?&#]+@")
-
-
-def redact(url: str) -> str:
-    """``url`` with every password in it replaced by ``***``: safe to print and log."""
-    return _PASSWORD.sub(r"\1***@", url)
 
 
 def transport_from_url(url: str, settings: Settings | None = None) -> Transport:

@@ -26,7 +26,7 @@ persistent in every matching quorum queue, on disk and replicated. A retry or a 
 is for one subscription only: it is published to the default exchange with the queue's
 name as routing key (mandatory: a replay to a subscription that does not exist fails).
 
-Retries: RabbitMQ 3.10 has no delayed delivery, so :meth:`AmqpDelivery.nack` re-publishes
+Retries: RabbitMQ 3.10 has no delayed delivery, so :meth:`AMQPDelivery.nack` re-publishes
 the event with its next attempt number to the delay exchange, which routes it (by a header)
 to the wait queue of the nearest delay step; when its TTL expires the queue dead-letters it
 (at-least-once) back through the default exchange to the subscription's queue, its
@@ -125,7 +125,7 @@ from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport, each_then_raise
-from nerve.transports.options import integer_option, split_options
+from nerve.urls import integer_option, split_options
 
 log = logging.getLogger("nerve")
 
@@ -163,7 +163,7 @@ PUBLISH_CHUNK: Final = 1000
 #: background: the worker goes on).
 WAIT_REGISTERED: Final = 2.0
 #: A retry's publish to a wait queue not confirmed within this long has the queue checked
-#: (:meth:`AmqpTransport._check_wait`): one without a leader is deleted and the delivery
+#: (:meth:`AMQPTransport._check_wait`): one without a leader is deleted and the delivery
 #: handed back; a sound one (a memory alarm blocks publishers) is waited for, and checked
 #: again after as long.
 REQUEUE_CONFIRM: Final = 5.0
@@ -175,8 +175,6 @@ CHECK_TIMEOUT: Final = 60.0
 #: wait_idle polls this often, and wants this many idle looks in a row: a message between
 #: two places (dead-lettered from a wait queue, or pushed to a consumer but not yet read)
 #: is counted by neither for a moment.
-IDLE_POLL: Final = 0.02
-IDLE_LOOKS: Final = 3
 
 #: What aio-pika and aiormq raise when the broker or the connection fails: AMQP errors,
 #: socket errors, and RuntimeError for a channel or connection found closed
@@ -226,14 +224,14 @@ def delay_step_ms(delay: float) -> int:
     return min(DELAY_STEPS_MS, key=lambda step: abs(math.log(step / ms)))
 
 
-class AmqpDelivery(Delivery):
+class AMQPDelivery(Delivery):
     """A message consumed from a subscription's queue, settled on the channel it came on."""
 
     __slots__ = ("_transport", "message")
 
     def __init__(
         self,
-        transport: AmqpTransport,
+        transport: AMQPTransport,
         event: Event[Any],
         subscription: str,
         attempt: int,
@@ -269,13 +267,13 @@ class _Subscription:
     queue: str
     pattern: re.Pattern[str]  # what the queue's binding should match
     arguments: dict[str, Any]
-    buffer: deque[AmqpDelivery] = field(default_factory=deque)  # consumed, not yet returned
+    buffer: deque[AMQPDelivery] = field(default_factory=deque)  # consumed, not yet returned
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     channel: AbstractRobustChannel | None = None  # the consumer's, opened at first receive
     stale_types: set[str] = field(default_factory=set)
 
 
-class AmqpTransport(Transport):
+class AMQPTransport(Transport):
     """RabbitMQ: a topic exchange, a quorum queue per subscription, publisher confirms.
 
     See the module docstring for the layout, retries, and what survives what.
@@ -297,6 +295,8 @@ class AmqpTransport(Transport):
     """
 
     durable = True
+    name = "AMQP"
+    idle_looks = 3  # the queue counts lag behind the acks
 
     def __init__(
         self,
@@ -342,25 +342,12 @@ class AmqpTransport(Transport):
         self._waits_made: dict[int, float] = {}  # ... -> when it may have been created
         self._checks: dict[int, asyncio.Task[bool]] = {}  # wait queues being checked
         self._holding: set[asyncio.Task[None]] = set()  # retries' originals held (_requeue)
-        self._in_flight: dict[AmqpDelivery, None] = {}  # consumed here, not settled
+        self._in_flight: dict[AMQPDelivery, None] = {}  # consumed here, not settled
         self._closed = False
-        self._warned_store = False
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
-
-    @property
-    def default_store_url(self) -> str:
-        if self.store_url:
-            return self.store_url
-        if not self._warned_store:
-            self._warned_store = True
-            log.warning(
-                "amqp:// has no store of its own: idempotency marks and dead letters stay "
-                "in this process's memory; give one with ?store= or NERVE_STORE_URL"
-            )
-        return "memory://"
 
     # lifecycle
 
@@ -455,8 +442,7 @@ class AmqpTransport(Transport):
         timeout: float | None = None,
         bounded: bool = True,
     ) -> None:
-        if self._closed:
-            raise BusClosed("the AMQP transport is closed")
+        self._check_open()
         doing = f"publishing {event.event_type} {event.event_id}"
         async with self._confirm_within(timeout, doing):
             if subscription is None:
@@ -481,8 +467,7 @@ class AmqpTransport(Transport):
     async def publish_many(
         self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
     ) -> None:
-        if self._closed:
-            raise BusClosed("the AMQP transport is closed")
+        self._check_open()
         exchange = self._exchange()
         doing = f"publishing {len(events)} events"
         async with self._confirm_within(timeout, doing):
@@ -563,27 +548,26 @@ class AmqpTransport(Transport):
         attempt = _as_int(headers.get(ATTEMPT_HEADER), 1) + _as_int(
             headers.get(DELIVERY_COUNT_HEADER), 0
         )
-        delivery = AmqpDelivery(self, event, sub.name, attempt, message)
+        delivery = AMQPDelivery(self, event, sub.name, attempt, message)
         self._in_flight[delivery] = None
         sub.buffer.append(delivery)
         sub.arrived.set()
 
     # settling
 
-    async def _settle(self, delivery: AmqpDelivery) -> None:
+    async def _settle(self, delivery: AMQPDelivery) -> None:
         await self._ack_on(_channel_of(delivery.message), [delivery])
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge a batch: one guarded write (:func:`_unless_lost`) per channel."""
-        by_channel: dict[AbstractChannel | None, list[AmqpDelivery]] = {}
-        for delivery in cast(Sequence[AmqpDelivery], deliveries):
-            if not delivery.settled:
-                delivery.settled = True
+        by_channel: dict[AbstractChannel | None, list[AMQPDelivery]] = {}
+        for delivery in cast(Sequence[AMQPDelivery], deliveries):
+            if delivery.claim():
                 by_channel.setdefault(_channel_of(delivery.message), []).append(delivery)
         await each_then_raise(by_channel.items(), lambda pair: self._ack_on(*pair))
 
     async def _ack_on(
-        self, channel: AbstractChannel | None, deliveries: list[AmqpDelivery]
+        self, channel: AbstractChannel | None, deliveries: list[AMQPDelivery]
     ) -> None:
         """Acknowledge deliveries received on ``channel`` (None: a closed one)."""
         for delivery in deliveries:
@@ -591,7 +575,7 @@ class AmqpTransport(Transport):
         if channel is None:
             return  # the broker put them back already; they come again, and are deduplicated
 
-        async def ack(delivery: AmqpDelivery) -> None:
+        async def ack(delivery: AMQPDelivery) -> None:
             with suppress(ChannelInvalidStateError):  # a channel closed just now: as above
                 await delivery.message.ack()
 
@@ -601,7 +585,7 @@ class AmqpTransport(Transport):
         with self._translate(f"acknowledging {len(deliveries)} events"):
             await _unless_lost(channel, ack_all())
 
-    async def _requeue(self, delivery: AmqpDelivery, delay: float, *, next_attempt: bool) -> None:
+    async def _requeue(self, delivery: AMQPDelivery, delay: float, *, next_attempt: bool) -> None:
         if delivery.returned:
             # The broker has returned it: its redelivery (counted) is the retry.
             self._in_flight.pop(delivery, None)
@@ -636,7 +620,7 @@ class AmqpTransport(Transport):
                 return
         await self._settle(delivery)
 
-    async def _settle_after(self, delivery: AmqpDelivery, delay: float) -> None:
+    async def _settle_after(self, delivery: AMQPDelivery, delay: float) -> None:
         """Acknowledge a retry's original once its wait queue is registered."""
         await asyncio.sleep(delay)
         try:
@@ -769,13 +753,7 @@ class AmqpTransport(Transport):
 
     # idleness
 
-    async def wait_idle(self) -> None:
-        looks = 0
-        while looks < IDLE_LOOKS:
-            looks = looks + 1 if await self._idle() else 0
-            await asyncio.sleep(IDLE_POLL)
-
-    async def _idle(self) -> bool:
+    async def is_idle(self) -> bool:
         if self._in_flight:
             return False
         queues = [sub.queue for sub in self._subs.values()]

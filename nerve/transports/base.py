@@ -9,15 +9,20 @@ letters and chains live once, in the core (``nerve.worker``), not in each transp
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
+from nerve import clock
 from nerve.events import Event
+from nerve.exceptions import BusClosed
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 
 T = TypeVar("T")
+
+log = logging.getLogger("nerve.transports")
 
 
 class Delivery(ABC):
@@ -32,24 +37,39 @@ class Delivery(ABC):
             subscription (as brokers count deliveries).
     """
 
-    __slots__ = ("attempt", "event", "settled", "subscription")
+    __slots__ = ("_settled", "attempt", "event", "subscription")
 
     def __init__(self, event: Event[Any], subscription: str, attempt: int = 1) -> None:
         self.event = event
         self.subscription = subscription
         self.attempt = attempt
-        self.settled = False
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        """Whether it was settled (or claimed for settling) already."""
+        return self._settled
+
+    def claim(self) -> bool:
+        """Take the right to settle it: True the first time, False ever after.
+
+        The one place "the first settlement wins" is decided. :meth:`ack`, :meth:`nack`,
+        :meth:`release` and :meth:`reject` call it; a transport settling a batch in one
+        round trip (``ack_many``) calls it for each delivery and settles those it won.
+        """
+        if self._settled:
+            return False
+        self._settled = True
+        return True
 
     async def ack(self) -> None:
         """Handled: never deliver it to this subscription again."""
-        if not self.settled:
-            self.settled = True
+        if self.claim():
             await self._ack()
 
     async def nack(self, delay: float = 0.0) -> None:
         """Not handled: deliver it again after ``delay`` seconds, with ``attempt + 1``."""
-        if not self.settled:
-            self.settled = True
+        if self.claim():
             await self._nack(delay)
 
     async def release(self) -> None:
@@ -58,8 +78,7 @@ class Delivery(ABC):
         Transports that can override :meth:`_release` so that it does not count an
         attempt (memory, SQLite, Redis); the others count it like a :meth:`nack`.
         """
-        if not self.settled:
-            self.settled = True
+        if self.claim():
             await self._release()
 
     async def _release(self) -> None:
@@ -67,8 +86,7 @@ class Delivery(ABC):
 
     async def reject(self) -> None:
         """Given up (the core has dead-lettered it): never deliver it again."""
-        if not self.settled:
-            self.settled = True
+        if self.claim():
             await self._reject()
 
     @abstractmethod
@@ -90,11 +108,48 @@ class Transport(ABC):
 
     #: Whether accepted events survive the process (and are redelivered after a crash).
     durable: ClassVar[bool] = False
+    #: How errors name it: "the Redis transport is closed".
+    name: ClassVar[str] = "transport"
+    #: Seconds between two looks at the broker in the default :meth:`wait_idle`.
+    idle_poll: ClassVar[float] = 0.02
+    #: How many looks in a row must find it idle (brokers whose counts lag behind).
+    idle_looks: ClassVar[int] = 1
+
+    #: The ``store=`` option of the transport's URL: where the bus keeps its state.
+    store_url: str | None = None
+
+    _closed: bool = False
+    _warned_store: bool = False
+
+    def _check_open(self) -> None:
+        """Raise :class:`nerve.BusClosed` once :meth:`close` has begun."""
+        if self._closed:
+            raise BusClosed(f"the {self.name} transport is closed")
 
     @property
     def default_store_url(self) -> str:
-        """The store a bus on this transport uses unless told otherwise."""
+        """The store a bus on this transport uses unless told otherwise.
+
+        The URL's ``store=`` option, else the transport's own (:meth:`own_store_url`),
+        else the memory of this process, with a warning once on a durable transport:
+        its dead letters and done marks would not outlive the process.
+        """
+        url = self.store_url or self.own_store_url()
+        if url:
+            return url
+        if self.durable and not self._warned_store:
+            self._warned_store = True
+            log.warning(
+                "%s:// has no store of its own: idempotency marks and dead letters stay in "
+                "this process's memory; give one with ?store= or NERVE_STORE_URL",
+                type(self).__module__.rsplit(".", 1)[-1],
+            )
         return "memory://"
+
+    def own_store_url(self) -> str | None:
+        """The store this transport's broker holds by its nature (its own URL for Redis,
+        its file for SQLite), or None when it has none."""
+        return None
 
     @classmethod
     @abstractmethod
@@ -175,13 +230,25 @@ class Transport(ABC):
         """
         return None
 
-    @abstractmethod
     async def wait_idle(self) -> None:
         """Wait until nothing is pending for the subscriptions declared here.
 
         Nothing pending means: no event waiting to be delivered to them, none delivered
-        and unsettled, no retry waiting for its delay. Durable transports may poll.
+        and unsettled, no retry waiting for its delay. This default polls
+        :meth:`is_idle` every :attr:`idle_poll` seconds until :attr:`idle_looks` looks in
+        a row find it idle: on a broker, idleness is a state of the server (other
+        processes' work counts). In-process transports override it with an event.
         """
+        looks = 0
+        while True:
+            looks = looks + 1 if await self.is_idle() else 0
+            if looks >= self.idle_looks:
+                return
+            await clock.sleep(self.idle_poll)
+
+    async def is_idle(self) -> bool:
+        """Whether nothing is pending now (see :meth:`wait_idle`): one look."""
+        raise NotImplementedError(f"{type(self).__name__} has no is_idle")
 
 
 def raise_if_cancelled() -> None:

@@ -43,7 +43,7 @@ account) of subscriptions with ``ordered_by``.
 URL options: ``prefix``, ``partitions`` (of topics nerve creates, default 12),
 ``replication`` (default 1; use 3 on a real cluster), ``session_timeout_ms`` (default 10000),
 ``security_protocol``, ``sasl_mechanism`` (credentials from the URL's user and password),
-``store`` (the default store URL, see :attr:`KafkaTransport.default_store_url`).
+``store`` (the default store URL, see :meth:`KafkaTransport.own_store_url`).
 See docs/transport-kafka.md.
 """
 
@@ -83,12 +83,12 @@ from aiokafka.errors import (  # type: ignore[import-untyped]  # aiokafka ships 
 )
 
 from nerve.events import Event
-from nerve.exceptions import BusClosed, ConfigurationError, SubscriptionError, TransportError
+from nerve.exceptions import ConfigurationError, SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
-from nerve.transports.options import integer_option
+from nerve.urls import integer_option
 
 log = logging.getLogger("nerve")
 
@@ -117,7 +117,6 @@ CLAIMS_READ_TIMEOUT: Final = 10.0
 #: Longest wait of each step of close() (a broker that does not answer does not hang it).
 CLOSE_TIMEOUT: Final = 5.0
 #: wait_idle polls this often.
-IDLE_POLL: Final = 0.05
 #: Topic name characters Kafka accepts; others in a subscription name are replaced.
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _TOPIC_EXISTS: Final = 36  # CreateTopics error code TOPIC_ALREADY_EXISTS
@@ -262,6 +261,8 @@ class KafkaTransport(Transport):
     """
 
     durable = True
+    name = "Kafka"
+    idle_poll = 0.05
 
     def __init__(self, url: str = "kafka://localhost:9092") -> None:
         parts = urlsplit(url)
@@ -308,16 +309,15 @@ class KafkaTransport(Transport):
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
 
-    @property
-    def default_store_url(self) -> str:
-        """The ``store`` URL option, else a SQLite file named for the prefix.
+    def own_store_url(self) -> str:
+        """A SQLite file named for the prefix.
 
         Kafka cannot hold the store (it needs lookups by event id), so a bus on Kafka with
         no ``store=`` argument and no ``NERVE_STORE_URL`` keeps its done marks and dead
         letters in ``./nerve-{prefix}.db``: durable and shared by the processes of one
         host. Workers on several hosts need a shared store: PostgreSQL or Redis.
         """
-        return self.store_url or f"sqlite:///nerve-{self.prefix}.db"
+        return f"sqlite:///nerve-{self.prefix}.db"
 
     # lifecycle
 
@@ -730,9 +730,7 @@ class KafkaTransport(Transport):
     # settling
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        batch = [d for d in deliveries if isinstance(d, KafkaDelivery) and not d.settled]
-        for delivery in batch:
-            delivery.settled = True
+        batch = [d for d in deliveries if isinstance(d, KafkaDelivery) and d.claim()]
         if batch:
             await self._settle(batch)
 
@@ -790,12 +788,7 @@ class KafkaTransport(Transport):
 
     # idleness
 
-    async def wait_idle(self) -> None:
-        # Other processes' work counts too, so poll: committed offsets against the ends.
-        while not await self._idle():  # noqa: ASYNC110
-            await asyncio.sleep(IDLE_POLL)
-
-    async def _idle(self) -> bool:
+    async def is_idle(self) -> bool:
         for sub in list(self._subs.values()):
             if sub.ready or sub.waiting:
                 return False
@@ -906,8 +899,7 @@ class KafkaTransport(Transport):
             await self._require_open().client.fetch_all_metadata()
 
     def _require_open(self) -> Any:
-        if self._closed:
-            raise BusClosed("the Kafka transport is closed")
+        self._check_open()
         if self._producer is None:
             raise TransportError(f"the Kafka transport for {self._where} is not connected")
         return self._producer

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from nerve.events import Event
-from nerve.exceptions import BusClosed, BusFull, ConfigurationError, SubscriptionError
+from nerve.exceptions import BusFull, ConfigurationError, SubscriptionError
 from nerve.routing import Router
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
@@ -48,11 +48,7 @@ class MemoryDelivery(Delivery):
     def __init__(
         self, transport: MemoryTransport, event: Event[Any], subscription: str, attempt: int
     ) -> None:
-        # Delivery.__init__ inlined: one of these is made per event per subscription.
-        self.event = event
-        self.subscription = subscription
-        self.attempt = attempt
-        self.settled = False
+        super().__init__(event, subscription, attempt)
         self._transport = transport
 
     async def _ack(self) -> None:
@@ -80,6 +76,7 @@ class MemoryTransport(Transport):
     """
 
     durable = False
+    name = "in-memory"
 
     def __init__(self, url: str = "memory://", *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         if max_pending < 1:
@@ -119,8 +116,7 @@ class MemoryTransport(Transport):
         timeout: float | None = None,
         bounded: bool = True,
     ) -> None:
-        if self._closed:
-            raise BusClosed("the in-memory transport is closed")
+        self._check_open()
         if subscription is None:
             targets = self._router.match(event.event_type)
         else:
@@ -148,8 +144,7 @@ class MemoryTransport(Transport):
         A batch may take the bus past ``max_pending`` by up to its own size: the bound is
         what a publisher waits on, checked per call.
         """
-        if self._closed:
-            raise BusClosed("the in-memory transport is closed")
+        self._check_open()
         if bounded and self._queued >= self.max_pending:
             await self._wait_for_room(timeout)
         match = self._router.match
@@ -196,8 +191,7 @@ class MemoryTransport(Transport):
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         received = self._received
         for delivery in deliveries:
-            if not delivery.settled:
-                delivery.settled = True
+            if delivery.claim():
                 received.discard(delivery)
         self._check_idle()
 
@@ -270,8 +264,7 @@ class MemoryTransport(Transport):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while self._queued >= self.max_pending:
-            if self._closed:
-                raise BusClosed("the in-memory transport is closed")
+            self._check_open()
             fut = loop.create_future()
             self._room_waiters.append(fut)
             remaining = None if deadline is None else deadline - loop.time()

@@ -17,7 +17,7 @@ without ``#`` maps one to one, its target token as ``*``. A ``#`` anywhere else
 first ``#`` (``{prefix}.ev.>``, ``{prefix}.ev.a.>``) and the client checks the event type
 against the pattern, acknowledging what does not match on the spot, as the Redis
 transport does for everything. The same token carries a DLQ replay to one subscription
-(:meth:`NatsTransport.publish` with ``subscription=``): its consumer's filter matches the
+(:meth:`NATSTransport.publish` with ``subscription=``): its consumer's filter matches the
 replay, and any other consumer whose filter also does skips it (the last token is not
 ``_`` nor its own name). Two consumers per subscription would avoid that skipping, but
 then one receive would have to wait on two pull requests; replays are rare.
@@ -29,7 +29,7 @@ busy one gets batches. (nats-py's ``fetch`` waits for a whole batch or its timeo
 has one message, which would delay a lone event by the timeout.) A request lost with a
 broker restart simply expires here, and a reconnect re-declares the stream and consumers
 and pulls again at once. The delivery count in the message's metadata is the attempt: a
-retry (:meth:`NatsDelivery.nack` -> ``-NAK {"delay": ...}``), a takeover after
+retry (:meth:`NATSDelivery.nack` -> ``-NAK {"delay": ...}``), a takeover after
 ``ack_wait`` (a dead worker) and a release at shutdown all count, so a crash counts as an
 attempt. Acks are ``+ACK``; a dead-lettered delivery is terminated (``+TERM``). While a
 delivery is held here (handled, or waiting in a buffer), ``+WPI`` (``in_progress``) is
@@ -97,12 +97,12 @@ from nats.js.api import (
 )
 
 from nerve.events import Event
-from nerve.exceptions import BusClosed, ConfigurationError, SubscriptionError, TransportError
+from nerve.exceptions import ConfigurationError, SubscriptionError, TransportError
 from nerve.routing import compile_pattern, validate_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport, raise_if_cancelled
-from nerve.transports.options import integer_option, number_option
+from nerve.urls import integer_option, number_option
 
 log = logging.getLogger("nerve")
 
@@ -136,7 +136,6 @@ API_TIMEOUT: Final = 5.0
 #: Seconds close() gives the acknowledgements and releases to reach the server.
 CLOSE_FLUSH_TIMEOUT: Final = 5.0
 #: wait_idle polls this often.
-IDLE_POLL: Final = 0.02
 
 _OPTIONS: Final = (
     "prefix",
@@ -206,13 +205,13 @@ def filter_subject(prefix: str, pattern: str) -> str:
     return f"{prefix}.ev.{'.'.join(tokens)}"
 
 
-class NatsDelivery(Delivery):
+class NATSDelivery(Delivery):
     """A delivery of one JetStream message to one subscription's consumer."""
 
     __slots__ = ("_transport", "msg")
 
     def __init__(
-        self, transport: NatsTransport, event: Event[Any], subscription: str, msg: Msg
+        self, transport: NATSTransport, event: Event[Any], subscription: str, msg: Msg
     ) -> None:
         super().__init__(event, subscription, msg.metadata.num_delivered)
         self._transport = transport
@@ -236,14 +235,14 @@ class _Subscription:
     config: ConsumerConfig
     inbox: str
     sub: Subscription | None = None
-    backlog: deque[NatsDelivery] = field(default_factory=deque)  # arrived, not yet returned
+    backlog: deque[NATSDelivery] = field(default_factory=deque)  # arrived, not yet returned
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     credit: int = 0  # messages the open pull request may still bring
     expires_at: float = 0.0  # when to stop waiting for it (loop time)
     problem: str | None = None  # a 409 from the server, reported by the next receive
 
 
-class NatsTransport(Transport):
+class NATSTransport(Transport):
     """NATS JetStream: one stream of events, a durable pull consumer per subscription.
 
     See the module docstring for the layout, the retry limit and what survives what.
@@ -258,6 +257,7 @@ class NatsTransport(Transport):
     """
 
     durable = True
+    name = "NATS"
 
     def __init__(self, url: str = "nats://localhost:4222") -> None:
         self.url = url
@@ -289,23 +289,19 @@ class NatsTransport(Transport):
         self.connect_timeout = number_option(
             "nats", options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
         )
-        self._store_url = options.get("store") or "memory://"
+        self.store_url = options.get("store")
         self.stream = stream_name(self.prefix)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subs: dict[str, _Subscription] = {}
         self._known: set[str] = set()  # subscriptions seen to exist (replay targets)
-        self._in_flight: dict[NatsDelivery, None] = {}  # arrived, not settled
+        self._in_flight: dict[NATSDelivery, None] = {}  # arrived, not settled
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
-
-    @property
-    def default_store_url(self) -> str:
-        return self._store_url
 
     # lifecycle
 
@@ -385,8 +381,8 @@ class NatsTransport(Transport):
                 # Left to the broker for redelivery (durable), released at once instead of
                 # after ack_wait. A release counts as a delivery (attempt + 1).
                 for delivery in unsettled:
-                    delivery.settled = True
-                    await delivery.msg.nak()
+                    if delivery.claim():
+                        await delivery.msg.nak()
                 await client.flush()
         except (TimeoutError, nats.errors.Error):
             log.warning(
@@ -552,9 +548,9 @@ class NatsTransport(Transport):
             log.exception("%s: terminating malformed message %s", sub.name, msg.subject)
             await msg.term()
             return
-        delivery = NatsDelivery(self, event, sub.name, msg)
+        delivery = NATSDelivery(self, event, sub.name, msg)
         if self._closed:
-            delivery.settled = True
+            delivery.claim()  # never handed out: settled here
             await msg.nak()
             return
         self._in_flight[delivery] = None
@@ -564,14 +560,12 @@ class NatsTransport(Transport):
     # settling
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        batch = [d for d in deliveries if isinstance(d, NatsDelivery) and not d.settled]
-        for delivery in batch:
-            delivery.settled = True
+        batch = [d for d in deliveries if isinstance(d, NATSDelivery) and d.claim()]
         if batch:
             await self._settle(batch, "ack")
 
     async def _settle(
-        self, deliveries: Sequence[NatsDelivery], how: _Settle, delay: float = 0.0
+        self, deliveries: Sequence[NATSDelivery], how: _Settle, delay: float = 0.0
     ) -> None:
         for delivery in deliveries:  # all of them, before a failure can stop the loop below
             self._in_flight.pop(delivery, None)
@@ -631,12 +625,7 @@ class NatsTransport(Transport):
 
     # idleness
 
-    async def wait_idle(self) -> None:
-        # Idleness is a state of the server (other processes' work counts), so poll it.
-        while not await self._idle():  # noqa: ASYNC110
-            await asyncio.sleep(IDLE_POLL)
-
-    async def _idle(self) -> bool:
+    async def is_idle(self) -> bool:
         js = self._jetstream()
         subs = list(self._subs.values())
         with self._translate("checking for pending work"):
@@ -747,8 +736,7 @@ class NatsTransport(Transport):
 
     def _client(self) -> Client:
         if self._nc is None:
-            if self._closed:
-                raise BusClosed("the NATS transport is closed")
+            self._check_open()
             raise TransportError(f"the NATS transport for {self._where} is not connected")
         return self._nc
 
@@ -763,8 +751,7 @@ class NatsTransport(Transport):
         try:
             yield
         except nats.errors.ConnectionClosedError as exc:
-            if self._closed:
-                raise BusClosed("the NATS transport is closed") from exc
+            self._check_open()
             raise TransportError(f"NATS at {self._where}: {doing} failed: {exc}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__

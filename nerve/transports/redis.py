@@ -70,23 +70,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
-from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from nerve.connections.redis import DEFAULT_PREFIX, redis_client, redis_options, redis_where
 from nerve.events import Event
-from nerve.exceptions import BusClosed, SubscriptionError, TransportError
+from nerve.exceptions import SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport, raise_if_cancelled
-from nerve.transports.options import number_option, split_options
+from nerve.urls import number_option
 
 log = logging.getLogger("nerve")
 
 # Wire names, in one place.
-DEFAULT_PREFIX: Final = "nerve"
 EVENTS_KEY: Final = "{prefix}:events"
 DIRECT_KEY: Final = "{prefix}:sub:{name}:direct"
 DELAYED_KEY: Final = "{prefix}:sub:{name}:delayed"
@@ -103,13 +102,11 @@ PROMOTE_BATCH: Final = 500
 #: Events sent per pipeline by publish_many.
 PUBLISH_CHUNK: Final = 1000
 #: wait_idle polls this often.
-IDLE_POLL: Final = 0.02
 #: Consumers with nothing pending and idle this long are deleted (crashed processes').
 REAP_IDLE_MS: Final = 3_600_000
 #: Idle time given to in-flight entries released at close: claimable at once by anyone.
 RELEASED_IDLE_MS: Final = 365 * 24 * 3_600_000
 
-_OPTIONS = ("prefix", "block_ms", "lease", "claim_interval", "retention")
 #: Default retention of settled events in the events stream: a week, as on SQLite.
 DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
 #: How often the events stream is trimmed.
@@ -264,40 +261,6 @@ return reply
 LAG_SCAN: Final = 10_000
 
 
-def redis_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split a ``redis://`` URL into the URL for redis-py and nerve's own options."""
-    return split_options(url, _OPTIONS)
-
-
-def redis_where(url: str) -> str:
-    """``host:port/db`` of a Redis URL, for messages (never the password)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
-
-
-#: Connections per client (``max_connections`` in the URL overrides it), and seconds a
-#: command waits for one when all are busy.
-MAX_CONNECTIONS: Final = 500
-POOL_TIMEOUT: Final = 20.0
-
-
-def redis_client(url: str, **options: Any) -> Redis:
-    """A client whose pool waits for a free connection instead of failing at its limit.
-
-    ``protocol=2``: the reply shapes nerve parses (redis-py 8 defaults to RESP3).
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=POOL_TIMEOUT,
-        decode_responses=True,
-        protocol=2,
-        socket_connect_timeout=5.0,
-        **options,
-    )
-    return Redis.from_pool(pool)
-
-
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -366,6 +329,7 @@ class RedisTransport(Transport):
     """
 
     durable = True
+    name = "Redis"
 
     def __init__(
         self,
@@ -406,8 +370,7 @@ class RedisTransport(Transport):
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
 
-    @property
-    def default_store_url(self) -> str:
+    def own_store_url(self) -> str:
         return self.url
 
     # lifecycle
@@ -504,8 +467,7 @@ class RedisTransport(Transport):
         timeout: float | None = None,
         bounded: bool = True,
     ) -> None:
-        if self._closed:
-            raise BusClosed("the Redis transport is closed")
+        self._check_open()
         client = self._client()
         body = event.model_dump_json()
         with self._translate(f"publishing {event.event_type} {event.event_id}"):
@@ -524,8 +486,7 @@ class RedisTransport(Transport):
     async def publish_many(
         self, events: Sequence[Event[Any]], *, timeout: float | None = None, bounded: bool = True
     ) -> None:
-        if self._closed:
-            raise BusClosed("the Redis transport is closed")
+        self._check_open()
         client = self._client()
         with self._translate(f"publishing {len(events)} events"):
             for start in range(0, len(events), PUBLISH_CHUNK):
@@ -649,9 +610,7 @@ class RedisTransport(Transport):
     # settling
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        batch = [d for d in deliveries if isinstance(d, RedisDelivery) and not d.settled]
-        for delivery in batch:
-            delivery.settled = True
+        batch = [d for d in deliveries if isinstance(d, RedisDelivery) and d.claim()]
         if batch:
             await self._settle(batch)
 
@@ -763,12 +722,7 @@ class RedisTransport(Transport):
 
     # idleness
 
-    async def wait_idle(self) -> None:
-        # Idleness is a state of the server (other processes' work counts), so poll it.
-        while not await self._idle():  # noqa: ASYNC110
-            await asyncio.sleep(IDLE_POLL)
-
-    async def _idle(self) -> bool:
+    async def is_idle(self) -> bool:
         subs = list(self._subs.values())
         if not subs:
             return True
@@ -829,8 +783,7 @@ class RedisTransport(Transport):
 
     def _client(self) -> Redis:
         if self._redis is None:
-            if self._closed:
-                raise BusClosed("the Redis transport is closed")
+            self._check_open()
             raise TransportError(f"the Redis transport for {self._where} is not connected")
         return self._redis
 

@@ -37,11 +37,11 @@ from collections.abc import Sequence
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from nerve.connections.sqlite import SQLiteDatabase, sqlite_path
 from nerve.events import Event
-from nerve.exceptions import BusClosed, ConfigurationError, SubscriptionError, TransportError
+from nerve.exceptions import ConfigurationError, SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
-from nerve.sqlitedb import SQLiteDatabase, sqlite_path
 from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
 
@@ -115,6 +115,7 @@ class SQLiteTransport(Transport):
     """
 
     durable = True
+    name = "SQLite"
 
     def __init__(
         self,
@@ -157,8 +158,7 @@ class SQLiteTransport(Transport):
             raise ConfigurationError(f"{url}: options must be numbers ({exc})") from exc
         return cls(url, synchronous=synchronous, **numbers)
 
-    @property
-    def default_store_url(self) -> str:
+    def own_store_url(self) -> str:
         return self.url.split("?", 1)[0]  # the store lives in the same file
 
     async def connect(self) -> None:
@@ -195,8 +195,7 @@ class SQLiteTransport(Transport):
         timeout: float | None = None,
         bounded: bool = True,
     ) -> None:
-        if self._closed:
-            raise BusClosed("the SQLite transport is closed")
+        self._check_open()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending_publishes.append((event, subscription, fut))
         if not self._flushing:
@@ -324,9 +323,7 @@ class SQLiteTransport(Transport):
     # settling
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        mine = [d for d in deliveries if isinstance(d, SQLiteDelivery) and not d.settled]
-        for delivery in mine:
-            delivery.settled = True
+        mine = [d for d in deliveries if isinstance(d, SQLiteDelivery) and d.claim()]
         if mine:
             await self._delete(mine)
 

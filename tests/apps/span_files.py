@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 
-class JsonLinesExporter(SpanExporter):
+class JSONLinesExporter(SpanExporter):
     """Appends each span to a file as a JSON line: ids, parent, name, kind, attributes."""
 
     def __init__(self, path: str) -> None:

@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from nerve import Event, EventBus
-from tests.apps.span_files import JsonLinesExporter
+from tests.apps.span_files import JSONLinesExporter
 
 provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(os.environ["TRACE_SPANS"])))
+provider.add_span_processor(SimpleSpanProcessor(JSONLinesExporter(os.environ["TRACE_SPANS"])))
 trace.set_tracer_provider(provider)
 
 first = EventBus()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from nerve import EventBus
-from nerve.http import HttpSettings, create_app
+from nerve.http import HTTPSettings, create_app
 
 KEY = "test-key-1"
 ADMIN_KEY = "test-admin-key"
@@ -18,10 +18,10 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @asynccontextmanager
 async def serve(
-    bus: EventBus, settings: HttpSettings | None = None
+    bus: EventBus, settings: HTTPSettings | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app for ``bus`` with its lifespan running, and a client talking to it."""
-    app = create_app(bus, settings or HttpSettings(api_keys=[KEY], admin_api_keys=[ADMIN_KEY]))
+    app = create_app(bus, settings or HTTPSettings(api_keys=[KEY], admin_api_keys=[ADMIN_KEY]))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nerve") as c,

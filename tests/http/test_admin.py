@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from nerve import Event, EventBus, Reject
-from nerve.http import HttpSettings, create_app, router
+from nerve.http import HTTPSettings, create_app, router
 from tests.conftest import FAST, drop_redis_keys, eventually
 from tests.http.conftest import ADMIN, AUTH, KEY, serve
 
@@ -79,7 +79,7 @@ async def test_dead_letters_list_replay_and_delete() -> None:
 
 async def test_health_and_readiness() -> None:
     bus, _ = flaky_bus()
-    app = create_app(bus, HttpSettings(api_keys=[KEY]))
+    app = create_app(bus, HTTPSettings(api_keys=[KEY]))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://nerve") as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
@@ -114,7 +114,7 @@ async def test_readiness_asks_a_durable_transport(transport: str, tmp_path: Path
 async def test_readiness_fails_when_the_broker_is_unreachable() -> None:
     # A port nothing listens on: the bus cannot even start, so the check runs unstarted.
     bus = EventBus("redis://127.0.0.1:1/0?prefix=t-unreachable")
-    app = create_app(bus, HttpSettings())
+    app = create_app(bus, HTTPSettings())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://nerve") as client:
         response = await client.get("/readyz")
@@ -199,7 +199,7 @@ async def test_router_mounts_in_an_existing_app_and_starts_the_bus() -> None:
     async def hello() -> dict[str, str]:
         return {"hello": "world"}
 
-    app.include_router(router(bus, HttpSettings(api_keys=[KEY])), prefix="/nerve")
+    app.include_router(router(bus, HTTPSettings(api_keys=[KEY])), prefix="/nerve")
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -218,7 +218,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NERVE_GITHUB_WEBHOOK_SECRET", "old,new")
     monkeypatch.setenv("NERVE_WEBHOOK_SECRETS", '{"acme": "whsec_a", "globex": ["whsec_b", "c"]}')
     monkeypatch.setenv("NERVE_MAX_BODY_BYTES", "2048")
-    settings = HttpSettings()
+    settings = HTTPSettings()
     assert [k.get_secret_value() for k in settings.api_keys] == ["k1", "k2"]
     assert [k.get_secret_value() for k in settings.github_webhook_secret] == ["old", "new"]
     assert {

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nerve import Event, EventBus, Reject, Settings
-from nerve.http import HttpSettings
+from nerve.http import HTTPSettings
 from tests.conftest import eventually
 from tests.http.conftest import ADMIN, AUTH, KEY, serve
 
@@ -124,7 +124,7 @@ async def test_batch_validation_is_all_or_nothing(app: Client) -> None:
 )
 async def test_bad_batches_are_refused(body: Any, status: int, error: str) -> None:
     bus, seen = recording_bus()
-    settings = HttpSettings(api_keys=[KEY], max_batch=10)
+    settings = HTTPSettings(api_keys=[KEY], max_batch=10)
     async with serve(bus, settings) as client:
         response = await client.post("/events/batch", json=body, headers=AUTH)
         assert (response.status_code, response.json()["error"]) == (status, error)
@@ -262,7 +262,7 @@ async def test_missing_and_wrong_keys_are_401_and_admin_endpoints_403(app: Clien
 
 async def test_open_when_no_keys_are_configured() -> None:
     bus, seen = recording_bus()
-    async with serve(bus, HttpSettings()) as client:
+    async with serve(bus, HTTPSettings()) as client:
         assert (await client.post("/events", json={"event_type": "a.b"})).status_code == 202
         assert (await client.get("/dlq")).status_code == 200
         await eventually(lambda: len(seen) == 1)
@@ -270,7 +270,7 @@ async def test_open_when_no_keys_are_configured() -> None:
 
 async def test_body_size_limit_is_413_with_or_without_content_length() -> None:
     bus, seen = recording_bus()
-    async with serve(bus, HttpSettings(api_keys=[KEY], max_body_bytes=1000)) as client:
+    async with serve(bus, HTTPSettings(api_keys=[KEY], max_body_bytes=1000)) as client:
         big = {"event_type": "a.b", "payload": {"text": "x" * 2000}}
         response = await client.post("/events", json=big, headers=AUTH)
         assert response.status_code == 413
@@ -346,7 +346,7 @@ async def test_a_saturated_bus_answers_503_with_retry_after_and_loses_nothing() 
         await release.wait()
         handled.append(event.event_id)
 
-    settings = HttpSettings(api_keys=[KEY], publish_timeout=0.05, retry_after=7)
+    settings = HTTPSettings(api_keys=[KEY], publish_timeout=0.05, retry_after=7)
     async with serve(bus, settings) as client:
         accepted: list[str] = []
         refused = None

@@ -14,7 +14,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nerve import Event, EventBus
-from nerve.http import HttpSettings, create_app
+from nerve.http import HTTPSettings, create_app
 from tests.http.conftest import AUTH, KEY
 
 
@@ -61,7 +61,7 @@ async def post_both(app: Any) -> httpx.Response:
 
 async def test_with_nothing_in_front_the_intake_goes_direct_and_is_handled() -> None:
     bus, handled = recording_bus()
-    app = create_app(bus, HttpSettings(api_keys=[KEY]))
+    app = create_app(bus, HTTPSettings(api_keys=[KEY]))
     response = await post_both(app)
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "accepted"
@@ -73,7 +73,7 @@ async def test_with_nothing_in_front_the_intake_goes_direct_and_is_handled() -> 
 
 async def test_a_middleware_added_by_the_user_still_sees_the_intake_requests() -> None:
     bus, handled = recording_bus()
-    app = create_app(bus, HttpSettings(api_keys=[KEY]))
+    app = create_app(bus, HTTPSettings(api_keys=[KEY]))
     app.add_middleware(Seen)
     Seen.paths = []
     response = await post_both(app)
@@ -88,7 +88,7 @@ async def test_an_unexpected_failure_is_a_500_with_a_body(
     user_middleware: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bus, handled = recording_bus()
-    app = create_app(bus, HttpSettings(api_keys=[KEY]))
+    app = create_app(bus, HTTPSettings(api_keys=[KEY]))
     if user_middleware:
         app.add_middleware(Seen)
 

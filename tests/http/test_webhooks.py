@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from nerve import Event, EventBus
-from nerve.http import HttpSettings, create_app
+from nerve.http import HTTPSettings, create_app
 from nerve.http.signatures import (
     SignatureError,
     StaleSignature,
@@ -58,7 +58,7 @@ ACME_SECRET = "whsec_" + base64.b64encode(b"acme-signing-key-24bytes").decode()
 ACME_OLD_SECRET = STANDARD_SECRET
 TOLERANCE = 300
 
-SETTINGS = HttpSettings(
+SETTINGS = HTTPSettings(
     api_keys=["an-event-key"],  # webhooks need none: the signature is the credential
     github_webhook_secret=[GITHUB_OLD_SECRET, GITHUB_SECRET],
     stripe_webhook_secret=[STRIPE_OLD_SECRET, STRIPE_SECRET],
@@ -585,7 +585,7 @@ async def test_standard_webhook_without_a_type(app: Client) -> None:
 async def test_standard_webhook_reference_vector_over_http() -> None:
     """The reference vector's request, with the clock where it was signed, is accepted."""
     bus = EventBus("memory://")
-    settings = HttpSettings(
+    settings = HTTPSettings(
         webhook_secrets={"svix": STANDARD_SECRET},
         webhook_tolerance=int(time.time()) - STANDARD_TIMESTAMP + 3600,
     )
@@ -666,7 +666,7 @@ async def test_standard_webhook_missing_malformed_or_forged_is_401(
 
 async def test_standard_webhook_signed_for_another_source_is_401() -> None:
     bus = EventBus("memory://")
-    settings = HttpSettings(webhook_secrets={"acme": ACME_SECRET, "other": STANDARD_SECRET})
+    settings = HTTPSettings(webhook_secrets={"acme": ACME_SECRET, "other": STANDARD_SECRET})
     async with serve(bus, settings) as client:
         body, headers = standard_request({"type": "x"})  # signed with acme's secret
         response = await client.post("/webhooks/other", content=body, headers=headers)
@@ -694,13 +694,13 @@ async def test_unknown_source_is_404(app: Client) -> None:
     ],
 )
 async def test_unconfigured_provider_is_404_naming_the_variable(path: str, variable: str) -> None:
-    async with serve(EventBus("memory://"), HttpSettings(api_keys=["k"])) as client:
+    async with serve(EventBus("memory://"), HTTPSettings(api_keys=["k"])) as client:
         answer = refused(await client.post(path, content=b"{}"), 404, "not_configured")
         assert variable in answer["detail"]
 
 
 async def test_too_large_body_is_413_before_verification() -> None:
-    settings = HttpSettings(github_webhook_secret=[GITHUB_SECRET], max_body_bytes=64)
+    settings = HTTPSettings(github_webhook_secret=[GITHUB_SECRET], max_body_bytes=64)
     async with serve(EventBus("memory://"), settings) as client:
         body, headers = github_request({"big": "x" * 100})
         response = await client.post("/webhooks/github", content=body, headers=headers)
@@ -728,12 +728,12 @@ async def test_rejections_are_counted_by_reason(app: Client) -> None:
 )
 def test_bad_configuration_fails_at_startup(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        create_app(EventBus("memory://"), HttpSettings(**settings))
+        create_app(EventBus("memory://"), HTTPSettings(**settings))
 
 
 def test_secrets_are_not_in_error_messages() -> None:
     with pytest.raises(ValueError, match="base64") as caught:
-        create_app(EventBus("memory://"), HttpSettings(webhook_secrets={"acme": "whsec_s3cr3t!"}))
+        create_app(EventBus("memory://"), HTTPSettings(webhook_secrets={"acme": "whsec_s3cr3t!"}))
     assert "s3cr3t" not in str(caught.value)
 
 
@@ -758,5 +758,5 @@ def test_openapi_documents_configured_webhooks_only() -> None:
         assert headers <= {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     source = spec["paths"]["/webhooks/{source}"]["post"]["parameters"][0]
     assert source["schema"]["enum"] == ["acme"]
-    bare = create_app(EventBus("memory://"), HttpSettings(api_keys=["k"])).openapi()
+    bare = create_app(EventBus("memory://"), HTTPSettings(api_keys=["k"])).openapi()
     assert not [path for path in bare["paths"] if path.startswith("/webhooks")]

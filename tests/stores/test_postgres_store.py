@@ -28,9 +28,9 @@ from nerve import (
     MissingDependency,
     StoreError,
 )
+from nerve.records import AttemptError, DeadLetter
 from nerve.stores import postgres as postgres_module
 from nerve.stores import store_from_url
-from nerve.stores.base import AttemptError, DeadLetter
 from nerve.stores.postgres import PostgresStore
 
 #: The server the tests use; NERVE_TEST_POSTGRES_URL points them elsewhere.

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from nerve import AttemptError, DeadLetter, DeliveryState, Event, EventBus, Store
-from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Spend
+from nerve.records import Spend
+from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW
 from nerve.stores.memory import MemoryStore
 from nerve.stores.postgres import PostgresStore
 from nerve.stores.redis import LOG_EVENT_KEY, RedisStore
@@ -223,8 +224,8 @@ async def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_sqlite_url_forms(tmp_path: Path) -> None:
+    from nerve.connections.sqlite import sqlite_path
     from nerve.exceptions import ConfigurationError
-    from nerve.sqlitedb import sqlite_path
 
     assert sqlite_path("sqlite:///rel/x.db") == "rel/x.db"
     assert sqlite_path("sqlite:////abs/x.db") == "/abs/x.db"

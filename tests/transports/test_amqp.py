@@ -35,7 +35,7 @@ from nerve.transports import amqp as amqp_transport
 from nerve.transports.amqp import (
     DEFAULT_DELIVERY_LIMIT,
     DELAY_STEPS_MS,
-    AmqpTransport,
+    AMQPTransport,
     amqp_options,
     amqp_where,
     delay_step_ms,
@@ -100,12 +100,12 @@ def url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def connect(url: str) -> AsyncIterator[Callable[..., Awaitable[AmqpTransport]]]:
+async def connect(url: str) -> AsyncIterator[Callable[..., Awaitable[AMQPTransport]]]:
     """Connected transports on the test's prefix (one per "process"); closed at teardown."""
-    made: list[AmqpTransport] = []
+    made: list[AMQPTransport] = []
 
-    async def factory(**options: Any) -> AmqpTransport:
-        transport = AmqpTransport(url, **options)
+    async def factory(**options: Any) -> AMQPTransport:
+        transport = AMQPTransport(url, **options)
         await transport.connect()
         made.append(transport)
         return transport
@@ -115,7 +115,7 @@ async def connect(url: str) -> AsyncIterator[Callable[..., Awaitable[AmqpTranspo
         await transport.close()
 
 
-Connect = Callable[..., Awaitable[AmqpTransport]]
+Connect = Callable[..., Awaitable[AMQPTransport]]
 
 
 async def message_count(queue: str, port: int = 5672) -> int | None:
@@ -132,7 +132,7 @@ async def message_count(queue: str, port: int = 5672) -> int | None:
         await connection.close()
 
 
-async def receive_one(transport: AmqpTransport, subscription: str) -> Delivery:
+async def receive_one(transport: AMQPTransport, subscription: str) -> Delivery:
     async with asyncio.timeout(10):
         [delivery] = await transport.receive(subscription, 1)
     return delivery
@@ -142,7 +142,7 @@ async def receive_one(transport: AmqpTransport, subscription: str) -> Delivery:
 
 
 def test_url_options_are_read_and_checked() -> None:
-    transport = AmqpTransport(
+    transport = AMQPTransport(
         "amqp://u:secret@h:5673/v?prefix=app&prefetch=16&delivery_limit=5&heartbeat=30"
         "&store=sqlite:///s.db"
     )
@@ -151,13 +151,13 @@ def test_url_options_are_read_and_checked() -> None:
     assert transport.events_name == "app.events"
     assert amqp_options(transport.url)[0] == "amqp://u:secret@h:5673/v?heartbeat=30"
     assert amqp_where(transport.url) == "h:5673/v"  # for messages: never the password
-    assert AmqpTransport("amqp://h").delivery_limit == DEFAULT_DELIVERY_LIMIT
+    assert AMQPTransport("amqp://h").delivery_limit == DEFAULT_DELIVERY_LIMIT
     with pytest.raises(ConfigurationError, match="prefetch='many' is not an integer"):
-        AmqpTransport("amqp://h/?prefetch=many")
+        AMQPTransport("amqp://h/?prefetch=many")
     with pytest.raises(ConfigurationError, match="delivery_limit must be >= 0"):
-        AmqpTransport("amqp://h/?delivery_limit=-1")
+        AMQPTransport("amqp://h/?delivery_limit=-1")
     with pytest.raises(ConfigurationError, match="reserves"):
-        AmqpTransport("amqp://h/?prefix=amq.x")
+        AMQPTransport("amqp://h/?prefix=amq.x")
 
 
 def test_queue_names_escape_what_amqp_does_not_allow() -> None:
@@ -184,7 +184,7 @@ def test_delays_round_to_the_nearest_step() -> None:
 
 
 async def test_an_unreachable_broker_is_a_clear_error_without_the_password() -> None:
-    transport = AmqpTransport("amqp://guest:s3cret@127.0.0.1:1/")  # nothing listens on port 1
+    transport = AMQPTransport("amqp://guest:s3cret@127.0.0.1:1/")  # nothing listens on port 1
     with pytest.raises(TransportError, match=r"cannot reach RabbitMQ at 127\.0\.0\.1:1/") as exc:
         await transport.connect()
     assert "s3cret" not in str(exc.value)
@@ -244,7 +244,7 @@ async def test_a_message_returned_too_often_is_parked_not_dropped(
     await declaring.publish(Event(event_type="job.run"))
     attempts = []
     for _ in range(2):  # two consumers die holding it: the second return passes the limit
-        holder = AmqpTransport(url, delivery_limit=1)
+        holder = AMQPTransport(url, delivery_limit=1)
         await holder.connect()
         await holder.declare("s", "job.run", start_from="earliest")
         attempts.append((await receive_one(holder, "s")).attempt)
@@ -462,7 +462,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 async def amqp_whereabouts(
-    url: str, transport: AmqpTransport, subscription: str, wanted: set[str]
+    url: str, transport: AMQPTransport, subscription: str, wanted: set[str]
 ) -> Found:
     """Where events are on RabbitMQ and in ``transport``: what it consumed and holds, and
     what is ready in the subscription's queue, the wait queues it used and the parked
@@ -558,7 +558,7 @@ async def test_events_accepted_before_a_broker_kill_are_handled_after_its_restar
         publishing.cancel()
         await asyncio.gather(publishing, return_exceptions=True)
         await publisher.stop()
-    amqp = cast(AmqpTransport, worker.transport)
+    amqp = cast(AMQPTransport, worker.transport)
 
     async def explain() -> str:
         return await unhandled(
@@ -608,7 +608,7 @@ async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_re
     await declared_before_a_crash(worker, node)
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
     worker.subscribe("job.run", job, name="job", backoff=Backoff(initial=0.2, jitter=0.0))
-    amqp = cast(AmqpTransport, worker.transport)
+    amqp = cast(AMQPTransport, worker.transport)
     accepted: list[str] = []
 
     async def publish(count: int) -> None:
@@ -650,7 +650,7 @@ async def test_a_retry_under_a_memory_alarm_waits_for_it_and_spends_no_attempt(
     for the alarm to end, neither handed back (an attempt spent every few seconds) nor its
     wait queue deleted."""
     monkeypatch.setattr(amqp_transport, "REQUEUE_CONFIRM", 0.5)  # check early and often
-    transport = AmqpTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=alarm")
+    transport = AMQPTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=alarm")
     checked: list[bool] = []
     check = transport._check_wait
 
@@ -689,7 +689,7 @@ async def test_settling_on_a_connection_lost_with_its_write_queue_full_gives_up(
     """aiormq queues at most ten frames for its writer; a broker that stops reading fills
     that queue, and the acknowledgements waiting for room in it must end when the
     connection is lost, not wait for ever (a stuck handler, and a stuck shutdown)."""
-    transport = AmqpTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=stuck")
+    transport = AMQPTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=stuck")
     await transport.connect()
     await transport.declare("s", "job.run", start_from="earliest")
     await transport.publish_many([Event(event_type="job.run") for _ in range(200)])

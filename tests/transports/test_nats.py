@@ -32,8 +32,8 @@ from nerve import (
 from nerve.transports import transport_from_url
 from nerve.transports.nats import (
     MSG_ID_HEADER,
-    NatsDelivery,
-    NatsTransport,
+    NATSDelivery,
+    NATSTransport,
     consumer_name,
     filter_subject,
     nats_options,
@@ -71,9 +71,9 @@ def url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def transport(url: str) -> AsyncIterator[NatsTransport]:
+async def transport(url: str) -> AsyncIterator[NATSTransport]:
     found = transport_from_url(url, Settings())
-    assert isinstance(found, NatsTransport)
+    assert isinstance(found, NATSTransport)
     await found.connect()
     yield found
     await found.close()
@@ -93,7 +93,7 @@ async def stream_messages(url: str) -> int:
 
 
 def test_url_options_are_read_and_checked() -> None:
-    transport = NatsTransport(
+    transport = NATSTransport(
         "nats://u:p@h:4333?prefix=app&ack_wait=5&retention=60&dedupe_window=600"
         "&max_deliver=7&max_ack_pending=50&replicas=3&publish_timeout=2&store=sqlite:///s.db"
     )
@@ -102,19 +102,19 @@ def test_url_options_are_read_and_checked() -> None:
     assert (transport.max_deliver, transport.max_ack_pending, transport.replicas) == (7, 50, 3)
     assert transport.default_store_url == "sqlite:///s.db"
     assert transport._server_url == "nats://u:p@h:4333"
-    defaults = NatsTransport("nats://h")
+    defaults = NATSTransport("nats://h")
     assert (defaults.prefix, defaults.ack_wait, defaults.max_deliver) == ("nerve", 30.0, -1)
     assert (defaults.retention, defaults.dedupe_window) == (7 * 24 * 3600.0, 120.0)
     assert defaults.default_store_url == "memory://"
-    assert NatsTransport("nats://h?retention=0&max_deliver=0").max_deliver == -1  # unlimited
+    assert NATSTransport("nats://h?retention=0&max_deliver=0").max_deliver == -1  # unlimited
     with pytest.raises(ConfigurationError, match="ack_wait='abc' is not a number"):
-        NatsTransport("nats://h?ack_wait=abc")
+        NATSTransport("nats://h?ack_wait=abc")
     with pytest.raises(ConfigurationError, match="ack_wait must be > 0"):
-        NatsTransport("nats://h?ack_wait=0")
+        NATSTransport("nats://h?ack_wait=0")
     with pytest.raises(ConfigurationError, match=r"unknown nats URL option\(s\) lease"):
-        NatsTransport("nats://h?lease=2")
+        NATSTransport("nats://h?lease=2")
     with pytest.raises(ConfigurationError, match=r"prefix='a\.b'"):
-        NatsTransport("nats://h?prefix=a.b")
+        NATSTransport("nats://h?prefix=a.b")
 
 
 @pytest.mark.parametrize(
@@ -148,14 +148,14 @@ async def test_unreachable_server_is_a_clear_error_without_the_password() -> Non
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    transport = NatsTransport(f"nats://user:s3cret@127.0.0.1:{port}?connect_timeout=0.5")
+    transport = NATSTransport(f"nats://user:s3cret@127.0.0.1:{port}?connect_timeout=0.5")
     with pytest.raises(TransportError, match=f"cannot reach NATS at 127.0.0.1:{port}") as info:
         await transport.connect()
     assert "s3cret" not in str(info.value)
 
 
 async def test_republishing_an_event_id_is_deduplicated_by_the_server(
-    transport: NatsTransport, url: str
+    transport: NATSTransport, url: str
 ) -> None:
     await transport.declare("s", "job.#", start_from="earliest")
     event = Event(event_type="job.run")
@@ -169,7 +169,7 @@ async def test_republishing_an_event_id_is_deduplicated_by_the_server(
     assert await stream_messages(url) == 4
 
 
-async def test_a_replay_reaches_only_its_subscription(transport: NatsTransport) -> None:
+async def test_a_replay_reaches_only_its_subscription(transport: NATSTransport) -> None:
     await transport.declare("a", "job.#", start_from="earliest")
     await transport.declare("b", "job.#", start_from="earliest")
     replayed, later = Event(event_type="job.run"), Event(event_type="job.run")
@@ -185,7 +185,7 @@ async def test_a_replay_reaches_only_its_subscription(transport: NatsTransport) 
 
 
 async def test_patterns_with_a_hash_inside_are_checked_in_the_client(
-    transport: NatsTransport,
+    transport: NATSTransport,
 ) -> None:
     await transport.declare("s", "#.created", start_from="earliest")
     kinds = ["ticket.created", "ticket.closed", "created", "a.b.created", "created.not"]
@@ -200,7 +200,7 @@ async def test_patterns_with_a_hash_inside_are_checked_in_the_client(
 
 
 async def test_nack_redelivers_with_the_attempt_counted_and_reject_ends_it(
-    transport: NatsTransport,
+    transport: NATSTransport,
 ) -> None:
     await transport.declare("s", "job.run", start_from="earliest")
     await transport.publish(Event(event_type="job.run"))
@@ -217,13 +217,13 @@ async def test_nack_redelivers_with_the_attempt_counted_and_reject_ends_it(
 
 
 async def test_close_releases_in_flight_deliveries_at_once(url: str) -> None:
-    first = NatsTransport(url.replace("ack_wait=2", "ack_wait=60"))
+    first = NATSTransport(url.replace("ack_wait=2", "ack_wait=60"))
     await first.connect()
     await first.declare("s", "job.run", start_from="earliest")
     await first.publish(Event(event_type="job.run"))
     [held] = await first.receive("s", 10)
     await first.close()  # unsettled: released, not left for the 60 s ack wait
-    second = NatsTransport(url.replace("ack_wait=2", "ack_wait=60"))
+    second = NATSTransport(url.replace("ack_wait=2", "ack_wait=60"))
     await second.connect()
     try:
         await second.declare("s", "job.run", start_from="earliest")
@@ -232,7 +232,7 @@ async def test_close_releases_in_flight_deliveries_at_once(url: str) -> None:
         # 2 by the contract; nats-server 2.9.10 reports 1 for a redelivery that first met
         # a pull request whose inbox is gone (the closed transport's): see the docs.
         assert again.attempt in (1, 2)
-        assert isinstance(again, NatsDelivery)
+        assert isinstance(again, NATSDelivery)
         await again.ack()
     finally:
         await second.close()
@@ -241,7 +241,7 @@ async def test_close_releases_in_flight_deliveries_at_once(url: str) -> None:
 async def test_max_deliver_is_logged_as_not_dead_lettered(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport = NatsTransport(f"{url}&max_deliver=1")
+    transport = NATSTransport(f"{url}&max_deliver=1")
     await transport.connect()
     try:
         await transport.declare("s", "job.run", start_from="earliest")
@@ -255,13 +255,13 @@ async def test_max_deliver_is_logged_as_not_dead_lettered(
         await transport.close()
 
 
-async def take(transport: NatsTransport, subscription: str, n: int) -> list[NatsDelivery]:
+async def take(transport: NATSTransport, subscription: str, n: int) -> list[NATSDelivery]:
     """Receive until ``n`` deliveries came (bounded in time)."""
-    got: list[NatsDelivery] = []
+    got: list[NATSDelivery] = []
     async with asyncio.timeout(10):
         while len(got) < n:
             for delivery in await transport.receive(subscription, n - len(got)):
-                assert isinstance(delivery, NatsDelivery)
+                assert isinstance(delivery, NATSDelivery)
                 got.append(delivery)
     return got
 
@@ -311,7 +311,7 @@ def kill(server: subprocess.Popen[bytes]) -> None:
 
 
 async def nats_whereabouts(
-    url: str, transport: NatsTransport, subscription: str, wanted: set[str]
+    url: str, transport: NATSTransport, subscription: str, wanted: set[str]
 ) -> Found:
     """Where events are in JetStream and in ``transport``: in the stream at or below the
     subscription consumer's ack floor (acknowledged) or above it (not yet delivered, or
@@ -389,7 +389,7 @@ async def test_a_broker_restart_loses_no_accepted_event(tmp_path: Path) -> None:
                 accepted.append(event.event_id)
 
         transport = bus.transport
-        assert isinstance(transport, NatsTransport)
+        assert isinstance(transport, NATSTransport)
 
         async def explain() -> str:
             look = functools.partial(nats_whereabouts, url, transport, "job")

@@ -25,6 +25,7 @@ from nerve import (
     StoreError,
     TransportError,
 )
+from nerve.connections.redis import redis_options
 from nerve.transports import transport_from_url
 from nerve.transports.redis import (
     DELAYED_KEY,
@@ -32,7 +33,6 @@ from nerve.transports.redis import (
     EVENTS_KEY,
     FIELD_EVENT,
     RedisTransport,
-    redis_options,
 )
 from tests.conftest import drop_redis_keys, eventually
 from tests.servers import answers, free_ports, wait_up

@@ -1,11 +1,36 @@
-"""URL options of the broker transports: split from the client's URL, parsed and checked."""
+"""URLs of transports and stores: their scheme, a form safe to print, and nerve's own
+options in their query (split from the client library's, parsed and checked)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from nerve.exceptions import ConfigurationError
+
+__all__ = ["integer_option", "number_option", "redact", "scheme_of", "split_options"]
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of ``url`` (``redis`` for ``redis://host``).
+
+    Raises:
+        ConfigurationError: ``url`` has no scheme.
+    """
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigurationError(f"{url!r} is not a URL: expected e.g. 'memory://'")
+    return scheme
+
+
+#: ``//user:password@`` anywhere in a URL, also in one nested in its query (``?store=``).
+_PASSWORD = re.compile(r"(//[^/:@?&#]*:)[^/@?&#]+@")
+
+
+def redact(url: str) -> str:
+    """``url`` with every password in it replaced by ``***``: safe to print and log."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def split_options(url: str, ours: Iterable[str]) -> tuple[str, dict[str, str]]:

@@ -1,0 +1,1 @@
+"""Connections shared by a transport and the store of the same kind (Redis, SQLite)."""
