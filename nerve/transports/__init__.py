@@ -42,7 +42,7 @@ def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name == module_name or extra is None:
+        if extra is None or (exc.name or "").startswith(module_name):
             raise  # our own module is broken, not a missing extra
         raise MissingDependency(
             f"the {scheme}:// transport needs {exc.name}: pip install 'nerve[{extra}]'"
