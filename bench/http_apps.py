@@ -115,7 +115,7 @@ def nerve_app(config: AppConfig) -> FastAPI:
     """nerve's app with an API key, on ``config.url`` (plus the stats route)."""
     from nerve import EventBus, Settings
     from nerve.http import HTTPSettings, create_app
-    from nerve.metrics import Metrics
+    from nerve.observe.metrics import Metrics
 
     counts = Counts()
     bus = EventBus(

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nerve import Event, EventBus, Reject
-from nerve.llm import LLMSettings, agent_output, step, untrusted
+from nerve import Event, EventBus, Reject, step
+from nerve.llm import LLMSettings, agent_output, untrusted
 from nerve.llm.classify import Classification, Classifier
 
 bus = EventBus()

@@ -31,9 +31,10 @@ from nerve.exceptions import (
     TransportError,
 )
 from nerve.history import History
-from nerve.observer import Observer
+from nerve.observe.observer import Observer
 from nerve.records import AttemptError, DeadLetter, DeliveryState, EventRecord, Outcome, TraceNode
 from nerve.settings import Settings
+from nerve.steps import step
 from nerve.stores.base import Store
 from nerve.subscription import Backoff, Subscription
 from nerve.transports.base import Delivery, Transport
@@ -85,5 +86,6 @@ __all__ = [
     "TransportError",
     "__version__",
     "current",
+    "step",
     "transaction",
 ]

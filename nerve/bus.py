@@ -10,14 +10,16 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from nerve import clock, constants
-from nerve.context import _current
+from nerve.context import current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
 from nerve.history import History, HistoryRecorder
-from nerve.observer import Observer, Observers, default_observers
+from nerve.observe import default_observers
+from nerve.observe.observer import Observer, Observers
 from nerve.records import DeliveryState
 from nerve.routing import matches
+from nerve.runner import SubscriptionRunner
 from nerve.settings import Settings
 from nerve.settler import Settler
 from nerve.stores import store_from_url
@@ -35,7 +37,6 @@ from nerve.subscription import (
 from nerve.transports import transport_from_url
 from nerve.transports.base import Delivery, Transport
 from nerve.urls import redact
-from nerve.worker import SubscriptionRunner
 
 log = logging.getLogger("nerve")
 
@@ -111,7 +112,7 @@ class EventBus:
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._observers = Observers(default_observers(self.settings))
+        self._observers = Observers(default_observers())
         self._recorder: HistoryRecorder | None = None
         history = self.settings.history
         if history is None:  # the in-process bus pays ~25% of its top rate for the log
@@ -120,9 +121,9 @@ class EventBus:
             self._recorder = HistoryRecorder(self._store, self.settings.history_retention)
             self._observers.add(self._recorder)
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
-        self.dlq = DeadLetterQueue(self)
+        self.dlq = DeadLetterQueue(self._ready_store, self._redeliver)
         #: The event log: events published, handler outcomes, declared subscriptions.
-        self.history = History(self)
+        self.history = History(self._history_store)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
         self.unfinished: list[Delivery] = []
 
@@ -298,7 +299,7 @@ class EventBus:
             return await self._host.publish(event, timeout=timeout)
         if self._state not in ("connected", "running", "stopping"):
             await self._connect()
-        ctx = _current.get()
+        ctx = current()
         if ctx is not None and event.causation_id is None:
             event = self._caused_by(event, ctx.event)
         if self._observers:
@@ -331,7 +332,7 @@ class EventBus:
             return await self._host.publish_many(events, timeout=timeout)
         if self._state not in ("connected", "running", "stopping"):
             await self._connect()
-        ctx = _current.get()
+        ctx = current()
         batch = [
             self._caused_by(e, ctx.event) if ctx is not None and e.causation_id is None else e
             for e in events
@@ -524,6 +525,14 @@ class EventBus:
         """Write the event log's buffer now (at stop, and before reading the log)."""
         if self._recorder is not None:
             await self._recorder.close()
+
+    async def _history_store(self) -> Store:
+        """The store of the bus running this one's subscriptions, with the event log's
+        buffer written: what :attr:`history` reads."""
+        bus = self._host or self
+        store = await bus._ready_store()
+        await bus._flush_history()
+        return store
 
     async def _ready_store(self) -> Store:
         if self._state == "new":

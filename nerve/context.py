@@ -68,12 +68,13 @@ class HandlerContext:
         return f"HandlerContext({self.subscription}, {self.event.event_id}, attempt {self.attempt})"
 
 
-_current: ContextVar[HandlerContext | None] = ContextVar("nerve_handler", default=None)
+#: The delivery being handled in this task: set by the runner around each handler call.
+handling: ContextVar[HandlerContext | None] = ContextVar("nerve_handler", default=None)
 
 
 def current() -> HandlerContext | None:
     """The delivery being handled in this task, or None outside handlers."""
-    return _current.get()
+    return handling.get()
 
 
 @asynccontextmanager
@@ -96,7 +97,7 @@ async def transaction() -> AsyncIterator[Any]:
     worker committed the same event first, :class:`nerve.AlreadyHandled` rolls this one
     back and the delivery is acknowledged as a duplicate.
     """
-    ctx = _current.get()
+    ctx = handling.get()
     if ctx is None:
         raise NerveError("nerve.transaction() works only inside a handler")
     async with ctx.store.transaction(ctx.subscription, ctx.event.event_id) as tx:

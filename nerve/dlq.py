@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nerve import constants
+from nerve.events import Event
 from nerve.records import DeadLetter
-
-if TYPE_CHECKING:
-    from nerve.bus import EventBus
+from nerve.stores.base import Store
 
 
 class DeadLetterQueue:
@@ -19,8 +19,15 @@ class DeadLetterQueue:
     can be dead in one subscription and done in another.
     """
 
-    def __init__(self, bus: EventBus) -> None:
-        self._bus = bus
+    def __init__(
+        self,
+        store: Callable[[], Awaitable[Store]],
+        redeliver: Callable[[Event[Any], str], Awaitable[None]],
+    ) -> None:
+        #: The store, ready to use (connected on first use, reopened after a stop).
+        self._store = store
+        #: Deliver an event again to one subscription only.
+        self._redeliver = redeliver
 
     async def list(
         self,
@@ -30,7 +37,7 @@ class DeadLetterQueue:
         limit: int | None = 100,
     ) -> builtins.list[DeadLetter]:
         """Dead letters, newest first, optionally filtered."""
-        store = await self._bus._ready_store()
+        store = await self._store()
         return await store.dead_letters(event_id=event_id, subscription=subscription, limit=limit)
 
     async def get(self, event_id: str, *, subscription: str | None = None) -> DeadLetter | None:
@@ -47,8 +54,7 @@ class DeadLetterQueue:
         starts again at attempt 1, and if it fails to the end it comes back with its new
         errors. Returns the entries replayed.
         """
-        bus = self._bus
-        store = await bus._ready_store()
+        store = await self._store()
         taken = await store.take_dead_letters(event_id=event_id, subscription=subscription)
         for index, entry in enumerate(taken):
             try:
@@ -56,7 +62,7 @@ class DeadLetterQueue:
                 await store.record_step(
                     entry.subscription, entry.event.event_id, constants.CRASH_COUNT_STEP, "0"
                 )
-                await bus._redeliver(entry.event, entry.subscription)
+                await self._redeliver(entry.event, entry.subscription)
             except BaseException:
                 for unsent in taken[index:]:  # nothing taken is lost
                     await store.add_dead_letter(unsent)
@@ -65,5 +71,5 @@ class DeadLetterQueue:
 
     async def purge(self, event_id: str | None = None, *, subscription: str | None = None) -> int:
         """Delete dead letters (all of them with no arguments); return how many."""
-        store = await self._bus._ready_store()
+        store = await self._store()
         return len(await store.take_dead_letters(event_id=event_id, subscription=subscription))

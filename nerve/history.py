@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nerve import clock
 from nerve.events import Event
-from nerve.observer import Observer
+from nerve.observe.observer import Observer
 from nerve.records import EventRecord, OutcomeRow, PublishedRow, TraceNode
 from nerve.routing import matches
 
 if TYPE_CHECKING:
-    from nerve.bus import EventBus
     from nerve.context import HandlerContext
     from nerve.stores.base import Store
 
@@ -63,14 +62,9 @@ class History:
     recorded (on a durable store); the in-memory store knows only this process.
     """
 
-    def __init__(self, bus: EventBus) -> None:
-        self._bus = bus
-
-    async def _store(self) -> Store:
-        bus = self._bus._host or self._bus
-        store = await bus._ready_store()
-        await bus._flush_history()
-        return store
+    def __init__(self, store: Callable[[], Awaitable[Store]]) -> None:
+        #: The store, ready to read, with what the recorder buffered written to it.
+        self._store = store
 
     async def event(self, event_id: str) -> EventRecord | None:
         """The event with this id and its outcomes, or None if not in the log."""
@@ -161,7 +155,7 @@ class HistoryRecorder(Observer):
     # hooks (synchronous, quick)
 
     def published(self, events: Sequence[Event[Any]]) -> None:
-        now = time.time()
+        now = clock.time()
         self._events.extend([(e, now) for e in events])
         self._schedule()
 
@@ -174,7 +168,7 @@ class HistoryRecorder(Observer):
                 event.event_id,
                 context.attempt,
                 "done",
-                time.time(),
+                clock.time(),
                 seconds,
                 None,
                 None,
@@ -204,7 +198,7 @@ class HistoryRecorder(Observer):
                 event.event_id,
                 context.attempt,
                 "retrying" if retry_in is not None else "dead_lettered",
-                time.time(),
+                clock.time(),
                 seconds,
                 name,
                 str(error),
@@ -223,7 +217,7 @@ class HistoryRecorder(Observer):
                 self._timer = None
             self._spawn()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._due)
+            self._timer = clock.call_later(FLUSH_DELAY, self._due)
 
     def _due(self) -> None:
         self._timer = None
@@ -253,7 +247,7 @@ class HistoryRecorder(Observer):
                     len(events),
                     len(outcomes),
                 )
-        now = time.time()
+        now = clock.time()
         if now - self._trimmed >= TRIM_EVERY:
             self._trimmed = now
             try:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from nerve import clock
 from nerve.exceptions import TransportError
 from nerve.stores.base import Store
 from nerve.transports.base import Delivery, Transport
@@ -65,7 +66,7 @@ class Settler:
         if len(pending) >= SETTLE_BATCH:
             await self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY, self._due)
+            self._timer = clock.call_later(SETTLE_DELAY, self._due)
 
     def _due(self) -> None:
         self._timer = None

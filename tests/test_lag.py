@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from nerve import Event, EventBus, Retry
-from nerve.metrics import Metrics
+from nerve.observe.metrics import Metrics
 from nerve.urls import scheme_of
 from tests.conftest import BusFactory, eventually
 from tests.http.conftest import serve

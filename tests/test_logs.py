@@ -14,8 +14,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from nerve import Event, EventBus, Reject
-from nerve.logs import EVENTS_LOGGER, JSONFormatter, LogSettings
-from nerve.tracing import Tracing
+from nerve.observe.logs import EVENTS_LOGGER, JSONFormatter, LogSettings
+from nerve.observe.tracing import Tracing
 from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_nerve_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
         """
         import asyncio
         from nerve import Event, EventBus
-        from nerve.logs import configure_logging
+        from nerve.observe.logs import configure_logging
 
         configure_logging()
         bus = EventBus("memory://")

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from nerve import Event, EventBus, Reject, Settings
 from nerve.llm import LLMSettings, chat
-from nerve.tracing import Tracing, current_tracer
+from nerve.observe.tracing import Tracing, current_tracer
 from tests.apps.span_files import span_record
 from tests.conftest import FAST, BusFactory, drop_redis_keys, eventually
 from tests.llm.openai_server import OpenAIServer, completion

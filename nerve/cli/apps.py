@@ -19,7 +19,7 @@ from nerve.bus import EventBus
 from nerve.cli.base import AppArg, app, console
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
-from nerve.logs import configure_logging
+from nerve.observe.logs import configure_logging
 from nerve.urls import redact, scheme_of
 
 #: Where ``nerve serve`` keeps events when NERVE_URL is not set: a SQLite file here.

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from nerve.exceptions import NerveError
 from nerve.http.intake import HTTPProblem, Intake, json_response
 from nerve.http.schemas import DeadLetters, Problem, Purged, problem_responses
-from nerve.metrics import CONTENT_TYPE
+from nerve.observe.metrics import CONTENT_TYPE
 
 #: Seconds /readyz waits for the transport and the store to answer.
 READY_TIMEOUT = 2.0

@@ -16,7 +16,7 @@ from nerve.http import admin, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath, handles
 from nerve.http.intake import Intake
 from nerve.http.settings import HTTPSettings
-from nerve.metrics import Metrics
+from nerve.observe.metrics import Metrics
 
 log = logging.getLogger("nerve.http")
 

@@ -22,7 +22,7 @@ from nerve.bus import EventBus
 from nerve.events import Event
 from nerve.exceptions import BusClosed, BusFull, NerveError
 from nerve.http.settings import HTTPSettings
-from nerve.metrics import Metrics
+from nerve.observe.metrics import Metrics
 
 log = logging.getLogger("nerve.http")
 

@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from nerve.exceptions import NerveError
 from nerve.http.feed import Feed, tree, view
 from nerve.http.intake import HTTPProblem, Intake, json_response
-from nerve.metrics import Metrics
+from nerve.observe.metrics import Metrics
 from nerve.routing import validate_pattern
 
 #: The page's files, by the name it asks for: nothing else under static/ is served.

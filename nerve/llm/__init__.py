@@ -5,8 +5,8 @@
 make one call each, charged to the running handler's event (its
 budget, its ``usage``); ``agent_output`` returns a validated pydantic object; ``run_agent``
 lets the model call the tools on an allow-list; ``untrusted`` puts event data into
-messages as delimited data; ``step`` records a result so a retry or replay does not pay
-for it twice. See ``docs/llm.md``.
+messages as delimited data. Wrap a model call in ``nerve.step`` so a retry or replay does
+not pay for it twice. See ``docs/llm.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from nerve.llm.classify import (
 from nerve.llm.client import openai_client
 from nerve.llm.embedded import EmbeddedModel, load_model
 from nerve.llm.settings import LLMSettings
-from nerve.llm.steps import step
 from nerve.llm.structured import OutputMode, agent_output
 from nerve.llm.tools import Tools, run_agent
 from nerve.llm.untrusted import untrusted
@@ -63,6 +62,5 @@ __all__ = [
     "load_model",
     "openai_client",
     "run_agent",
-    "step",
     "untrusted",
 ]

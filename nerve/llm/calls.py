@@ -29,7 +29,7 @@ from nerve.exceptions import ConfigurationError, ModelRequestRejected, ModelUnav
 from nerve.llm.budget import Budget, charge, ran_out, seconds_left
 from nerve.llm.client import openai_client
 from nerve.llm.settings import LLMSettings
-from nerve.tracing import model_call, record_usage
+from nerve.observe.tracing import model_call, record_usage
 from nerve.urls import redact
 
 #: Statuses a later attempt may get past; any other 4xx would be refused again.

@@ -10,7 +10,7 @@ A store keeps six things, each keyed by ``(subscription, event_id)``:
 - **dead letters**: kept until replayed or purged.
 - **published** records (event id -> type), kept for ``window``, so ``status`` can name the
   subscriptions an event is still pending for.
-- **step results** (``nerve.llm.step``): the JSON result of each named step of a handler,
+- **step results** (``nerve.step``): the JSON result of each named step of a handler,
   so a retried or replayed event does not redo (and pay for) a step that succeeded.
 - **spend**: the model tokens and seconds an event has cost a subscription so far, so a
   budget holds across retries.

@@ -3,7 +3,7 @@
 A transport connects, routes a published event to every declared subscription whose
 pattern matches, hands each subscription's deliveries to its consumers (competing: one
 delivery goes to one consumer at a time), and settles them. Retries, idempotency, dead
-letters and chains live once, in the core (``nerve.worker``), not in each transport.
+letters and chains live once, in the core (``nerve.runner``), not in each transport.
 """
 
 from __future__ import annotations

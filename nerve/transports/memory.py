@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Self
 
+from nerve import clock
 from nerve.events import Event
 from nerve.exceptions import BusFull, ConfigurationError, SubscriptionError
 from nerve.routing import Router
@@ -256,7 +257,7 @@ class MemoryTransport(Transport):
             if not self._closed:
                 self._enqueue(channel, again)
 
-        timer = asyncio.get_running_loop().call_later(delay, fire)
+        timer = clock.call_later(delay, fire)
         self._timers[timer] = again
         self._finish(delivery)
 

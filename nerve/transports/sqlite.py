@@ -31,12 +31,12 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from nerve import clock
 from nerve.connections.sqlite import SQLiteDatabase, sqlite_path
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError, SubscriptionError, TransportError
@@ -219,7 +219,7 @@ class SQLiteTransport(Transport):
         await fut
 
     def _insert_events(self, batch: list[tuple[Event[Any], str | None, Any]]) -> None:
-        now = time.time()
+        now = clock.time()
         with self._db.transaction() as db:
             for event, target, _ in batch:
                 if (
@@ -254,7 +254,7 @@ class SQLiteTransport(Transport):
         return ()
 
     def _lease(self, subscription: str, max_items: int) -> list[tuple[int, str, int]]:
-        now = time.time()
+        now = clock.time()
         with self._db.transaction() as db:
             self._route(db, subscription)
             rows = db.execute(
@@ -284,7 +284,7 @@ class SQLiteTransport(Transport):
             "SELECT cursor FROM nerve_subscriptions WHERE name = ?", (subscription,)
         ).fetchone()[0]
         pattern = self._patterns[subscription]
-        now = time.time()
+        now = clock.time()
         while True:
             events = db.execute(
                 "SELECT seq, event_type, target FROM nerve_events WHERE seq > ? ORDER BY seq "
@@ -311,7 +311,7 @@ class SQLiteTransport(Transport):
         )
 
     def _prune(self) -> None:
-        horizon = time.time() - self.retention
+        horizon = clock.time() - self.retention
         with self._db.transaction() as db:
             db.execute(
                 "DELETE FROM nerve_events WHERE published_at < ? "
@@ -348,13 +348,13 @@ class SQLiteTransport(Transport):
             db.execute(
                 "UPDATE nerve_deliveries SET attempt = ?, due_at = ?, owner = NULL, "
                 "lease_until = NULL WHERE id = ?",
-                (attempt, time.time() + delay, row_id),
+                (attempt, clock.time() + delay, row_id),
             )
 
     async def _renew_leases(self) -> None:
         """Extend the leases of deliveries being handled, every third of a lease."""
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await clock.sleep(self.lease / 3)
             ids = list(self._in_flight)
             if not ids or not self._db.is_open:
                 continue
@@ -364,7 +364,7 @@ class SQLiteTransport(Transport):
                 log.exception("could not extend %d leases", len(ids))
 
     def _extend(self, ids: list[int]) -> None:
-        until = time.time() + self.lease
+        until = clock.time() + self.lease
         with self._db.transaction() as db:
             db.executemany(
                 "UPDATE nerve_deliveries SET lease_until = ? WHERE id = ? AND owner = ?",
@@ -402,8 +402,8 @@ class SQLiteTransport(Transport):
 
     async def wait_idle(self) -> None:
         # Other processes may publish and settle: only the file knows, so poll it.
-        while await self._db.run(self._busy):  # noqa: ASYNC110
-            await asyncio.sleep(min(self.poll, 0.02))
+        while await self._db.run(self._busy):
+            await clock.sleep(min(self.poll, 0.02))
 
     def _busy(self) -> bool:
         names = list(self._patterns)

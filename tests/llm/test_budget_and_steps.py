@@ -9,8 +9,8 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
-from nerve import Backoff, Event, EventBus
-from nerve.llm import Budget, LLMSettings, agent_output, chat, step
+from nerve import Backoff, Event, EventBus, step
+from nerve.llm import Budget, LLMSettings, agent_output, chat
 from tests.llm.openai_server import OpenAIServer, Reply, completion
 
 FAST = Backoff(initial=0.01, maximum=0.05)

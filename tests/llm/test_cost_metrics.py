@@ -9,7 +9,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from nerve import Event, EventBus
 from nerve.llm import LLMSettings, chat
 from nerve.llm.settings import ModelPrice
-from nerve.metrics import Metrics
+from nerve.observe.metrics import Metrics
 from tests.http.test_admin import metric
 from tests.llm.openai_server import OpenAIServer, completion
 

@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from nerve import constants
-from nerve.context import HandlerContext, _current
+from nerve import clock, constants
+from nerve.context import HandlerContext, handling
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, CrashLoop, HandlerTimeout, Reject, Retry
-from nerve.observer import Observers
+from nerve.observe.observer import Observers
 from nerve.records import AttemptError, DeadLetter
 from nerve.settler import Settler, acknowledge
 from nerve.stores.base import Store
@@ -232,7 +232,7 @@ class SubscriptionRunner:
                 log.exception(
                     "%s: %s failed; retrying in %.1fs", self.subscription.name, doing, delay
                 )
-                await asyncio.sleep(delay)
+                await clock.sleep(delay)
 
     async def _release(self, delivery: Delivery) -> None:
         try:
@@ -284,7 +284,7 @@ class SubscriptionRunner:
                 return
             while True:
                 ctx = HandlerContext(event, sub.name, attempt, self._store)
-                token = _current.set(ctx)
+                token = handling.set(ctx)
                 if observers:
                     observers.started(sub.name, event, ctx)
                 started = time.perf_counter() if observers else 0.0
@@ -309,7 +309,7 @@ class SubscriptionRunner:
                     await self._settler.done(delivery)
                     return
                 finally:
-                    _current.reset(token)
+                    handling.reset(token)
                 seconds = time.perf_counter() - started if observers else 0.0
                 delay = await self._failed(event, error, attempt)
                 if observers:
@@ -321,7 +321,7 @@ class SubscriptionRunner:
                     await delivery.nack(delay)
                     return
                 # Ordered: retry in place, so later events of the same key keep waiting.
-                await asyncio.sleep(delay)
+                await clock.sleep(delay)
                 attempt += 1
         finally:
             waiter = active.pop(event_id, None)
@@ -385,7 +385,7 @@ class SubscriptionRunner:
     async def _failed(self, event: Event[Any], exc: Exception, attempt: int) -> float | None:
         """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""
         sub = self.subscription
-        # The outcome's log line is nerve.logs.EventLog's (an observer every bus has).
+        # The outcome's log line is nerve.observe.logs.EventLog's (an observer every bus has).
         error = AttemptError.from_exception(exc, attempt)
         if isinstance(exc, Reject) or attempt > sub.retries:
             errors = await self._store.take_failures(sub.name, event.event_id)

@@ -25,7 +25,6 @@ from nerve.events import Event
 
 if TYPE_CHECKING:
     from nerve.context import HandlerContext
-    from nerve.settings import Settings
 
 log = logging.getLogger("nerve")
 
@@ -145,14 +144,3 @@ class Observers(Observer):
 
 
 _HOOKS = ("publishing", "published", "started", "handled", "failed")
-
-
-def default_observers(settings: Settings) -> list[Observer]:
-    """The observers every bus starts with (history, traces, logs), per its settings."""
-    from nerve.logs import EventLog  # imported here: they import this module
-    from nerve.tracing import Tracing
-
-    observers: list[Observer] = []
-    # The log line before the span ends, so it carries the trace id.
-    observers += [EventLog(), Tracing()]
-    return observers

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import exposition as _exposition
 
 from nerve.events import Event
-from nerve.observer import Observer
+from nerve.observe.observer import Observer
 
 if TYPE_CHECKING:
     from nerve.bus import EventBus

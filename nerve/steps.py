@@ -1,4 +1,7 @@
-"""Durable steps: a step's result is recorded, so a retry or replay does not redo it."""
+"""Durable steps: a step's result is recorded, so a retry or replay does not redo it.
+
+A core concept, not an LLM one: any handler's costly or side-effecting part (a model
+call, a payment, an email) can be a step; waits that resume a handler replay its steps."""
 
 from __future__ import annotations
 

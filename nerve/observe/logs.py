@@ -8,7 +8,7 @@ JSON formatter picks them up; :class:`JSONFormatter` is one that is ready to use
 Fields: ``outcome``, ``event_id``, ``event_type``, ``correlation_id``, ``causation_id``,
 ``subscription``, ``attempt``, ``duration_ms``, and on failures ``error_type``, ``error``
 and ``retry_in`` (seconds, for ``retrying``); ``trace_id`` / ``span_id`` when the attempt
-is traced (see :mod:`nerve.tracing`).
+is traced (see :mod:`nerve.observe.tracing`).
 
 ``NERVE_LOG_FORMAT=json`` (or ``text``) and ``NERVE_LOG_LEVEL`` choose what
 :func:`configure_logging` installs, for a process that leaves logging to nerve (the CLI's
@@ -17,7 +17,7 @@ is traced (see :mod:`nerve.tracing`).
 Example:
     ```python
     import logging
-    from nerve.logs import JSONFormatter
+    from nerve.observe.logs import JSONFormatter
 
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter())
@@ -40,7 +40,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nerve.events import Event
-from nerve.observer import Observer
+from nerve.observe.observer import Observer
 
 if TYPE_CHECKING:
     from nerve.context import HandlerContext

@@ -48,7 +48,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from nerve.events import Event
-from nerve.observer import Observer
+from nerve.observe.observer import Observer
 
 if TYPE_CHECKING:
     from nerve.context import HandlerContext
