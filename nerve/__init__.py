@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nerve.bus import EventBus, EventStatus
-from nerve.context import HandlerContext, LLMUsage, current, transaction
+from nerve.context import HandlerContext, current, transaction
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import (
@@ -63,7 +63,6 @@ __all__ = [
     "HandlerError",
     "HandlerTimeout",
     "History",
-    "LLMUsage",
     "MissingDependency",
     "ModelRequestRejected",
     "ModelUnavailable",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nerve.events import Event
@@ -20,49 +19,21 @@ if TYPE_CHECKING:
     from nerve.stores.base import Store
 
 
-@dataclass(slots=True)
-class LLMUsage:
-    """Model tokens and calls of one attempt of a handler, in total and per model.
-
-    ``nerve.llm`` adds to it after every model call made inside a handler.
-    """
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-    by_model: dict[str, LLMUsage] = field(default_factory=dict)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Count one call to ``model``."""
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.calls += 1
-        per_model = self.by_model.get(model)
-        if per_model is None:
-            per_model = self.by_model[model] = LLMUsage()
-        per_model.prompt_tokens += prompt_tokens
-        per_model.completion_tokens += completion_tokens
-        per_model.calls += 1
-
-
 class HandlerContext:
     """The delivery a handler is running for: its event, subscription and attempt.
 
-    ``usage`` counts the model calls of this attempt (see :class:`LLMUsage`).
+    ``extensions`` holds what layers above the core keep per attempt, by a key of their
+    own (``nerve.llm`` keeps the attempt's model usage there: ``nerve.llm.usage()``).
     """
 
-    __slots__ = ("attempt", "event", "store", "subscription", "usage")
+    __slots__ = ("attempt", "event", "extensions", "store", "subscription")
 
     def __init__(self, event: Event[Any], subscription: str, attempt: int, store: Store) -> None:
         self.event = event
         self.subscription = subscription
         self.attempt = attempt
         self.store = store
-        self.usage = LLMUsage()
+        self.extensions: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"HandlerContext({self.subscription}, {self.event.event_id}, attempt {self.attempt})"

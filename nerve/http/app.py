@@ -16,6 +16,7 @@ from nerve.http import admin, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath, handles
 from nerve.http.intake import Intake
 from nerve.http.settings import HTTPSettings
+from nerve.llm.metrics import LLMMetrics
 from nerve.observe.metrics import Metrics
 
 log = logging.getLogger("nerve.http")
@@ -44,6 +45,7 @@ def _build(
     if metrics is None:
         metrics = Metrics()
         bus.observe(metrics)
+        bus.observe(LLMMetrics(metrics.registry))
     intake = Intake(bus, settings, metrics)
     if not intake.settings.api_keys and not intake.settings.admin_api_keys:
         log.warning("no API keys configured (NERVE_API_KEYS): every endpoint is open")

@@ -11,7 +11,6 @@ not pay for it twice. See ``docs/llm.md``.
 
 from __future__ import annotations
 
-from nerve.context import LLMUsage
 from nerve.exceptions import (
     BudgetExceeded,
     ModelRequestRejected,
@@ -32,10 +31,12 @@ from nerve.llm.classify import (
 )
 from nerve.llm.client import openai_client
 from nerve.llm.embedded import EmbeddedModel, load_model
+from nerve.llm.metrics import LLMMetrics
 from nerve.llm.settings import LLMSettings
 from nerve.llm.structured import OutputMode, agent_output
 from nerve.llm.tools import Tools, run_agent
 from nerve.llm.untrusted import untrusted
+from nerve.llm.usage import LLMUsage, usage
 
 __all__ = [
     "Budget",
@@ -45,6 +46,7 @@ __all__ = [
     "EmbeddedModel",
     "Embedder",
     "EndpointEmbedder",
+    "LLMMetrics",
     "LLMSettings",
     "LLMUsage",
     "LocalEmbedder",
@@ -63,4 +65,5 @@ __all__ = [
     "openai_client",
     "run_agent",
     "untrusted",
+    "usage",
 ]

@@ -29,6 +29,7 @@ from nerve.exceptions import ConfigurationError, ModelRequestRejected, ModelUnav
 from nerve.llm.budget import Budget, charge, ran_out, seconds_left
 from nerve.llm.client import openai_client
 from nerve.llm.settings import LLMSettings
+from nerve.llm.usage import usage
 from nerve.observe.tracing import model_call, record_usage
 from nerve.urls import redact
 
@@ -147,7 +148,7 @@ async def _metered(endpoint: AsyncOpenAI, model: str, budget: Budget) -> AsyncIt
         await charge(ctx, budget, 0, time.monotonic() - started)
         raise _translated(exc, endpoint, model) from exc
     if ctx is not None:
-        ctx.usage.add(model, meter.prompt, meter.completion)
+        usage(ctx).add(model, meter.prompt, meter.completion)
     await charge(ctx, budget, meter.prompt + meter.completion, time.monotonic() - started)
 
 

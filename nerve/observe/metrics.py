@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,7 +31,6 @@ from nerve.observe.observer import Observer
 if TYPE_CHECKING:
     from nerve.bus import EventBus
     from nerve.context import HandlerContext
-    from nerve.llm.settings import ModelPrice
 
 log = logging.getLogger("nerve")
 
@@ -49,23 +48,10 @@ class Metrics(Observer):
 
     Args:
         registry: where the metrics live (default: a registry of their own).
-        prices: USD per million tokens by model, for ``nerve_llm_cost_dollars_total``
-            (default: ``LLMSettings().prices``, i.e. ``NERVE_LLM_PRICES``). Models without
-            a price count tokens and no cost.
     """
 
-    def __init__(
-        self,
-        registry: CollectorRegistry | None = None,
-        *,
-        prices: Mapping[str, ModelPrice] | None = None,
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        if prices is None:
-            from nerve.llm.settings import LLMSettings  # the LLM layer only when asked
-
-            prices = LLMSettings().prices
-        self.prices = dict(prices)
         reg = self.registry
         by_type = ["event_type"]
         by_sub = ["event_type", "subscription"]
@@ -101,18 +87,6 @@ class Metrics(Observer):
             "nerve_http_requests_rejected",
             "Requests the HTTP intake refused, by reason.",
             ["reason"],
-            registry=reg,
-        )
-        self.llm_tokens = Counter(
-            "nerve_llm_tokens",
-            "LLM tokens spent by handlers.",
-            ["subscription", "model", "kind"],
-            registry=reg,
-        )
-        self.llm_cost = Counter(
-            "nerve_llm_cost_dollars",
-            "Estimated LLM spend of handlers in US dollars (tokens times NERVE_LLM_PRICES).",
-            ["subscription", "model"],
             registry=reg,
         )
         self.subscription_lag = Gauge(
@@ -157,7 +131,6 @@ class Metrics(Observer):
             )
         children[0].inc()
         children[1].observe(seconds)
-        self._usage(subscription, context)
 
     def failed(
         self,
@@ -176,21 +149,6 @@ class Metrics(Observer):
         else:
             self.events_retried.labels(*labels).inc()
         self.handler_seconds.labels(subscription).observe(seconds)
-        self._usage(subscription, context)
-
-    def _usage(self, subscription: str, context: HandlerContext) -> None:
-        for model, spent in context.usage.by_model.items():
-            if spent.prompt_tokens:
-                self.llm_tokens.labels(subscription, model, "prompt").inc(spent.prompt_tokens)
-            if spent.completion_tokens:
-                self.llm_tokens.labels(subscription, model, "completion").inc(
-                    spent.completion_tokens
-                )
-            price = self.prices.get(model)
-            if price is not None:
-                dollars = price.cost(spent.prompt_tokens, spent.completion_tokens)
-                if dollars:
-                    self.llm_cost.labels(subscription, model).inc(dollars)
 
     # exposition
 

@@ -13,12 +13,11 @@ from nerve import (
     ConfigurationError,
     Event,
     EventBus,
-    LLMUsage,
     ModelRequestRejected,
     ModelUnavailable,
     current,
 )
-from nerve.llm import LLMSettings, chat, embed, openai_client
+from nerve.llm import LLMSettings, LLMUsage, chat, embed, openai_client, usage
 from tests.llm.openai_server import OpenAIServer, completion, error, fake_embedding
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -106,16 +105,16 @@ async def test_usage_is_recorded_on_the_handlers_context(
         await embed(["two words"], client=client)
         ctx = current()
         assert ctx is not None
-        usages.append(ctx.usage)
+        usages.append(usage(ctx))
 
     async with bus:
         await bus.publish(Event(event_type="ticket.created"))
         await bus.join(timeout=10)
-    (usage,) = usages
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.calls) == (109, 23, 3)
-    assert usage.by_model["test-model"].total_tokens == 120
-    assert usage.by_model["other"].calls == 1
-    assert usage.by_model["text-embedding-3-small"].prompt_tokens == 2
+    (spent,) = usages
+    assert (spent.prompt_tokens, spent.completion_tokens, spent.calls) == (109, 23, 3)
+    assert spent.by_model["test-model"].total_tokens == 120
+    assert spent.by_model["other"].calls == 1
+    assert spent.by_model["text-embedding-3-small"].prompt_tokens == 2
     await chat(HELLO, client=client)  # outside a handler: nothing to record on
 
 

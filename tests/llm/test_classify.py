@@ -9,7 +9,7 @@ import pytest
 from numpy.typing import NDArray
 
 from nerve import ConfigurationError, Event, EventBus, current
-from nerve.llm import LLMSettings
+from nerve.llm import LLMSettings, usage
 from nerve.llm.classify import (
     Classification,
     Classifier,
@@ -136,7 +136,7 @@ async def test_endpoint_usage_is_recorded_per_event(
         result = await classifier.classify(event.payload["body"])
         ctx = current()
         assert ctx is not None
-        seen.append((result.label, ctx.usage.total_tokens))
+        seen.append((result.label, usage(ctx).total_tokens))
 
     async with bus:
         await bus.publish(Event(event_type="ticket", payload={"body": "the site is down"}))

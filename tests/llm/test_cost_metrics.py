@@ -7,7 +7,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from nerve import Event, EventBus
-from nerve.llm import LLMSettings, chat
+from nerve.llm import LLMMetrics, LLMSettings, chat
 from nerve.llm.settings import ModelPrice
 from nerve.observe.metrics import Metrics
 from tests.http.test_admin import metric
@@ -19,10 +19,9 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 async def test_cost_is_tokens_times_the_models_price_per_subscription(
     bus: EventBus, server: OpenAIServer, client: AsyncOpenAI
 ) -> None:
-    metrics = Metrics(
-        prices={"gpt-4o-mini": ModelPrice(input=0.15, output=0.60), "big": ModelPrice(input=5)}
-    )
-    bus.observe(metrics)
+    metrics = Metrics()
+    prices = {"gpt-4o-mini": ModelPrice(input=0.15, output=0.60), "big": ModelPrice(input=5)}
+    bus.observe(LLMMetrics(metrics.registry, prices=prices))
     server.then(
         completion("a", prompt_tokens=1_000_000, completion_tokens=500_000),
         completion("b", prompt_tokens=2_000, completion_tokens=1_000),
@@ -57,6 +56,8 @@ async def test_cost_is_tokens_times_the_models_price_per_subscription(
 def test_prices_come_from_nerve_llm_prices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NERVE_LLM_PRICES", '{"m": {"input": 1.5, "output": 6}}')
     assert LLMSettings().prices == {"m": ModelPrice(input=1.5, output=6)}
-    assert Metrics().prices["m"].cost(2_000_000, 1_000_000) == pytest.approx(9.0)
+    assert LLMMetrics(Metrics().registry).prices["m"].cost(2_000_000, 1_000_000) == pytest.approx(
+        9.0
+    )
     monkeypatch.delenv("NERVE_LLM_PRICES")
-    assert Metrics().prices == {}  # no prices unless given: they change
+    assert LLMMetrics(Metrics().registry).prices == {}  # no prices unless given: they change

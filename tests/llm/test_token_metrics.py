@@ -6,7 +6,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from nerve import Event, EventBus
-from nerve.llm import chat
+from nerve.llm import LLMMetrics, chat
 from nerve.observe.metrics import Metrics
 from tests.http.test_admin import metric
 from tests.llm.openai_server import OpenAIServer, completion
@@ -18,7 +18,7 @@ async def test_tokens_are_counted_per_subscription_and_model(
     bus: EventBus, server: OpenAIServer, client: AsyncOpenAI
 ) -> None:
     metrics = Metrics()
-    bus.observe(metrics)
+    bus.observe(LLMMetrics(metrics.registry))
     server.then(
         completion("a", prompt_tokens=100, completion_tokens=20),
         completion("b", prompt_tokens=7, completion_tokens=3, model="other"),
