@@ -107,3 +107,28 @@ def test_the_bus_imports_the_parts_it_runs_and_none_of_them_imports_the_bus() ->
     assert parts <= edges["nerve.bus"]
     for part in parts:
         assert "nerve.bus" not in edges.get(part, set()), part
+
+
+def floors(edges: dict[str, set[str]]) -> dict[str, int]:
+    """Each module's floor: 1 + the highest floor among what it imports (0: imports none)."""
+    found: dict[str, int] = {}
+
+    def floor(node: str) -> int:
+        if node not in found:
+            found[node] = 0  # a cycle (which the test above refuses) stops here
+            found[node] = 1 + max((floor(t) for t in edges[node]), default=-1)
+        return found[node]
+
+    for node in edges:
+        floor(node)
+    return found
+
+
+if __name__ == "__main__":  # python -m tests.test_imports: the package, floor by floor
+    edges = {m: {t for t in ts if t != "nerve"} for m, ts in graph().items() if m != "nerve"}
+    by_floor: dict[int, list[str]] = {}
+    for module, level in floors(edges).items():
+        by_floor.setdefault(level, []).append(module)
+    for level in sorted(by_floor, reverse=True):
+        print(f"floor {level:2}: {', '.join(sorted(by_floor[level]))}")
+    print("cycles:", cycles(edges) or "none")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import exposition as _exposition
@@ -29,10 +29,21 @@ from nerve.events import Event
 from nerve.observe.observer import Observer
 
 if TYPE_CHECKING:
-    from nerve.bus import EventBus
     from nerve.context import HandlerContext
+    from nerve.transports.base import Transport
 
 log = logging.getLogger("nerve")
+
+
+class Lagging(Protocol):
+    """What :meth:`Metrics.refresh` reads of a bus: its transport and subscriptions."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def subscriptions(self) -> Mapping[str, object]: ...
+
 
 #: The content type of :meth:`Metrics.render`'s output.
 CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
@@ -152,7 +163,7 @@ class Metrics(Observer):
 
     # exposition
 
-    async def refresh(self, bus: EventBus) -> None:
+    async def refresh(self, bus: Lagging) -> None:
         """Ask the transport for each subscription's lag (``nerve_subscription_lag``).
 
         Call it before :meth:`render` (the HTTP app's ``/metrics`` does). A subscription
