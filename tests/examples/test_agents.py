@@ -22,7 +22,7 @@ from nerve.llm.embedded import EmbeddedModel, load_model
 from tests.conftest import eventually
 from tests.llm.openai_server import OpenAIServer, completion
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT_VARIABLES = (
     "NERVE_LLM_BASE_URL",
     "OPENAI_BASE_URL",

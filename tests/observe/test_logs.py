@@ -18,7 +18,7 @@ from nerve.observe.logs import EVENTS_LOGGER, JSONFormatter, LogSettings
 from nerve.observe.tracing import Tracing
 from tests.conftest import FAST
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def outcomes(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -31,7 +31,7 @@ from tests.apps.span_files import span_record
 from tests.conftest import FAST, BusFactory, drop_redis_keys, eventually
 from tests.llm.openai_server import OpenAIServer, completion
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
