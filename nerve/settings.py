@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+#: What :class:`Settings` takes in place of the environment's ``NERVE_*`` values, inside
+#: :func:`environment_override`.
+_OVERRIDES: ContextVar[Mapping[str, Any]] = ContextVar(
+    "nerve_settings_overrides", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def environment_override(**values: Any) -> Iterator[None]:
+    """Inside the block, :class:`Settings` takes ``values`` in place of the environment's.
+
+    Values given in code (``Settings(url=...)``, ``EventBus("redis://...")``) still win, as
+    they win over ``NERVE_*`` variables. This is how ``nerve serve --url`` and ``--app`` with
+    ``--url`` reach the ``EventBus()`` an app makes as it is imported, without writing
+    ``os.environ``.
+
+    Example:
+        ```python
+        with environment_override(url="sqlite:///nerve.db"):
+            bus = load_bus("app:bus")  # app.py: bus = EventBus()
+        ```
+    """
+    token = _OVERRIDES.set(MappingProxyType({**_OVERRIDES.get(), **values}))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 class Settings(BaseSettings):
@@ -56,3 +95,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the event log keeps events and outcomes (default 7 days).",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then :func:`environment_override`'s values, then the environment."""
+        overrides = InitSettingsSource(settings_cls, init_kwargs=dict(_OVERRIDES.get()))
+        return init_settings, overrides, env_settings, dotenv_settings, file_secret_settings

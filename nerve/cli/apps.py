@@ -16,17 +16,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from nerve.bus import EventBus
-from nerve.cli.base import AppArg, app, console
+from nerve.cli.options import AppArg
+from nerve.cli.output import console
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
 from nerve.observe.logs import configure_logging
+from nerve.settings import environment_override
 from nerve.urls import redact, scheme_of
 
 #: Where ``nerve serve`` keeps events when NERVE_URL is not set: a SQLite file here.
 SERVE_DEFAULT_URL = "sqlite:///nerve.db"
 
 
-@app.command()
 def serve(
     targets: Annotated[
         list[str],
@@ -56,11 +57,10 @@ def serve(
     from nerve.http.app import create_app
     from nerve.http.serve import APPS_VARIABLE, combine
 
-    if url:
-        os.environ["NERVE_URL"] = url
-    os.environ.setdefault("NERVE_URL", SERVE_DEFAULT_URL)
+    url = url or os.environ.get("NERVE_URL", SERVE_DEFAULT_URL)
     json_logs = configure_logging().format == "json"
-    bus = combine(targets)  # fail here, once, if an app cannot load
+    with environment_override(url=url):  # NERVE_URL for the apps, as they are imported
+        bus = combine(targets)  # fail here, once, if an app cannot load
     if workers > 1 and not bus.transport.durable:
         raise ConfigurationError(
             f"{workers} workers cannot share {scheme_of(bus.url)}:// (in-process): "
@@ -78,7 +78,10 @@ def serve(
         uvicorn.run(create_app(bus), **options, timeout_graceful_shutdown=grace)
         return
     # Each worker process builds its own app from the targets (uvicorn imports a string).
+    # uvicorn spawns the workers, which inherit this process's environment: the one way
+    # to hand them the targets and the URL, so here (only) the environment is written.
     os.environ[APPS_VARIABLE] = ",".join(targets)
+    os.environ["NERVE_URL"] = url
     uvicorn.run(
         "nerve.http.serve:app_from_env",
         factory=True,
@@ -88,7 +91,6 @@ def serve(
     )
 
 
-@app.command()
 def worker(
     target: AppArg,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="worker processes")] = 1,
@@ -147,7 +149,6 @@ def _supervise(target: str, count: int) -> None:
         child.wait()
 
 
-@app.command()
 def doctor(target: AppArg) -> None:
     """Check that the app's transport and store answer."""
     bus = load_bus(target)

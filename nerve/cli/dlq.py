@@ -11,23 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from nerve.bus import EventBus
-from nerve.cli.base import (
-    AppOption,
-    JsonOption,
-    UrlOption,
-    app,
-    console,
-    ops_bus,
-    out,
-    print_json,
-    run_on,
-)
+from nerve.cli.operator_bus import operator_bus, run_on
+from nerve.cli.options import AppOption, JSONOption, URLOption
+from nerve.cli.output import console, out, print_json
 from nerve.exceptions import ConfigurationError
 
-dlq_app = typer.Typer(
-    help="The dead letter queue: list, show, replay, purge.", no_args_is_help=True
-)
-app.add_typer(dlq_app, name="dlq")
 SubscriptionOption = Annotated[
     str | None, typer.Option("--subscription", "-s", help="only this subscription's")
 ]
@@ -36,16 +24,15 @@ AllOption = Annotated[bool, typer.Option("--all", help="every dead letter")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask")]
 
 
-@dlq_app.command("list")
 def dlq_list(
     subscription: SubscriptionOption = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 100,
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """Dead letters, newest first."""
-    run_on(ops_bus(url, target), lambda bus: _dlq_list(bus, subscription, limit, as_json))
+    run_on(operator_bus(url, target), lambda bus: _dlq_list(bus, subscription, limit, as_json))
 
 
 async def _dlq_list(bus: EventBus, subscription: str | None, limit: int, as_json: bool) -> int:
@@ -70,16 +57,15 @@ async def _dlq_list(bus: EventBus, subscription: str | None, limit: int, as_json
     return 0
 
 
-@dlq_app.command("show")
 def dlq_show(
     event_id: Annotated[str, typer.Argument(help="the dead event's id")],
     subscription: SubscriptionOption = None,
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """One event's dead letters: the event and every attempt's error (exit 1 if none)."""
-    run_on(ops_bus(url, target), lambda bus: _dlq_show(bus, event_id, subscription, as_json))
+    run_on(operator_bus(url, target), lambda bus: _dlq_show(bus, event_id, subscription, as_json))
 
 
 async def _dlq_show(bus: EventBus, event_id: str, subscription: str | None, as_json: bool) -> int:
@@ -121,38 +107,36 @@ def _selection(
             raise typer.Exit(1)
 
 
-@dlq_app.command("replay")
 def dlq_replay(
     event_id: EventIdArg = None,
     subscription: SubscriptionOption = None,
     everything: AllOption = False,
     yes: YesOption = False,
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """Deliver dead letters again, each to its own subscription (exit 1 if none matched)."""
     _selection(event_id, subscription, everything, "replay", yes)
     run_on(
-        ops_bus(url, target),
+        operator_bus(url, target),
         lambda bus: _dlq_take(bus, bus.dlq.replay, event_id, subscription, "replayed", as_json),
     )
 
 
-@dlq_app.command("purge")
 def dlq_purge(
     event_id: EventIdArg = None,
     subscription: SubscriptionOption = None,
     everything: AllOption = False,
     yes: YesOption = False,
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """Delete dead letters for good (exit 1 if none matched)."""
     _selection(event_id, subscription, everything, "purge", yes)
     run_on(
-        ops_bus(url, target),
+        operator_bus(url, target),
         lambda bus: _dlq_take(bus, bus.dlq.purge, event_id, subscription, "purged", as_json),
     )
 
@@ -174,3 +158,15 @@ async def _dlq_take(
         for entry in [] if isinstance(taken, int) else taken:
             out.print(f"  {entry.event.event_id} -> {escape(entry.subscription)}")
     return 0 if n else 1
+
+
+def build_dlq_app() -> typer.Typer:
+    """The ``nerve dlq`` command group: ``list``, ``show``, ``replay``, ``purge``."""
+    group = typer.Typer(
+        help="The dead letter queue: list, show, replay, purge.", no_args_is_help=True
+    )
+    group.command("list")(dlq_list)
+    group.command("show")(dlq_show)
+    group.command("replay")(dlq_replay)
+    group.command("purge")(dlq_purge)
+    return group

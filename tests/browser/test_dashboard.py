@@ -30,8 +30,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.cli.test_commands import environment
 from tests.http.test_serve import start, stop
-from tests.test_cli import environment
 
 CHROMIUM = Path("/usr/bin/chromium")
 KEY = "browser-event-key"

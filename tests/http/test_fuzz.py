@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_commands import ROOT, environment
 from tests.http.test_serve import start, stop
-from tests.test_cli import ROOT, environment
 
 KEY = "fuzz-key"
 

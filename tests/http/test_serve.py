@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_cli import ROOT, environment, lines, nerve, wait_for
+from tests.cli.test_commands import ROOT, environment, lines, nerve, wait_for
 
 KEY = "serve-key"
 

@@ -16,9 +16,9 @@ from nerve import Event, EventBus, Settings
 from nerve.exceptions import TransportError
 from nerve.http.feed import Feed
 from nerve.http.ui import _lag
+from tests.cli.test_commands import environment
 from tests.http.conftest import ADMIN, AUTH, serve
 from tests.http.test_serve import start
-from tests.test_cli import environment
 
 API = ["/ui/api/feed?seconds=0.1", "/ui/api/subscriptions", "/ui/api/trace/x", "/ui/api/events/x"]
 

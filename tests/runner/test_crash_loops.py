@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from nerve import DeadLetter, Event, EventBus
+from tests.cli.test_commands import ROOT, environment, lines
 from tests.conftest import drop_redis_keys
-from tests.test_cli import ROOT, environment, lines
 
 APP = "tests.apps.crashing"
 

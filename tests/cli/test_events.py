@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_commands import ROOT, environment, nerve, wait_for
 from tests.conftest import drop_redis_keys
-from tests.test_cli import ROOT, environment, nerve, wait_for
 
 APP = "tests.apps.chain:bus"
 

@@ -1,4 +1,4 @@
-"""Operator commands on a durable transport: ``publish``, ``status``, ``trace``, ``tail``.
+"""The commands on events, for operators: ``publish``, ``status``, ``trace``, ``tail``.
 
 They need a transport and a store, not handlers: they act on ``--url`` (default
 ``NERVE_URL``), or on the bus of ``--app module:bus`` when the app configures its store in
@@ -20,26 +20,15 @@ from rich.table import Table
 from rich.tree import Tree
 
 from nerve.bus import EventBus
-from nerve.cli.base import (
-    AppOption,
-    JsonOption,
-    UrlOption,
-    app,
-    clock,
-    console,
-    ops_bus,
-    out,
-    parse_json,
-    print_json,
-    run_on,
-)
+from nerve.cli.operator_bus import operator_bus, run_on
+from nerve.cli.options import AppOption, JSONOption, URLOption, parse_json
+from nerve.cli.output import console, out, print_json, time_of_day
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError
 from nerve.records import TraceNode
 from nerve.urls import redact
 
 
-@app.command()
 def publish(
     event_type: Annotated[
         str | None, typer.Argument(help="the event type (with --stdin: of every line)")
@@ -57,9 +46,9 @@ def publish(
         str | None, typer.Option(help="the correlation id (default: the event's id)")
     ] = None,
     source: Annotated[str, typer.Option(help="who emits it (a URI-reference)")] = "nerve-cli",
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """Publish an event (or JSON lines from stdin, with a progress bar).
 
@@ -78,7 +67,7 @@ def publish(
         ]
     else:
         events = [Event(event_type=event_type, payload=parse_json(payload, "--payload"), **common)]
-    bus = ops_bus(url, target)
+    bus = operator_bus(url, target)
     run_on(bus, lambda bus: _publish(bus, events, as_json=as_json, bar=stdin))
 
 
@@ -114,15 +103,14 @@ async def _publish(bus: EventBus, events: list[Event], *, as_json: bool, bar: bo
 PUBLISH_BATCH = 500
 
 
-@app.command()
 def status(
     event_id: Annotated[str, typer.Argument(help="the event's id")],
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """Where an event stands with each subscription (exit 1 if it is unknown)."""
-    run_on(ops_bus(url, target), lambda bus: _status(bus, event_id, as_json))
+    run_on(operator_bus(url, target), lambda bus: _status(bus, event_id, as_json))
 
 
 async def _status(bus: EventBus, event_id: str, as_json: bool) -> int:
@@ -155,17 +143,16 @@ _COLOURS = {
 }
 
 
-@app.command()
 def trace(
     correlation_id: Annotated[
         str, typer.Argument(help="the chain's correlation id (or an event id)")
     ],
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
 ) -> None:
     """The chain of events and handler outcomes as a tree (exit 1 if none is logged)."""
-    run_on(ops_bus(url, target), lambda bus: _trace(bus, correlation_id, as_json))
+    run_on(operator_bus(url, target), lambda bus: _trace(bus, correlation_id, as_json))
 
 
 async def _trace(bus: EventBus, correlation_id: str, as_json: bool) -> int:
@@ -192,14 +179,14 @@ def _add_node(parent: Tree, node: TraceNode) -> None:
     event = record.event
     branch = parent.add(
         f"[bold]{escape(event.event_type)}[/bold] {event.event_id} "
-        f"[dim]published {clock(record.published_at)}[/dim]"
+        f"[dim]published {time_of_day(record.published_at)}[/dim]"
     )
     for outcome in record.outcomes:
         colour = _COLOURS.get(outcome.state, "white")
         line = (
             f"[{colour}]{outcome.state}[/] {escape(outcome.subscription)} "
             f"[dim]attempt {outcome.attempt}, {outcome.seconds * 1000:.1f} ms, "
-            f"ended {clock(outcome.ended_at)}[/dim]"
+            f"ended {time_of_day(outcome.ended_at)}[/dim]"
         )
         if outcome.error_type:
             line += f" {escape(outcome.error_type)}: {escape(outcome.error_message or '')}"
@@ -208,14 +195,13 @@ def _add_node(parent: Tree, node: TraceNode) -> None:
         _add_node(branch, child)
 
 
-@app.command()
 def tail(
     pattern: Annotated[
         str | None, typer.Argument(help="only event types matching it (* one segment, # any)")
     ] = None,
-    url: UrlOption = None,
+    url: URLOption = None,
     target: AppOption = None,
-    as_json: JsonOption = False,
+    as_json: JSONOption = False,
     last: Annotated[int, typer.Option(min=0, help="first show this many recent events")] = 0,
     count: Annotated[
         int | None, typer.Option(min=1, help="stop after this many events (exit 1 if not seen)")
@@ -224,7 +210,7 @@ def tail(
     interval: Annotated[float, typer.Option(min=0.01, help="seconds between polls")] = 0.2,
 ) -> None:
     """Print events as they are published (until Ctrl-C, --count or --timeout)."""
-    bus = ops_bus(url, target)
+    bus = operator_bus(url, target)
     try:
         run_on(bus, lambda bus: _tail(bus, pattern, as_json, last, count, timeout, interval))
     except KeyboardInterrupt:
@@ -253,7 +239,7 @@ async def _tail(
             else:
                 event = record.event
                 out.print(
-                    f"{clock(record.published_at)} [bold]{escape(event.event_type)}[/bold] "
+                    f"{time_of_day(record.published_at)} [bold]{escape(event.event_type)}[/bold] "
                     f"{event.event_id} [dim]chain {event.correlation_id}[/dim] "
                     f"{escape(json.dumps(event.payload, default=str))}"
                 )

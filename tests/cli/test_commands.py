@@ -19,7 +19,7 @@ from nerve import DeliveryState, Event, EventBus
 from nerve.urls import redact
 from tests.conftest import drop_redis_keys
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.apps.slow:bus"
 
 

@@ -1,0 +1,29 @@
+"""The arguments and options the ``nerve`` commands share, and reading JSON given in them."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from nerve.exceptions import ConfigurationError
+
+AppArg = Annotated[str, typer.Argument(help="module:attribute naming an EventBus, e.g. app:bus")]
+# the operator commands: a bus of the transport and store, no handlers needed
+
+URLOption = Annotated[
+    str | None, typer.Option("--url", "-u", help="transport URL (default: NERVE_URL)")
+]
+AppOption = Annotated[
+    str | None,
+    typer.Option("--app", "-a", help="module:attribute naming an EventBus, to use its store"),
+]
+JSONOption = Annotated[bool, typer.Option("--json", help="print JSON, one object a line")]
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{what} is not JSON: {exc}") from exc
