@@ -14,7 +14,6 @@ pass finds idle for an hour and holding nothing (crashed processes') are deleted
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
+from nerve import clock
 from nerve.events import Event
 from nerve.routing import compile_pattern
 from nerve.transports.redis.delivery import InFlight, RedisDelivery
@@ -84,9 +84,8 @@ class Reader:
         closing); the others as :class:`nerve.TransportError`.
         """
         client = self._link.client()
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._next_claim:
-            self._next_claim = loop.time() + self._claim_interval
+        if clock.monotonic() >= self._next_claim:
+            self._next_claim = clock.monotonic() + self._claim_interval
             if await self._take_over(client, max(max_items, 100)):
                 return
         reply: Any = await client.xreadgroup(

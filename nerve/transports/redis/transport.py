@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any, Final, Self
 
 from redis.exceptions import RedisError, ResponseError
 
+from nerve import clock
 from nerve.connections.redis import DEFAULT_PREFIX, redis_client, redis_options
 from nerve.events import Event
 from nerve.exceptions import SubscriptionError, TransportError
@@ -260,13 +260,12 @@ class RedisTransport(Transport):
 
     async def _promote_loop(self) -> None:
         """Move due retries into the direct streams, sleeping until the next is due."""
-        loop = asyncio.get_running_loop()
-        next_trim = loop.time() + TRIM_INTERVAL
+        next_trim = clock.monotonic() + TRIM_INTERVAL
         # Not `while True`: redis-py may swallow the cancellation close() sends (see
         # receive), so the loop also ends on the flag close() sets first.
         while not self._closed:
-            if loop.time() >= next_trim:
-                next_trim = loop.time() + TRIM_INTERVAL
+            if clock.monotonic() >= next_trim:
+                next_trim = clock.monotonic() + TRIM_INTERVAL
                 try:
                     await self.trim()
                 except TransportError:
@@ -286,13 +285,20 @@ class RedisTransport(Transport):
             except (RedisError, TransportError):
                 log.warning("could not move due retries; trying again", exc_info=True)
             if sleep > 0:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), sleep)
+                await self._sleep_unless_woken(sleep)
+
+    async def _sleep_unless_woken(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if a nack (or close) sets the wake flag."""
+        timer = clock.call_later(seconds, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
     async def _refresh_loop(self) -> None:
         """Reset the idle time of in-flight entries, so no one takes them over."""
         while not self._closed:
-            await asyncio.sleep(self.lease / 3)
+            await clock.sleep(self.lease / 3)
             try:
                 await self._in_flight.refresh()
             except (RedisError, TransportError):
