@@ -6,7 +6,7 @@ arguments); what needs to happen atomically on the server happens in one of them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.resources import files
 from typing import Self
 
@@ -14,19 +14,12 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 
-def _source(name: str) -> str:
-    return (files("nerve.transports.redis") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
-#: The scripts' source, read once at import.
-_SOURCES: dict[str, str] = {
-    name: _source(name) for name in ("nack", "publish", "promote", "touch", "trim", "reap", "lag")
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    """The scripts, registered on one client (callable with ``client=`` a pipeline)."""
+    """The scripts, registered on one client (callable with ``client=`` a pipeline).
+
+    Each field is the script ``lua/{field}.lua``.
+    """
 
     #: Acknowledge an entry and requeue its event for one subscription, delayed or not.
     nack: AsyncScript
@@ -46,3 +39,11 @@ class Scripts:
     @classmethod
     def register(cls, client: Redis) -> Self:
         return cls(**{name: client.register_script(source) for name, source in _SOURCES.items()})
+
+
+def _source(name: str) -> str:
+    return (files("nerve.transports.redis") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+#: The scripts' source, read once at import.
+_SOURCES: dict[str, str] = {field.name: _source(field.name) for field in fields(Scripts)}
