@@ -83,7 +83,7 @@ class Subscription:
         self.commit_lock = asyncio.Lock()
         self.assigning = False  # partitions are paused while their state is loaded
         self.poller: asyncio.Task[None] | None = None
-        self.closed = False
+        self.closed = False  # halted: receive() returns ()
         self._seq = 0  # ties in the waiting heap
 
     # lifecycle

@@ -168,7 +168,7 @@ class KafkaTransport(Transport):
             headers = event_headers(event)
         else:
             topic = await self._retry_topic_of(subscription)
-            headers = retry_headers(1, 0)
+            headers = retry_headers(1, 0)  # a DLQ replay: attempt 1, due at once
         await self._producer.write(
             topic, event, headers, f"publishing {event.event_type} {event.event_id}"
         )
