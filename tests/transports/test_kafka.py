@@ -59,12 +59,12 @@ def test_url_options_are_read_and_checked() -> None:
         "kafka://u:p%40ss@k1:9092,k2:9092?prefix=app&partitions=6&replication=3"
         "&session_timeout_ms=30000&security_protocol=sasl_ssl&sasl_mechanism=scram-sha-512"
     )
-    assert transport.bootstrap == ["k1:9092", "k2:9092"]
+    assert transport.cluster.bootstrap == ["k1:9092", "k2:9092"]
     assert (transport.prefix, transport.partitions, transport.replication) == ("app", 6, 3)
     assert transport.session_timeout_ms == 30000
     assert transport.events_topic == "app.events"
-    assert transport._security["sasl_plain_password"] == "p@ss"  # noqa: S105  # a test value
-    assert transport._security["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert transport.cluster.security["sasl_plain_password"] == "p@ss"  # noqa: S105  # a test value
+    assert transport.cluster.security["sasl_mechanism"] == "SCRAM-SHA-512"
     assert transport.default_store_url == "sqlite:///nerve-app.db"
     assert KafkaTransport("kafka://h:1?store=redis://r:6379/0").default_store_url == (
         "redis://r:6379/0"
