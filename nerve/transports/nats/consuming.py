@@ -18,7 +18,6 @@ import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig
 
+from nerve import clock
 from nerve.events import Event
 from nerve.exceptions import TransportError
 from nerve.transports.base import Delivery, raise_if_cancelled
@@ -61,7 +61,7 @@ class ConsumerState:
     backlog: deque[NATSDelivery] = field(default_factory=deque)  # arrived, not yet returned
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     credit: int = 0  # messages the open pull request may still bring
-    expires_at: float = 0.0  # when to stop waiting for it (loop time)
+    expires_at: float = 0.0  # when to stop waiting for it (clock.monotonic())
     problem: str | None = None  # a 409 from the server, reported by the next receive
 
 
@@ -132,7 +132,6 @@ class Consumers:
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
         sub = self.states[subscription]
-        loop = asyncio.get_running_loop()
         while not self._is_closed():
             raise_if_cancelled()  # never swallowed, whatever the client does
             sub.arrived.clear()  # before looking: an arrival from now on wakes us
@@ -142,11 +141,16 @@ class Consumers:
             if sub.problem is not None:
                 problem, sub.problem = sub.problem, None
                 raise TransportError(f"NATS at {self._where}: pulling {sub.name!r}: {problem}")
-            if sub.credit <= 0 or loop.time() >= sub.expires_at:
+            if sub.credit <= 0 or clock.monotonic() >= sub.expires_at:
                 await self._pull(sub, max_items)
-            with suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, sub.expires_at - loop.time())):
-                    await sub.arrived.wait()
+            # Until something arrives, or the pull request expires: then pull again.
+            expired = clock.call_later(
+                max(0.0, sub.expires_at - clock.monotonic()), sub.arrived.set
+            )
+            try:
+                await sub.arrived.wait()
+            finally:
+                expired.cancel()
         return ()
 
     async def _pull(self, sub: ConsumerState, batch: int) -> None:
@@ -159,7 +163,7 @@ class Consumers:
                 reply=sub.inbox,
             )
         sub.credit = batch
-        sub.expires_at = asyncio.get_running_loop().time() + PULL_EXPIRES + PULL_GRACE
+        sub.expires_at = clock.monotonic() + PULL_EXPIRES + PULL_GRACE
 
     def _arrival_handler(self, sub: ConsumerState) -> Callable[[Msg], Awaitable[None]]:
         """The callback taking each message that arrives on ``sub``'s inbox."""

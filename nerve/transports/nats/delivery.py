@@ -16,7 +16,6 @@ acknowledge them later: handled twice, caught by the idempotency store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import nats.errors
 from nats.aio.msg import Msg
 
+from nerve import clock
 from nerve.events import Event
 from nerve.transports.base import Delivery
 
@@ -98,7 +98,7 @@ class InFlight:
         """Tell the server every ``every`` seconds that each delivery held is still being
         worked on (``+WPI``), until cancelled."""
         while True:
-            await asyncio.sleep(every)
+            await clock.sleep(every)
             try:
                 for delivery in list(self._held):
                     if not delivery.settled:
