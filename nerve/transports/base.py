@@ -140,9 +140,10 @@ class Transport(ABC):
         if self.durable and not self._warned_store:
             self._warned_store = True
             log.warning(
-                "%s:// has no store of its own: idempotency marks and dead letters stay in "
-                "this process's memory; give one with ?store= or NERVE_STORE_URL",
-                type(self).__module__.rsplit(".", 1)[-1],
+                "the %s transport has no store of its own: idempotency marks and dead "
+                "letters stay in this process's memory; give one with ?store= or "
+                "NERVE_STORE_URL",
+                self.name,
             )
         return "memory://"
 

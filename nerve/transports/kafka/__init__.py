@@ -34,7 +34,7 @@ The modules, in reading order:
 - :mod:`~nerve.transports.kafka.transport`: :class:`KafkaTransport`: lifecycle,
   declaring, publishing, idleness and lag.
 - :mod:`~nerve.transports.kafka.producer`: every record nerve writes.
-- :mod:`~nerve.transports.kafka.subscription`: a subscription's consumer side: fetching,
+- :mod:`~nerve.transports.kafka.member`: a subscription's consumer side: fetching,
   deliveries ready and waiting for their due time, commits, rebalances.
 - :mod:`~nerve.transports.kafka.partition`: one assigned partition; how commits work.
 - :mod:`~nerve.transports.kafka.claims`: takeovers, and how attempts are counted.

@@ -15,16 +15,27 @@ yet in memory (their offsets stay uncommitted) until they are. DLQ replays
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nerve import clock
 from nerve.events import Event
 from nerve.transports.base import Delivery
 from nerve.transports.kafka.partition import Partition
+from nerve.transports.kafka.producer import Producer
 from nerve.transports.kafka.wire import retry_headers
 
-if TYPE_CHECKING:
-    from nerve.transports.kafka.subscription import Subscription
+
+class Member(Protocol):
+    """What a delivery needs of its subscription's group member: where retries go, and
+    the commit of what is settled."""
+
+    name: str
+    retry_topic: str
+
+    @property
+    def producer(self) -> Producer: ...
+
+    async def commit(self) -> None: ...
 
 
 class KafkaDelivery(Delivery):
@@ -34,7 +45,7 @@ class KafkaDelivery(Delivery):
 
     def __init__(
         self,
-        sub: Subscription,
+        sub: Member,
         event: Event[Any],
         attempt: int,
         partition: Partition,

@@ -3,7 +3,7 @@ and what is left to do (idleness, lag).
 
 Its parts: :mod:`~nerve.transports.kafka.cluster` reaches the brokers,
 :mod:`~nerve.transports.kafka.producer` writes every record,
-:mod:`~nerve.transports.kafka.subscription` is each subscription's consumer side, and
+:mod:`~nerve.transports.kafka.member` is each subscription's consumer side, and
 :mod:`~nerve.transports.kafka.delivery` settles what it hands out.
 """
 
@@ -22,8 +22,8 @@ from nerve.subscription import StartFrom
 from nerve.transports.base import Delivery, Transport
 from nerve.transports.kafka.cluster import Cluster
 from nerve.transports.kafka.delivery import KafkaDelivery, settle
+from nerve.transports.kafka.member import GroupMember
 from nerve.transports.kafka.producer import Producer
-from nerve.transports.kafka.subscription import Subscription
 from nerve.transports.kafka.wire import (
     DEFAULT_PREFIX,
     EVENTS_TOPIC,
@@ -85,7 +85,7 @@ class KafkaTransport(Transport):
         self.events_topic = EVENTS_TOPIC.format(prefix=self.prefix)
         self.cluster = Cluster(url, options)
         self._producer = Producer(self.cluster, self._check_open)
-        self._subs: dict[str, Subscription] = {}
+        self._subs: dict[str, GroupMember] = {}
         self._closed = False
 
     @classmethod
@@ -127,7 +127,7 @@ class KafkaTransport(Transport):
 
     async def declare(self, subscription: str, pattern: str, *, start_from: StartFrom) -> None:
         self._producer.require()
-        sub = Subscription(
+        sub = GroupMember(
             subscription,
             pattern,
             start_from,
