@@ -113,7 +113,9 @@ KINDS: dict[str, FailureKind] = {
     ),
     "test_failure": FailureKind(
         "failing tests",
-        (r"\d+ failed", r"^FAILED ", r"tests? (suite )?failed", r"AssertionError"),
+        # "\b": a run of digits is tried from its first digit only (from every digit, a
+        # 60,000-digit run took 10-15 s to refuse: quadratic backtracking).
+        (r"\b\d+ failed", r"^FAILED ", r"tests? (suite )?failed", r"AssertionError"),
         (
             "the test suite failed",
             "assertion error in a unit test",
@@ -285,9 +287,14 @@ ANALYSIS_INSTRUCTIONS = (
 )
 
 
+#: Log lines are cut to this many characters before any pattern reads them: what a line
+#: says is in its start, and no pattern then costs more than a line's worth of time.
+MAX_LINE = 2_000
+
+
 def salient_lines(logs: str, limit: int = 12) -> list[str]:
     """The log lines that say what went wrong (the last ``limit``), or its last lines."""
-    lines = [line.strip() for line in logs.splitlines() if line.strip()]
+    lines = [line.strip()[:MAX_LINE] for line in logs.splitlines() if line.strip()]
     errors = [line for line in lines if _SALIENT.search(line)]
     return (errors or lines)[-limit:]
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,16 @@ async def test_a_failure_without_logs() -> None:
     fix = deployment_analyst.rule_based("web", found)
     assert fix.diagnosis == "failed without logs"
     assert fix.suggestions
+
+
+async def test_a_long_run_of_digits_is_diagnosed_at_once() -> None:
+    # "error 111...1" (60,000 digits) held the event loop 10-15 s: "\d+ failed" tried
+    # every digit as a start. Measured bound: well under a second now, 10 s before.
+    for logs in ["error " + "1" * 100_000, "error " + "1" * 60_000 + " failed\n" * 3]:
+        started = time.perf_counter()
+        found = await deployment_analyst.diagnose(logs)
+        assert time.perf_counter() - started < 2.0, len(logs)
+        assert found.by in ("signature", "model")
 
 
 def test_salient_lines_keep_the_errors() -> None:
