@@ -142,7 +142,8 @@ class Transport(ABC):
             log.warning(
                 "%s:// has no store of its own: idempotency marks and dead letters stay in "
                 "this process's memory; give one with ?store= or NERVE_STORE_URL",
-                type(self).__module__.rsplit(".", 1)[-1],
+                # nerve.transports.{scheme}, a module or a package
+                type(self).__module__.removeprefix("nerve.transports.").split(".")[0],
             )
         return "memory://"
 

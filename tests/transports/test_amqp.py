@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -158,6 +159,12 @@ def test_url_options_are_read_and_checked() -> None:
         AMQPTransport("amqp://h/?delivery_limit=-1")
     with pytest.raises(ConfigurationError, match="reserves"):
         AMQPTransport("amqp://h/?prefix=amq.x")
+
+
+def test_without_a_store_the_warning_names_the_scheme(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="nerve.transports"):
+        assert AMQPTransport("amqp://h").default_store_url == "memory://"
+    assert "amqp:// has no store of its own" in caplog.text
 
 
 def test_queue_names_escape_what_amqp_does_not_allow() -> None:
