@@ -78,10 +78,11 @@ URL options (query string): ``prefix``, ``store``, ``prefetch`` (deliveries a pr
 holds per subscription), ``delivery_limit`` (returns before parking; 0: no limit). Other
 options go to aio-pika (``reconnect_interval``, ``heartbeat``, ``name``, ...).
 
-The modules, one thing each:
+The modules, one thing each::
 
     transport.py   AMQPTransport: connection and channels, declare, publish, consume, settle,
                    idleness and lag
+    consumer.py    SubscriptionQueue: a subscription's queue as consumed here, its buffer
     delivery.py    AMQPDelivery: a consumed message, settled by the transport
     waits.py       the wait queues of retries: declaring them, holding a retry's original
                    while its wait queue is new, checking (and deleting) a leaderless one
