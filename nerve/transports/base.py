@@ -140,10 +140,10 @@ class Transport(ABC):
         if self.durable and not self._warned_store:
             self._warned_store = True
             log.warning(
-                "the %s transport has no store of its own: idempotency marks and dead "
-                "letters stay in this process's memory; give one with ?store= or "
-                "NERVE_STORE_URL",
-                self.name,
+                "%s:// has no store of its own: idempotency marks and dead letters stay in "
+                "this process's memory; give one with ?store= or NERVE_STORE_URL",
+                # nerve.transports.{scheme}, a module or a package
+                type(self).__module__.removeprefix("nerve.transports.").split(".")[0],
             )
         return "memory://"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -31,7 +32,6 @@ from nerve import (
     SubscriptionError,
     TransportError,
 )
-from nerve.transports import amqp as amqp_transport
 from nerve.transports.amqp import (
     DEFAULT_DELIVERY_LIMIT,
     DELAY_STEPS_MS,
@@ -40,6 +40,7 @@ from nerve.transports.amqp import (
     amqp_where,
     delay_step_ms,
     queue_name,
+    waits,
 )
 from nerve.transports.base import Delivery
 from tests.conftest import eventually
@@ -158,6 +159,12 @@ def test_url_options_are_read_and_checked() -> None:
         AMQPTransport("amqp://h/?delivery_limit=-1")
     with pytest.raises(ConfigurationError, match="reserves"):
         AMQPTransport("amqp://h/?prefix=amq.x")
+
+
+def test_without_a_store_the_warning_names_the_scheme(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="nerve.transports"):
+        assert AMQPTransport("amqp://h").default_store_url == "memory://"
+    assert "amqp:// has no store of its own" in caplog.text
 
 
 def test_queue_names_escape_what_amqp_does_not_allow() -> None:
@@ -481,7 +488,10 @@ async def amqp_whereabouts(
     queues = {
         queue_name(prefix, subscription): "the subscription's queue",
         f"{prefix}.parked": "parked",
-        **{f"{prefix}.wait.{step}": f"wait queue {step} ms" for step in sorted(transport._waits)},
+        **{
+            f"{prefix}.wait.{step}": f"wait queue {step} ms"
+            for step in sorted(transport._waits.steps)
+        },
     }
     client_url, _ = amqp_options(url)
     connection = await aio_pika.connect(urlunsplit(urlsplit(client_url)._replace(query="")))
@@ -602,7 +612,7 @@ async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_re
 
     # The queue is leaderless by construction: no need to wait the 30 s that keep a slow
     # broker's sound queue from being taken for one.
-    monkeypatch.setattr(amqp_transport, "CHECK_ANSWER", 5.0)
+    monkeypatch.setattr(waits, "CHECK_ANSWER", 5.0)
     worker = EventBus(url, settings=Settings(shutdown_grace=2.0))
     worker.subscribe("job.run", job, name="job", backoff=Backoff(initial=0.2, jitter=0.0))
     await declared_before_a_crash(worker, node)
@@ -629,7 +639,7 @@ async def test_retries_parked_just_before_a_broker_kill_are_handled_after_its_re
     try:
         first = await worker.publish_many([Event(event_type="job.run") for _ in range(20)])
         accepted.extend(event.event_id for event in first)
-        await eventually(lambda: amqp._waits, timeout=30)  # the first retry's wait queue
+        await eventually(lambda: amqp._waits.steps, timeout=30)  # the first retry's wait queue
         await asyncio.to_thread(node.kill)  # milliseconds after its declaration
         await asyncio.to_thread(node.start)
         await publish(20)  # their retries go through the same wait queue, after the restart
@@ -649,16 +659,16 @@ async def test_a_retry_under_a_memory_alarm_waits_for_it_and_spends_no_attempt(
     queue answers the check (on a connection that never publishes), and the retry waits
     for the alarm to end, neither handed back (an attempt spent every few seconds) nor its
     wait queue deleted."""
-    monkeypatch.setattr(amqp_transport, "REQUEUE_CONFIRM", 0.5)  # check early and often
+    monkeypatch.setattr(waits, "REQUEUE_CONFIRM", 0.5)  # check early and often
     transport = AMQPTransport(f"amqp://guest:guest@127.0.0.1:{node.port}/?prefix=alarm")
     checked: list[bool] = []
-    check = transport._check_wait
+    check = transport._waits.delete_if_leaderless
 
     async def counted(step: int) -> bool:
         checked.append(await check(step))
         return checked[-1]
 
-    monkeypatch.setattr(transport, "_check_wait", counted)
+    monkeypatch.setattr(transport._waits, "delete_if_leaderless", counted)
     await transport.connect()
     try:
         await transport.declare("s", "job.run", start_from="earliest")
