@@ -44,6 +44,6 @@ CE_RESERVED: Final = frozenset(
 #: Valid CloudEvents extension attribute names.
 CE_EXTENSION_RE: Final = r"^[a-z0-9]{1,20}$"
 
-#: The step record (a store's step results, as nerve.llm.step uses) under which a
-#: subscription counts the starts of an event's redeliveries, to catch crash loops.
-CRASH_COUNT_STEP: Final = "nerve:redelivered-starts"
+#: The store counter (``StepStore.add_to``) in which a subscription counts the starts of
+#: an event's redeliveries (amount ``starts``), to catch crash loops.
+STARTS_COUNTER: Final = "nerve.starts"

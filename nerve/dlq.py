@@ -6,7 +6,6 @@ import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nerve import constants
 from nerve.events import Event
 from nerve.records import DeadLetter
 from nerve.stores.base import Store
@@ -58,10 +57,8 @@ class DeadLetterQueue:
         taken = await store.take_dead_letters(event_id=event_id, subscription=subscription)
         for index, entry in enumerate(taken):
             try:
-                # A replay starts over: crash-loop counting too (see CrashLoop).
-                await store.record_step(
-                    entry.subscription, entry.event.event_id, constants.CRASH_COUNT_STEP, "0"
-                )
+                # A replay starts over: taking the entry forgot the pair's counters, its
+                # crash-loop count and its spend (see CrashLoop, BudgetExceeded).
                 await self._redeliver(entry.event, entry.subscription)
             except BaseException:
                 for unsent in taken[index:]:  # nothing taken is lost

@@ -1,5 +1,5 @@
 """What the core records and reads back: delivery states, attempt errors, dead letters,
-spend, and the event log's records. Plain data, shared by the stores (which write and
+and the event log's records. Plain data, shared by the stores (which write and
 return them), the core (which makes them) and the readers (CLI, HTTP, dashboard)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +23,6 @@ __all__ = [
     "OutcomeRow",
     "OutcomeState",
     "PublishedRow",
-    "Spend",
     "TraceNode",
 ]
 
@@ -92,13 +91,6 @@ class DeadLetter(BaseModel):
         )
 
     __str__ = __repr__
-
-
-class Spend(NamedTuple):
-    """What handling one event has cost one subscription in model calls so far."""
-
-    tokens: int
-    seconds: float
 
 
 # the event log

@@ -333,24 +333,25 @@ class SubscriptionRunner:
 
         A handler that kills its process reports no error, so the retry budget cannot
         count its failures: instead, every start of a redelivery is counted in the store
-        (first attempts are not, to keep the common path free of writes). When an event
-        comes back after ``retries + 1`` counted starts, it is dead-lettered with
-        :class:`CrashLoop` instead of being run again: at most ``retries + 2`` runs in
-        all. A delivery that was only prefetched by a process that died is counted when
-        it does start, never before, so it is not mistaken for a crash.
+        (first attempts are not, to keep the common path free of writes), in the pair's
+        counter ``constants.STARTS_COUNTER``. When an event comes back after
+        ``retries + 1`` counted starts (this start being number ``retries + 2``), it is
+        dead-lettered with :class:`CrashLoop` instead of being run again: at most
+        ``retries + 2`` runs in all. A delivery that was only prefetched by a process
+        that died is counted when it does start, never before, so it is not mistaken for
+        a crash. Taking the dead letter (a replay) forgets the count.
         """
         sub = self.subscription
         event = delivery.event
         store = self._store
-        recorded = await store.step_result(sub.name, event.event_id, constants.CRASH_COUNT_STEP)
-        starts = int(recorded) if recorded else 0
-        if starts <= sub.retries:
-            await store.record_step(
-                sub.name, event.event_id, constants.CRASH_COUNT_STEP, str(starts + 1)
-            )
+        totals = await store.add_to(
+            sub.name, event.event_id, constants.STARTS_COUNTER, {"starts": 1}
+        )
+        before = int(totals["starts"]) - 1  # counted starts before this one
+        if before <= sub.retries:
             return False
         exc = CrashLoop(
-            f"{sub.name} started {event.event_type} {event.event_id} {starts} time(s) after "
+            f"{sub.name} started {event.event_type} {event.event_id} {before} time(s) after "
             "its first attempt and never finished: the process handling it died each time"
         )
         errors = await store.take_failures(sub.name, event.event_id)

@@ -12,11 +12,22 @@ A replay from the dead letter queue starts a fresh budget (its recorded steps st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nerve.context import HandlerContext
 from nerve.exceptions import BudgetExceeded
 from nerve.llm.settings import LLMSettings
-from nerve.records import Spend
+
+#: The store counter (``StepStore.add_to``) the spend of a pair is kept in: its amounts
+#: are ``tokens`` and ``seconds``. Taking the pair's dead letter forgets it.
+SPEND_COUNTER = "llm.spend"
+
+
+class Spend(NamedTuple):
+    """What handling one event has cost one subscription in model calls so far."""
+
+    tokens: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +88,16 @@ async def seconds_left(ctx: HandlerContext | None, budget: Budget) -> float | No
         return None
     if ctx is None:
         return budget.seconds
-    spent = await ctx.store.add_spend(ctx.subscription, ctx.event.event_id)
+    totals = await ctx.store.add_to(ctx.subscription, ctx.event.event_id, SPEND_COUNTER, {})
+    spent = Spend(int(totals.get("tokens", 0)), totals.get("seconds", 0.0))
     return budget.check(spent, _where(ctx))
 
 
 async def charge(ctx: HandlerContext | None, budget: Budget, tokens: int, seconds: float) -> None:
     """Add a call's cost to the event's spend (kept only when a budget is in force)."""
-    if ctx is not None and budget.limited:
-        await ctx.store.add_spend(ctx.subscription, ctx.event.event_id, tokens, seconds)
+    if ctx is not None and budget.limited and (tokens or seconds):
+        amounts = {"tokens": float(tokens), "seconds": seconds}
+        await ctx.store.add_to(ctx.subscription, ctx.event.event_id, SPEND_COUNTER, amounts)
 
 
 def ran_out(ctx: HandlerContext | None, budget: Budget) -> BudgetExceeded:

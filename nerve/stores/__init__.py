@@ -1,6 +1,9 @@
-"""Stores of idempotency marks, attempt failures and dead letters, chosen by URL."""
+"""Stores, chosen by URL scheme and imported lazily (a missing extra names itself)."""
 
 from __future__ import annotations
+
+import difflib
+import importlib
 
 from nerve.exceptions import ConfigurationError, MissingDependency
 from nerve.records import AttemptError, DeadLetter, DeliveryState
@@ -10,48 +13,41 @@ from nerve.urls import scheme_of
 
 __all__ = ["AttemptError", "DeadLetter", "DeliveryState", "Store", "store_from_url"]
 
+#: scheme -> (module, class, the extra that installs its client library or None)
+STORES: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("nerve.stores.memory", "MemoryStore", None),
+    "sqlite": ("nerve.stores.sqlite", "SQLiteStore", None),
+    "redis": ("nerve.stores.redis", "RedisStore", "redis"),
+    "rediss": ("nerve.stores.redis", "RedisStore", "redis"),
+    "postgresql": ("nerve.stores.postgres", "PostgresStore", "postgres"),
+    "postgres": ("nerve.stores.postgres", "PostgresStore", "postgres"),
+}
+
 
 def store_from_url(url: str, settings: Settings | None = None) -> Store:
     """Make the store a URL names: ``memory://``, ``sqlite:///path.db``, ``redis://...``
-    or ``postgresql://user:password@host:port/db?schema=nerve``."""
+    or ``postgresql://user:password@host:port/db?schema=nerve``.
+
+    Raises:
+        ConfigurationError: unknown scheme (with the nearest known one suggested).
+        MissingDependency: the store's client library is not installed.
+    """
     settings = settings or Settings()
     scheme = scheme_of(url)
-    if scheme == "memory":
-        from nerve.stores.memory import MemoryStore
-
-        return MemoryStore(window=settings.idempotency_window)
-    if scheme == "sqlite":
-        from nerve.stores.sqlite import SQLiteStore
-
-        return SQLiteStore(url, window=settings.idempotency_window)
-    if scheme in ("redis", "rediss"):
-        try:
-            from nerve.stores.redis import RedisStore
-        except ImportError as exc:
-            if exc.name == "nerve.stores.redis":
-                raise
-            raise MissingDependency(
-                f"the redis store needs {exc.name}: pip install 'nerve[redis]'"
-            ) from exc
-
-        store: Store = RedisStore(
-            url,
-            window=settings.idempotency_window,
-            history_retention=settings.history_retention,
-        )
-        return store
-    if scheme in ("postgresql", "postgres"):
-        try:
-            from nerve.stores.postgres import PostgresStore
-        except ImportError as exc:
-            if exc.name == "nerve.stores.postgres":
-                raise
-            raise MissingDependency(
-                f"the postgres store needs {exc.name}: pip install 'nerve[postgres]'"
-            ) from exc
-
-        return PostgresStore(url, window=settings.idempotency_window)
-    raise ConfigurationError(
-        f"unknown store {scheme}:// (known: memory://, sqlite:///path.db, redis://host:port/db, "
-        "postgresql://user@host:port/db)"
-    )
+    try:
+        module_name, class_name, extra = STORES[scheme]
+    except KeyError:
+        close = difflib.get_close_matches(scheme, STORES, n=1)
+        hint = f"; did you mean {close[0]}://?" if close else ""
+        known = ", ".join(f"{s}://" for s in STORES)
+        raise ConfigurationError(f"unknown store {scheme}:// (known: {known}){hint}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if extra is None or (exc.name or "").startswith(module_name):
+            raise  # our own module is broken, not a missing extra
+        raise MissingDependency(
+            f"the {scheme}:// store needs {exc.name}: pip install 'nerve[{extra}]'"
+        ) from exc
+    cls: type[Store] = getattr(module, class_name)
+    return cls.from_url(url, settings)

@@ -1,29 +1,35 @@
-"""The store contract: what the core remembers about deliveries, apart from the broker.
+"""The store contracts: what the core remembers about deliveries, apart from the broker.
 
-A store keeps six things, each keyed by ``(subscription, event_id)``:
+The core uses a store through a few small contracts, each an abstract class; a part of
+the core types against the one it uses, and :class:`Store` is all of them together, the
+class every backend subclasses (one backend implements every contract):
 
-- **done marks** (idempotency): kept for ``window`` seconds; an event redelivered or
-  re-published within the window is acknowledged without running the handler again.
-- **failures**: the errors of attempts that will be retried, so the dead letter entry made
-  after the last attempt holds every attempt's error even when attempts ran in different
-  processes.
-- **dead letters**: kept until replayed or purged.
-- **published** records (event id -> type), kept for ``window``, so ``status`` can name the
-  subscriptions an event is still pending for.
-- **step results** (``nerve.step``): the JSON result of each named step of a handler,
-  so a retried or replayed event does not redo (and pay for) a step that succeeded.
-- **spend**: the model tokens and seconds an event has cost a subscription so far, so a
-  budget holds across retries.
+- :class:`PublishRecords`: **published** records (event id -> type), kept for
+  ``window``, so ``status`` can name the subscriptions an event is still pending for.
+- :class:`IdempotencyStore`, keyed by ``(subscription, event_id)``: **done marks**, kept
+  for ``window`` seconds (an event redelivered or re-published within the window is
+  acknowledged without running the handler again), and **failures**, the errors of
+  attempts that will be retried, so the dead letter entry made after the last attempt
+  holds every attempt's error even when attempts ran in different processes.
+- :class:`DeadLetterStore`: **dead letters**, kept until replayed or purged.
+- :class:`StepStore`: **step results** (``nerve.step``), the JSON result of each
+  named step of a handler, so a retried or replayed event does not redo (and pay for) a
+  step that succeeded; and **counters**, named totals per pair that only add up
+  atomically (the core counts the starts of redelivered events in one, to catch crash
+  loops; ``nerve.llm`` keeps an event's model spend in another, so a budget holds across
+  retries).
+- :class:`EventLog` (``nerve.history``): every published event in full and every
+  attempt's outcome, kept ``history_retention`` seconds (trimmed by
+  :meth:`EventLog.trim_history`).
+- :class:`SubscriptionRegistry`: the **declared subscriptions** (name -> pattern) of every
+  bus that connected with this store, kept for good, so a publisher-only bus knows them.
+- :class:`Transactions`: a database transaction committed with a done mark.
 
-Apart from those, the **event log** (``nerve.history``): every published event in full and
-every attempt's outcome, kept ``history_retention`` seconds (trimmed by
-:meth:`Store.trim_history`), and the **declared subscriptions** (name -> pattern) of every
-bus that connected with this store, kept for good, so a publisher-only bus knows them.
-
-Step results and spend are kept at least ``window`` seconds after their last write, and
-for as long as the pair has a dead letter, however long that is: a replay finds its steps.
-Taking a dead letter (replay or purge) forgets the pair's spend, so a replayed event
-starts with a fresh budget (and its recorded steps).
+Step results and counters are kept at least ``window`` seconds after their last write,
+and for as long as the pair has a dead letter, however long that is: a replay finds its
+steps. Taking a dead letter (replay or purge) forgets every counter of the pair, so a
+replayed event starts with a fresh budget and fresh crash-loop counting (and its
+recorded steps).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Self
 
 from nerve.events import Event
 from nerve.exceptions import ConfigurationError
@@ -42,8 +48,21 @@ from nerve.records import (
     EventRecord,
     OutcomeRow,
     PublishedRow,
-    Spend,
 )
+from nerve.settings import Settings
+
+__all__ = [
+    "DEFAULT_HISTORY_RETENTION",
+    "DEFAULT_WINDOW",
+    "DeadLetterStore",
+    "EventLog",
+    "IdempotencyStore",
+    "PublishRecords",
+    "StepStore",
+    "Store",
+    "SubscriptionRegistry",
+    "Transactions",
+]
 
 #: Default idempotency window: a day.
 DEFAULT_WINDOW = 24 * 3600.0
@@ -51,18 +70,8 @@ DEFAULT_WINDOW = 24 * 3600.0
 DEFAULT_HISTORY_RETENTION = 7 * 24 * 3600.0
 
 
-class Store(ABC):
-    """Idempotency marks, attempt failures, dead letters and publish records.
-
-    Implementations must be safe to share between the subscriptions of one bus. Every
-    method is a coroutine so that network stores fit the same contract.
-    """
-
-    async def open(self) -> None:  # noqa: B027  # optional hook, most stores need nothing
-        """Connect and create what the store needs."""
-
-    async def close(self) -> None:  # noqa: B027
-        """Release connections. The store may be opened again."""
+class PublishRecords(ABC):
+    """Which events were published lately, and their types."""
 
     @abstractmethod
     async def record_published(self, event: Event[Any]) -> None:
@@ -76,6 +85,10 @@ class Store(ABC):
     @abstractmethod
     async def event_type(self, event_id: str) -> str | None:
         """The type of a published event still within the window, or None."""
+
+
+class IdempotencyStore(ABC):
+    """Done marks and the failures of attempts that will be retried."""
 
     @abstractmethod
     async def is_done(self, subscription: str, event_id: str) -> bool:
@@ -107,6 +120,15 @@ class Store(ABC):
         """Remove and return the recorded failures of this pair, oldest first."""
 
     @abstractmethod
+    async def states(self, event_id: str) -> dict[str, DeliveryState]:
+        """The recorded (non-pending) state of this event per subscription: done, else
+        dead-lettered, else failed."""
+
+
+class DeadLetterStore(ABC):
+    """Dead letters, keyed by ``(subscription, event_id)``, kept until taken."""
+
+    @abstractmethod
     async def add_dead_letter(self, entry: DeadLetter) -> None:
         """Store a dead letter, replacing one for the same pair."""
 
@@ -124,11 +146,15 @@ class Store(ABC):
     async def take_dead_letters(
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
-        """Remove and return the dead letters matching the filters (all when none given)."""
+        """Remove and return the dead letters matching the filters (all when none given).
 
-    @abstractmethod
-    async def states(self, event_id: str) -> dict[str, DeliveryState]:
-        """The recorded (non-pending) state of this event per subscription."""
+        Every counter of each pair taken is forgotten (see :meth:`StepStore.add_to`); its
+        step results are kept another window from now.
+        """
+
+
+class StepStore(ABC):
+    """Durable step results and counters, per ``(subscription, event_id)``."""
 
     @abstractmethod
     async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
@@ -139,15 +165,19 @@ class Store(ABC):
         """Record the result (JSON text) of a step that succeeded, replacing an older one."""
 
     @abstractmethod
-    async def add_spend(
-        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
-    ) -> Spend:
-        """Add to what the event has cost the subscription; return the new totals.
+    async def add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: Mapping[str, float]
+    ) -> dict[str, float]:
+        """Add ``amounts`` (name -> amount) to the pair's ``counter``; return its totals.
 
-        Atomic: concurrent adds are all counted. ``add_spend(sub, eid)`` reads the totals.
+        The totals are every name the counter holds (a name never added to is absent).
+        With empty ``amounts`` this reads the totals and writes nothing. Atomic:
+        concurrent adds are all counted. Counter and amount names must not contain NUL.
         """
 
-    # the event log (nerve.history)
+
+class EventLog(ABC):
+    """The event log (``nerve.history``): events in full and the outcomes of attempts."""
 
     @abstractmethod
     async def record_history(
@@ -181,6 +211,10 @@ class Store(ABC):
         only when the log is empty). Cursors are opaque strings, ordered by logging.
         """
 
+
+class SubscriptionRegistry(ABC):
+    """The subscriptions declared by every bus that connected with this store."""
+
     @abstractmethod
     async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
         """Remember subscriptions (name -> pattern), replacing the pattern of a known name."""
@@ -188,6 +222,10 @@ class Store(ABC):
     @abstractmethod
     async def subscriptions(self) -> dict[str, str]:
         """Every subscription declared with this store: name -> pattern."""
+
+
+class Transactions(ABC):  # noqa: B024  # one optional method: stores without it refuse
+    """A handler's database writes committed together with its done mark."""
 
     def transaction(self, subscription: str, event_id: str) -> AbstractAsyncContextManager[Any]:
         """A database transaction that also marks ``(subscription, event_id)`` done.
@@ -205,3 +243,33 @@ class Store(ABC):
             f"{type(self).__name__} has no transactions: use the SQLite or PostgreSQL store "
             "to write a handler's effects together with its done mark"
         )
+
+
+class Store(
+    PublishRecords,
+    IdempotencyStore,
+    DeadLetterStore,
+    StepStore,
+    EventLog,
+    SubscriptionRegistry,
+    Transactions,
+):
+    """Every contract in one: what a backend implements and a bus is given.
+
+    Implementations must be safe to share between the subscriptions of one bus. Every
+    method is a coroutine so that network stores fit the same contract.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        """Make the store for ``url``, taking its options from ``settings``.
+
+        The stores :func:`nerve.stores.store_from_url` names override it.
+        """
+        raise ConfigurationError(f"{cls.__name__} is not made from a URL")
+
+    async def open(self) -> None:  # an optional hook: most stores need nothing
+        """Connect and create what the store needs."""
+
+    async def close(self) -> None:
+        """Release connections. The store may be opened again."""

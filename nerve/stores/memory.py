@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
+from nerve import clock
 from nerve.events import Event
 from nerve.records import (
     AttemptError,
@@ -17,8 +17,8 @@ from nerve.records import (
     Outcome,
     OutcomeRow,
     PublishedRow,
-    Spend,
 )
+from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
 
 Pair = tuple[str, str]
@@ -43,7 +43,7 @@ class _Generations:
         self.cap = max(1, max_entries // 2)
         self.young: dict[Any, Any] = {}
         self.old: dict[Any, Any] = {}
-        self._born = time.monotonic()
+        self._born = clock.monotonic()
         self._puts = 0
 
     def get(self, key: Any) -> Any:
@@ -64,7 +64,7 @@ class _Generations:
 
     def _age(self) -> None:
         self._puts = 0
-        now = time.monotonic()
+        now = clock.monotonic()
         if len(self.young) >= self.cap or now - self._born >= self.window:
             self.old = self.young
             self.young = {}
@@ -107,8 +107,12 @@ class MemoryStore(Store):
         self._failures: dict[Pair, list[AttemptError]] = {}
         self._dead: dict[Pair, DeadLetter] = {}
         self._steps: dict[Pair, dict[str, str]] = {}
-        self._spend: dict[Pair, Spend] = {}
-        self._touched: dict[Pair, float] = {}  # last write of a pair's steps or spend
+        self._counters: dict[Pair, dict[str, dict[str, float]]] = {}  # counter -> totals
+        self._touched: dict[Pair, float] = {}  # last write of a pair's steps or counters
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        return cls(window=settings.idempotency_window)
 
     async def record_published(self, event: Event[Any]) -> None:
         self._published.put(event.event_id, event.event_type)
@@ -173,11 +177,11 @@ class MemoryStore(Store):
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
         taken = [e for e in self._dead.values() if _selects(e, event_id, subscription)]
-        now = time.monotonic()
+        now = clock.monotonic()
         for entry in taken:
             pair = (entry.subscription, entry.event.event_id)
             del self._dead[pair]
-            self._spend.pop(pair, None)  # a replay starts with a fresh budget
+            self._counters.pop(pair, None)  # a replay starts its counts afresh
             if self._touched.pop(pair, None) is not None:
                 self._touched[pair] = now  # its steps: kept another window from now
         return taken
@@ -204,26 +208,28 @@ class MemoryStore(Store):
         self._steps.setdefault(pair, {})[step] = result
         self._touch(pair)
 
-    async def add_spend(
-        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
-    ) -> Spend:
+    async def add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: Mapping[str, float]
+    ) -> dict[str, float]:
         pair = (subscription, event_id)
-        old = self._spend.get(pair, Spend(0, 0.0))
-        if not tokens and not seconds:
-            return old
-        new = self._spend[pair] = Spend(old.tokens + tokens, old.seconds + seconds)
+        if not amounts:
+            found = self._counters.get(pair, {}).get(counter)
+            return {} if found is None else dict(found)
+        totals = self._counters.setdefault(pair, {}).setdefault(counter, {})
+        for name, amount in amounts.items():
+            totals[name] = totals.get(name, 0.0) + amount
         self._touch(pair)
-        return new
+        return dict(totals)
 
     def _touch(self, pair: Pair) -> None:
-        """Note a write of the pair's steps or spend, and forget pairs a window old.
+        """Note a write of the pair's steps or counters, and forget pairs a window old.
 
         ``_touched`` is in order of last write, so the expired pairs are at its front. A
         pair with a dead letter is pinned: it goes to the back, to be looked at again a
         window later.
         """
         touched = self._touched
-        now = time.monotonic()
+        now = clock.monotonic()
         touched.pop(pair, None)
         touched[pair] = now
         horizon = now - self._window
@@ -235,7 +241,7 @@ class MemoryStore(Store):
                 touched[old] = now
             else:
                 self._steps.pop(old, None)
-                self._spend.pop(old, None)
+                self._counters.pop(old, None)
 
     # the event log: dicts in logging order, bounded by max_history
 

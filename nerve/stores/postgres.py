@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -30,9 +29,10 @@ from nerve.records import (
     Outcome,
     OutcomeRow,
     PublishedRow,
-    Spend,
 )
+from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
+from nerve.stores.postgres_sql import TABLE_NAMES, Statements, filters
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -53,70 +53,6 @@ _VENDOR_ERRORS = (
 )
 
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
-
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-# ``{s}`` is the quoted schema. The entry and error columns are ``json``, not ``jsonb``:
-# jsonb rejects ``\u0000`` (an event payload or an error message may hold one, and a dead
-# letter must never be lost to its content) and reorders keys; json keeps pydantic's text
-# as written and is still queryable with ``->`` / ``->>``.
-_TABLES = """
-CREATE SCHEMA IF NOT EXISTS {s};
-CREATE TABLE IF NOT EXISTS {s}.done (
-    subscription text NOT NULL, event_id text NOT NULL, at timestamptz NOT NULL,
-    PRIMARY KEY (event_id, subscription));
-CREATE INDEX IF NOT EXISTS done_at ON {s}.done (at);
-CREATE TABLE IF NOT EXISTS {s}.published (
-    event_id text PRIMARY KEY, event_type text NOT NULL, at timestamptz NOT NULL);
-CREATE INDEX IF NOT EXISTS published_at ON {s}.published (at);
-CREATE TABLE IF NOT EXISTS {s}.failures (
-    subscription text NOT NULL, event_id text NOT NULL, attempt integer NOT NULL,
-    error json NOT NULL,
-    PRIMARY KEY (event_id, subscription, attempt));
-CREATE TABLE IF NOT EXISTS {s}.dead_letters (
-    subscription text NOT NULL, event_id text NOT NULL, dead_at timestamptz NOT NULL,
-    entry json NOT NULL,
-    PRIMARY KEY (event_id, subscription));
-CREATE INDEX IF NOT EXISTS dead_letters_at ON {s}.dead_letters (dead_at);
-CREATE TABLE IF NOT EXISTS {s}.steps (
-    subscription text NOT NULL, event_id text NOT NULL, step text NOT NULL,
-    result text NOT NULL, at timestamptz NOT NULL,
-    PRIMARY KEY (event_id, subscription, step));
-CREATE INDEX IF NOT EXISTS steps_at ON {s}.steps (at);
-CREATE TABLE IF NOT EXISTS {s}.spend (
-    subscription text NOT NULL, event_id text NOT NULL, tokens bigint NOT NULL,
-    seconds float8 NOT NULL, at timestamptz NOT NULL,
-    PRIMARY KEY (event_id, subscription));
-CREATE INDEX IF NOT EXISTS spend_at ON {s}.spend (at);
-CREATE TABLE IF NOT EXISTS {s}.log_events (
-    seq bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, correlation_id text NOT NULL,
-    published_at float8 NOT NULL, event text NOT NULL);
-CREATE INDEX IF NOT EXISTS log_events_chain ON {s}.log_events (correlation_id);
-CREATE INDEX IF NOT EXISTS log_events_at ON {s}.log_events (published_at);
-CREATE TABLE IF NOT EXISTS {s}.log_outcomes (
-    id bigserial PRIMARY KEY, subscription text NOT NULL, event_id text NOT NULL,
-    attempt integer NOT NULL, state text NOT NULL, ended_at float8 NOT NULL,
-    seconds float8 NOT NULL, error_type text, error_message text);
-CREATE INDEX IF NOT EXISTS log_outcomes_event ON {s}.log_outcomes (event_id);
-CREATE INDEX IF NOT EXISTS log_outcomes_at ON {s}.log_outcomes (ended_at);
-CREATE TABLE IF NOT EXISTS {s}.declared (
-    name text PRIMARY KEY, pattern text NOT NULL, declared_at timestamptz NOT NULL);
-"""
-
-_TABLE_NAMES = (
-    "done",
-    "published",
-    "failures",
-    "dead_letters",
-    "steps",
-    "spend",
-    "log_events",
-    "log_outcomes",
-    "declared",
-)
-
-#: ``$n`` seconds before now: the oldest mark still within the window.
-_HORIZON = "now() - {n}::float8 * interval '1 second'"
 
 
 class PostgresStore(Store):
@@ -168,10 +104,7 @@ class PostgresStore(Store):
         if len(schemas) > 1:
             raise ConfigurationError(f"two schemas given: {', '.join(sorted(schemas))}")
         schema = schemas.pop() if schemas else "nerve"
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ConfigurationError(
-                f"schema {schema!r}: use lower-case letters, digits and _ (at most 63)"
-            )
+        self._sql = Statements(schema)  # checks the name
         if max_connections < 1:
             raise ConfigurationError(f"max_connections must be at least 1, not {max_connections}")
         self.url = url
@@ -193,7 +126,10 @@ class PostgresStore(Store):
         self._opening = asyncio.Lock()
         self._marks = 0
         self._step_writes = 0
-        self._sql = _Statements(f'"{schema}"')
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        return cls(url, window=settings.idempotency_window)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where}, schema={self.schema})"
@@ -227,9 +163,9 @@ class PostgresStore(Store):
                         "SELECT count(*) FROM pg_tables WHERE schemaname = $1 "
                         "AND tablename = ANY($2::text[])",
                         self.schema,
-                        list(_TABLE_NAMES),
+                        list(TABLE_NAMES),
                     )
-                    if found < len(_TABLE_NAMES):
+                    if found < len(TABLE_NAMES):
                         await conn.execute(self._sql.tables)
         except BaseException:
             pool.terminate()
@@ -311,31 +247,16 @@ class PostgresStore(Store):
         subscription: str | None = None,
         limit: int | None = None,
     ) -> list[DeadLetter]:
-        where, params = _filters(event_id, subscription)
-        n = len(params) + 1
-        sql = (
-            f"SELECT entry FROM {self._sql.s}.dead_letters {where} "  # noqa: S608  # placeholders and the checked schema only
-            f"ORDER BY dead_at DESC LIMIT ${n}"  # LIMIT NULL is no limit
-        )
+        where, params = filters(event_id, subscription)
+        sql = self._sql.dead_letters(where, len(params) + 1)
         rows = await self._fetch(sql, *params, limit)
         return [DeadLetter.model_validate_json(row[0]) for row in rows]
 
     async def take_dead_letters(
         self, *, event_id: str | None = None, subscription: str | None = None
     ) -> list[DeadLetter]:
-        where, params = _filters(event_id, subscription)
-        s = self._sql.s
-        # One statement: a replay starts with a fresh budget (the pair's spend goes) and
-        # its steps are kept a window from now.
-        sql = (
-            f"WITH taken AS (DELETE FROM {s}.dead_letters {where} "  # noqa: S608  # placeholders and the checked schema only
-            f"RETURNING dead_at, entry, event_id, subscription), "
-            f"spent AS (DELETE FROM {s}.spend p USING taken "
-            f"WHERE p.event_id = taken.event_id AND p.subscription = taken.subscription), "
-            f"kept AS (UPDATE {s}.steps t SET at = now() FROM taken "
-            f"WHERE t.event_id = taken.event_id AND t.subscription = taken.subscription) "
-            f"SELECT dead_at, entry FROM taken"
-        )
+        where, params = filters(event_id, subscription)
+        sql = self._sql.take_dead_letters(where)
         rows = sorted(await self._fetch(sql, *params), key=lambda row: row[0])  # oldest first
         return [DeadLetter.model_validate_json(row[1]) for row in rows]
 
@@ -356,17 +277,23 @@ class PostgresStore(Store):
         await self._execute(self._sql.record_step, subscription, event_id, step, result)
         await self._stepped()
 
-    async def add_spend(
-        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
-    ) -> Spend:
-        if not tokens and not seconds:
-            rows = await self._fetch(self._sql.spend, event_id, subscription)
+    async def add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: Mapping[str, float]
+    ) -> dict[str, float]:
+        if not amounts:
+            rows = await self._fetch(self._sql.counter, subscription, event_id, counter)
         else:
+            names = sorted(amounts)  # rows locked in one order: no deadlocks
             rows = await self._fetch(
-                self._sql.add_spend, subscription, event_id, tokens, float(seconds)
+                self._sql.add_to,
+                subscription,
+                event_id,
+                counter,
+                names,
+                [float(amounts[n]) for n in names],
             )
             await self._stepped()
-        return Spend(int(rows[0][0]), float(rows[0][1])) if rows else Spend(0, 0.0)
+        return {row[0]: float(row[1]) for row in rows}
 
     async def _stepped(self) -> None:
         self._step_writes += 1
@@ -473,11 +400,7 @@ class PostgresStore(Store):
         await self._execute(self._sql.trim_history, before)
 
     async def _log_records(self, where: str, *args: Any) -> list[EventRecord]:
-        s = self._sql.s
-        rows = await self._fetch(
-            f"SELECT seq, event_id, published_at, event FROM {s}.log_events {where}",  # noqa: S608  # placeholders and the checked schema only
-            *args,
-        )
+        rows = await self._fetch(self._sql.log_records(where), *args)
         if not rows:
             return []
         outcomes: dict[str, list[Outcome]] = {}
@@ -499,7 +422,7 @@ class PostgresStore(Store):
         self, after: str | None, limit: int
     ) -> tuple[list[EventRecord], str | None]:
         if after is None:
-            last = await self._fetchval(f"SELECT max(seq) FROM {self._sql.s}.log_events")  # noqa: S608  # the checked schema only
+            last = await self._fetchval(self._sql.last_seq)
             if last is None:
                 return [], None
             newest = await self._log_records("ORDER BY seq DESC LIMIT $1", limit)
@@ -514,9 +437,7 @@ class PostgresStore(Store):
             await self._execute(self._sql.declare, names, [subscriptions[n] for n in names])
 
     async def subscriptions(self) -> dict[str, str]:
-        rows = await self._fetch(
-            f"SELECT name, pattern FROM {self._sql.s}.declared ORDER BY name"  # noqa: S608  # the checked schema only
-        )
+        rows = await self._fetch(self._sql.subscriptions)
         return {row[0]: row[1] for row in rows}
 
     async def _execute(self, sql: str, *args: Any) -> None:
@@ -545,148 +466,7 @@ class PostgresStore(Store):
             log.warning("%r: could not prune expired marks", self, exc_info=True)
 
 
-class _Statements:
-    """The store's SQL, with the schema filled in once."""
-
-    def __init__(self, s: str) -> None:
-        self.s = s
-        self.tables = _TABLES.format(s=s)
-        self.publish = (
-            f"INSERT INTO {s}.published VALUES ($1, $2, now()) "  # noqa: S608  # schema checked
-            f"ON CONFLICT (event_id) DO UPDATE SET event_type = $2, at = now() "
-            f"WHERE published.at < {_HORIZON.format(n='$3')}"  # re-published after expiring
-        )
-        self.publish_many = (
-            f"INSERT INTO {s}.published "  # noqa: S608
-            f"SELECT e, t, now() FROM unnest($1::text[], $2::text[]) AS p(e, t) "
-            f"ON CONFLICT (event_id) DO UPDATE SET event_type = excluded.event_type, at = now() "
-            f"WHERE published.at < {_HORIZON.format(n='$3')}"
-        )
-        self.event_type = (
-            f"SELECT event_type FROM {s}.published "  # noqa: S608
-            f"WHERE event_id = $1 AND at >= {_HORIZON.format(n='$2')}"
-        )
-        self.is_done = (
-            f"SELECT EXISTS (SELECT 1 FROM {s}.done "  # noqa: S608
-            f"WHERE event_id = $1 AND subscription = $2 AND at >= {_HORIZON.format(n='$3')})"
-        )
-        self.done_among = (
-            f"SELECT event_id FROM {s}.done "  # noqa: S608
-            f"WHERE subscription = $1 AND event_id = ANY($2::text[]) "
-            f"AND at >= {_HORIZON.format(n='$3')}"
-        )
-        # One statement, so atomic without a transaction: forget the failures, upsert marks.
-        self.mark_done = (
-            f"WITH pairs AS (SELECT * FROM unnest($1::text[], $2::text[]) AS p(s, e)), "  # noqa: S608
-            f"forgot AS (DELETE FROM {s}.failures f USING pairs "
-            f"WHERE f.event_id = pairs.e AND f.subscription = pairs.s) "
-            f"INSERT INTO {s}.done SELECT s, e, now() FROM pairs "
-            f"ON CONFLICT (event_id, subscription) DO UPDATE SET at = now()"
-        )
-        # The transaction's mark: inserted, or an expired one replaced; a live one (or one
-        # committed meanwhile by a worker whose row lock this waited on) returns no row.
-        self.claim = (
-            f"WITH forgot AS (DELETE FROM {s}.failures "  # noqa: S608
-            f"WHERE event_id = $2 AND subscription = $1) "
-            f"INSERT INTO {s}.done VALUES ($1, $2, now()) "
-            f"ON CONFLICT (event_id, subscription) DO UPDATE SET at = now() "
-            f"WHERE done.at < {_HORIZON.format(n='$3')} RETURNING 1"
-        )
-        self.add_failure = (
-            f"INSERT INTO {s}.failures VALUES ($1, $2, $3, $4) "  # noqa: S608
-            f"ON CONFLICT (event_id, subscription, attempt) DO UPDATE SET error = $4"
-        )
-        self.take_failures = (
-            f"DELETE FROM {s}.failures WHERE event_id = $1 AND subscription = $2 "  # noqa: S608
-            f"RETURNING attempt, error::text"
-        )
-        # clock_timestamp(), not now(): newest-first must order entries written within
-        # one transaction's time too.
-        self.add_dead_letter = (
-            f"INSERT INTO {s}.dead_letters VALUES ($1, $2, clock_timestamp(), $3) "  # noqa: S608
-            f"ON CONFLICT (event_id, subscription) "
-            f"DO UPDATE SET dead_at = excluded.dead_at, entry = excluded.entry"
-        )
-        self.states = (
-            f"SELECT subscription, state FROM ("  # noqa: S608
-            f"SELECT subscription, 'failed' AS state, 0 AS rank FROM {s}.failures "
-            f"WHERE event_id = $1 "
-            f"UNION ALL SELECT subscription, 'dead_lettered', 1 FROM {s}.dead_letters "
-            f"WHERE event_id = $1 "
-            f"UNION ALL SELECT subscription, 'done', 2 FROM {s}.done "
-            f"WHERE event_id = $1 AND at >= {_HORIZON.format(n='$2')}) AS found ORDER BY rank"
-        )
-        self.step_result = (
-            f"SELECT result FROM {s}.steps "  # noqa: S608
-            f"WHERE event_id = $1 AND subscription = $2 AND step = $3"
-        )
-        self.record_step = (
-            f"INSERT INTO {s}.steps VALUES ($1, $2, $3, $4, now()) "  # noqa: S608
-            f"ON CONFLICT (event_id, subscription, step) DO UPDATE SET result = $4, at = now()"
-        )
-        self.spend = (
-            f"SELECT tokens, seconds FROM {s}.spend "  # noqa: S608
-            f"WHERE event_id = $1 AND subscription = $2"
-        )
-        self.add_spend = (
-            f"INSERT INTO {s}.spend VALUES ($1, $2, $3, $4, now()) "  # noqa: S608
-            f"ON CONFLICT (event_id, subscription) DO UPDATE SET "
-            f"tokens = spend.tokens + excluded.tokens, "
-            f"seconds = spend.seconds + excluded.seconds, at = now() "
-            f"RETURNING tokens, seconds"
-        )
-        # Older than the window, unless the pair has a dead letter (a replay needs them).
-        kept = (
-            "NOT EXISTS (SELECT 1 FROM {s}.dead_letters d "
-            "WHERE d.event_id = {t}.event_id AND d.subscription = {t}.subscription)"
-        )
-        self.prune_steps = (
-            f"WITH gone AS (DELETE FROM {s}.steps "  # noqa: S608
-            f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='steps')}) "
-            f"DELETE FROM {s}.spend "
-            f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='spend')}"
-        )
-        self.log_events = (
-            f"INSERT INTO {s}.log_events (event_id, correlation_id, published_at, event) "  # noqa: S608
-            f"SELECT e, c, a, b FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) "
-            f"WITH ORDINALITY AS x(e, c, a, b, n) ORDER BY n ON CONFLICT (event_id) DO NOTHING"
-        )
-        self.log_outcome = (
-            f"INSERT INTO {s}.log_outcomes (subscription, event_id, attempt, state, ended_at, "  # noqa: S608
-            f"seconds, error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        )
-        self.log_outcomes = (
-            f"SELECT subscription, event_id, attempt, state, ended_at, seconds, error_type, "  # noqa: S608
-            f"error_message FROM {s}.log_outcomes WHERE event_id = ANY($1::text[]) "
-            f"ORDER BY ended_at, id"
-        )
-        self.trim_history = (
-            f"WITH gone AS (DELETE FROM {s}.log_events WHERE published_at < $1) "  # noqa: S608
-            f"DELETE FROM {s}.log_outcomes WHERE ended_at < $1"
-        )
-        self.declare = (
-            f"INSERT INTO {s}.declared "  # noqa: S608
-            f"SELECT n, p, now() FROM unnest($1::text[], $2::text[]) AS x(n, p) "
-            f"ON CONFLICT (name) DO UPDATE SET pattern = excluded.pattern, declared_at = now()"
-        )
-        self.prune = (
-            f"WITH marks AS (DELETE FROM {s}.done WHERE at < {_HORIZON.format(n='$1')}) "  # noqa: S608
-            f"DELETE FROM {s}.published WHERE at < {_HORIZON.format(n='$1')}"
-        )
-
-
 async def _rollback(tx: Transaction) -> None:
     # A failed rollback leaves the connection to release(), which rolls back or closes it.
     with suppress(*_VENDOR_ERRORS):
         await tx.rollback()
-
-
-def _filters(event_id: str | None, subscription: str | None) -> tuple[str, list[str]]:
-    clauses, params = [], []
-    if event_id is not None:
-        params.append(event_id)
-        clauses.append(f"event_id = ${len(params)}")
-    if subscription is not None:
-        params.append(subscription)
-        clauses.append(f"subscription = ${len(params)}")
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params

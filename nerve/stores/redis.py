@@ -10,7 +10,7 @@ constants below)::
     {prefix}:dlq:order               sorted set of the same members, by time dead-lettered
     {prefix}:dlq:event:{event_id}    set of the subscriptions holding a dead letter of it
     {prefix}:steps:{event_id}        hash  "subscription NUL step" -> the step's JSON result
-    {prefix}:spend:{event_id}        hash  "subscription NUL tokens|seconds" -> the spend
+    {prefix}:counters:{event_id}     hash  "subscription NUL counter NUL name" -> its total
     {prefix}:log                     stream of logged event ids (the feed; ids are cursors)
     {prefix}:log:event:{event_id}    hash  e -> event JSON, at -> published at, seq -> feed id
     {prefix}:log:outcomes:{event_id} list of outcome rows (JSON arrays), oldest first
@@ -24,23 +24,26 @@ another subscription extends the hash's TTL); failure lists expire after the win
 so an event abandoned mid-retries leaves nothing behind for long. The event log's keys
 expire ``history_retention`` seconds after their last write, and the feed is trimmed to
 that age by :meth:`RedisStore.trim_history`. Dead letters never
-expire: they wait to be replayed or purged. Step results and spend expire ``window``
-seconds after the event's last step or spend write, except while the event has a dead
+expire: they wait to be replayed or purged. Step results and counters expire ``window``
+seconds after the event's last step or counter write, except while the event has a dead
 letter in any subscription: then they are kept until the last of them is taken. Writes
 survive what Redis's persistence settings make survive (``appendonly`` for every write).
+
+The Lua scripts are in ``lua/`` next to this module, read once when it is imported.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from importlib import resources
+from typing import Any, Final, Self
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from nerve import clock
 from nerve.connections.redis import DEFAULT_PREFIX, redis_client, redis_options, redis_where
 from nerve.events import Event
 from nerve.exceptions import StoreError
@@ -52,8 +55,8 @@ from nerve.records import (
     Outcome,
     OutcomeRow,
     PublishedRow,
-    Spend,
 )
+from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
@@ -63,161 +66,42 @@ DLQ_KEY: Final = "{prefix}:dlq"
 DLQ_ORDER_KEY: Final = "{prefix}:dlq:order"
 DLQ_EVENT_KEY: Final = "{prefix}:dlq:event:{event_id}"
 STEPS_KEY: Final = "{prefix}:steps:{event_id}"
-SPEND_KEY: Final = "{prefix}:spend:{event_id}"
+COUNTERS_KEY: Final = "{prefix}:counters:{event_id}"
 LOG_FEED_KEY: Final = "{prefix}:log"
 LOG_EVENT_KEY: Final = "{prefix}:log:event:{event_id}"
 LOG_OUTCOMES_KEY: Final = "{prefix}:log:outcomes:{event_id}"
 LOG_CHAIN_KEY: Final = "{prefix}:log:chain:{correlation_id}"
 SUBSCRIPTIONS_KEY: Final = "{prefix}:subscriptions"
-_SEP: Final = "\x00"  # between subscription and event id: neither can contain it
+_SEP: Final = "\x00"  # between the parts of a member or field: none can contain it
 
 #: Dead letters are read this many at a time when filtering by subscription.
 _PAGE = 500
 
-# Append one attempt error to a pair's failures (Redis has no HAPPEND).
-_ADD_FAILURE = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], old and (old .. '\\n' .. ARGV[2]) or ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-"""
-
-# Which of the done-mark hashes KEYS hold a mark of subscription ARGV[1] at or after
-# ARGV[2] (unix time): their 1-based indexes. One script, not an HGET per event: redis-py
-# packs and parses each command in Python, which cost more than the lookups themselves.
-_DONE_AMONG = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local at = redis.call('HGET', key, ARGV[1])
-  if at and tonumber(at) >= tonumber(ARGV[2]) then out[#out + 1] = i end
-end
-return out
-"""
-
-# Mark subscription ARGV[1] done at ARGV[2] in each done-mark hash KEYS[odd], expiring it
-# after ARGV[3] ms, and forget its failures in KEYS[even]. Atomic, like a MULTI.
-_MARK_DONE = """
-for i = 1, #KEYS, 2 do
-  redis.call('HSET', KEYS[i], ARGV[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[3])
-  redis.call('HDEL', KEYS[i + 1], ARGV[1])
-end
-return #KEYS / 2
-"""
-
-# Publish records: KEYS are the record keys, ARGV[1] the TTL in ms, ARGV[1 + i] the type.
-_RECORD_PUBLISHED = """
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1], 'NX')
-end
-return #KEYS
-"""
-
-# Keep KEYS[1] (steps or spend of an event) a window (ARGV[1] ms) from now, or for good
-# while the event has dead letters (KEYS[2], the event's dead letter index).
-_KEEP = """
-local function keep(key, dead, ttl)
-  if redis.call('EXISTS', dead) == 1 then redis.call('PERSIST', key)
-  else redis.call('PEXPIRE', key, ttl) end
-end
-"""
-
-# Record step result ARGV[3] under field ARGV[2] of KEYS[1].
-_RECORD_STEP = (
-    _KEEP
-    + """
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-keep(KEYS[1], KEYS[2], ARGV[1])
-"""
-)
-
-# Add ARGV[3] tokens and ARGV[4] seconds to subscription ARGV[2]'s spend in KEYS[1].
-_ADD_SPEND = (
-    _KEEP
-    + """
-local tokens = redis.call('HINCRBY', KEYS[1], ARGV[2] .. '\0tokens', ARGV[3])
-local seconds = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2] .. '\0seconds', ARGV[4])
-keep(KEYS[1], KEYS[2], ARGV[1])
-return {tokens, seconds}
-"""
-)
-
-# After dead letters of one event were taken: forget the spend of subscriptions ARGV[2..]
-# (a replay starts with a fresh budget) and let steps and spend (KEYS[1], KEYS[2]) expire
-# a window from now unless the event still has dead letters (KEYS[3]).
-_RELEASE_STEPS = (
-    _KEEP
-    + """
-for i = 2, #ARGV do
-  redis.call('HDEL', KEYS[2], ARGV[i] .. '\0tokens', ARGV[i] .. '\0seconds')
-end
-keep(KEYS[1], KEYS[3], ARGV[1])
-keep(KEYS[2], KEYS[3], ARGV[1])
-"""
-)
-
-_TAKE_FAILURES = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-return old
-"""
-
-# Remove and return the dead letters matching (event id, subscription), '' for any, as
-# [entry, score, ...]. ARGV[1] is the prefix of the per-event index keys.
-_TAKE_DEAD = """
-local members
-if ARGV[2] ~= '' then
-  members = {}
-  for _, sub in ipairs(redis.call('SMEMBERS', ARGV[1] .. ARGV[2])) do
-    members[#members + 1] = sub .. '\\0' .. ARGV[2]
-  end
-else
-  members = redis.call('ZRANGE', KEYS[2], 0, -1)
-end
-local out = {}
-for _, m in ipairs(members) do
-  local sep = string.find(m, '\\0', 1, true)
-  local sub, eid = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
-  if ARGV[3] == '' or sub == ARGV[3] then
-    local entry = redis.call('HGET', KEYS[1], m)
-    if entry then
-      out[#out + 1] = entry
-      out[#out + 1] = redis.call('ZSCORE', KEYS[2], m) or '0'
-      redis.call('HDEL', KEYS[1], m)
-      redis.call('ZREM', KEYS[2], m)
-      redis.call('SREM', ARGV[1] .. eid, sub)
-    end
-  end
-end
-return out
-"""
+#: The scripts that write steps or counters start with this one's ``keep`` function.
+_KEEPING = ("record_step", "add_to", "release_steps")
 
 
-# Append to the event log. ARGV: prefix, TTL in ms, the number of events, then per event
-# (id, correlation id, published at, JSON), then per outcome (event id, JSON row). An
-# event already logged is left as it is.
-_RECORD_HISTORY = """
-local p, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local i = 4
-for _ = 1, n do
-  local id, corr, at, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  local key = p .. ':log:event:' .. id
-  if redis.call('HSETNX', key, 'e', body) == 1 then
-    local seq = redis.call('XADD', p .. ':log', '*', 'id', id)
-    redis.call('HSET', key, 'at', at, 'seq', seq)
-    redis.call('PEXPIRE', key, ttl)
-    local chain = p .. ':log:chain:' .. corr
-    redis.call('ZADD', chain, at, id)
-    redis.call('PEXPIRE', chain, ttl)
-  end
-end
-while i <= #ARGV do
-  local key = p .. ':log:outcomes:' .. ARGV[i]
-  redis.call('RPUSH', key, ARGV[i + 1])
-  redis.call('PEXPIRE', key, ttl)
-  i = i + 2
-end
-"""
+def _load_scripts() -> dict[str, str]:
+    """The store's Lua scripts (``lua/*.lua`` next to this module), read once."""
+    folder = resources.files("nerve.stores").joinpath("lua")
+    keep = folder.joinpath("keep.lua").read_text(encoding="utf-8")
+    scripts = {}
+    for name in (
+        "add_failure",
+        "take_failures",
+        "take_dead",
+        "done_among",
+        "mark_done",
+        "record_published",
+        "record_history",
+        *_KEEPING,
+    ):
+        text = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        scripts[name] = keep + text if name in _KEEPING else text
+    return scripts
+
+
+_SCRIPTS: Final = _load_scripts()
 
 
 class RedisStore(Store):
@@ -250,6 +134,14 @@ class RedisStore(Store):
         self._subscriptions = SUBSCRIPTIONS_KEY.format(prefix=self.prefix)
         self._redis: Redis | None = None
 
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        return cls(
+            url,
+            window=settings.idempotency_window,
+            history_retention=settings.history_retention,
+        )
+
     async def open(self) -> None:
         if self._redis is not None:
             return
@@ -260,16 +152,16 @@ class RedisStore(Store):
             await client.aclose()
             raise StoreError(f"cannot reach the Redis store at {self._where}: {exc}") from exc
         self._redis = client
-        self._add_failure = client.register_script(_ADD_FAILURE)
-        self._take_failures = client.register_script(_TAKE_FAILURES)
-        self._take_dead = client.register_script(_TAKE_DEAD)
-        self._done_among = client.register_script(_DONE_AMONG)
-        self._mark_done = client.register_script(_MARK_DONE)
-        self._record_published = client.register_script(_RECORD_PUBLISHED)
-        self._record_step = client.register_script(_RECORD_STEP)
-        self._add_spend = client.register_script(_ADD_SPEND)
-        self._release_steps = client.register_script(_RELEASE_STEPS)
-        self._record_history = client.register_script(_RECORD_HISTORY)
+        self._add_failure = client.register_script(_SCRIPTS["add_failure"])
+        self._take_failures = client.register_script(_SCRIPTS["take_failures"])
+        self._take_dead = client.register_script(_SCRIPTS["take_dead"])
+        self._done_among = client.register_script(_SCRIPTS["done_among"])
+        self._mark_done = client.register_script(_SCRIPTS["mark_done"])
+        self._record_published = client.register_script(_SCRIPTS["record_published"])
+        self._record_step = client.register_script(_SCRIPTS["record_step"])
+        self._add_to = client.register_script(_SCRIPTS["add_to"])
+        self._release_steps = client.register_script(_SCRIPTS["release_steps"])
+        self._record_history = client.register_script(_SCRIPTS["record_history"])
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -325,7 +217,7 @@ class RedisStore(Store):
         if not event_ids:
             return set()
         keys = [self._key(DONE_KEY, event_id) for event_id in event_ids]
-        horizon = repr(time.time() - self.window)
+        horizon = repr(clock.time() - self.window)
         with self._translate("reading done marks"):
             found: Any = await self._done_among(
                 keys=keys, args=[subscription, horizon], client=self._client()
@@ -333,7 +225,7 @@ class RedisStore(Store):
         return {event_ids[int(index) - 1] for index in found}
 
     async def mark_done_many(self, done: Mapping[str, Sequence[str]]) -> None:
-        now = repr(time.time())
+        now = repr(clock.time())
         batches = [(sub, ids) for sub, ids in done.items() if ids]
         if not batches:
             return
@@ -376,10 +268,10 @@ class RedisStore(Store):
         with self._translate("adding a dead letter"):
             async with self._client().pipeline(transaction=True) as pipe:
                 pipe.hset(self._dlq, member, entry.model_dump_json())
-                pipe.zadd(self._dlq_order, {member: time.time()})
+                pipe.zadd(self._dlq_order, {member: clock.time()})
                 pipe.sadd(self._key(DLQ_EVENT_KEY, entry.event.event_id), entry.subscription)
                 pipe.persist(self._key(STEPS_KEY, entry.event.event_id))  # a replay needs them
-                pipe.persist(self._key(SPEND_KEY, entry.event.event_id))
+                pipe.persist(self._key(COUNTERS_KEY, entry.event.event_id))
                 await pipe.execute()
 
     async def dead_letters(
@@ -450,7 +342,7 @@ class RedisStore(Store):
                     await self._release_steps(
                         keys=[
                             self._key(STEPS_KEY, event_id),
-                            self._key(SPEND_KEY, event_id),
+                            self._key(COUNTERS_KEY, event_id),
                             self._key(DLQ_EVENT_KEY, event_id),
                         ],
                         args=[self._window_ms, *subscriptions],
@@ -458,7 +350,7 @@ class RedisStore(Store):
                     )
                 await pipe.execute()
 
-    # step results and spend
+    # step results and counters
 
     async def step_result(self, subscription: str, event_id: str, step: str) -> str | None:
         with self._translate("reading a step result"):
@@ -475,22 +367,19 @@ class RedisStore(Store):
                 client=self._client(),
             )
 
-    async def add_spend(
-        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
-    ) -> Spend:
-        key = self._key(SPEND_KEY, event_id)
-        with self._translate("recording spend"):
-            if not tokens and not seconds:
-                found: Any = await self._client().hmget(
-                    key, [f"{subscription}{_SEP}tokens", f"{subscription}{_SEP}seconds"]
-                )
-            else:
-                found = await self._add_spend(
-                    keys=[key, self._key(DLQ_EVENT_KEY, event_id)],
-                    args=[self._window_ms, subscription, int(tokens), repr(float(seconds))],
-                    client=self._client(),
-                )
-        return Spend(int(found[0] or 0), float(found[1] or 0.0))
+    async def add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: Mapping[str, float]
+    ) -> dict[str, float]:
+        args: list[Any] = [self._window_ms, f"{subscription}{_SEP}{counter}{_SEP}"]
+        for name, amount in amounts.items():
+            args += (name, repr(float(amount)))
+        with self._translate("adding to a counter"):
+            flat: list[str] = await self._add_to(
+                keys=[self._key(COUNTERS_KEY, event_id), self._key(DLQ_EVENT_KEY, event_id)],
+                args=args,
+                client=self._client(),
+            )
+        return {name: float(total) for name, total in zip(flat[0::2], flat[1::2], strict=True)}
 
     # status
 
@@ -503,7 +392,7 @@ class RedisStore(Store):
                 failed, dead, done = await pipe.execute()
         found = dict.fromkeys(failed, DeliveryState.FAILED)  # later kinds win
         found.update(dict.fromkeys(dead, DeliveryState.DEAD_LETTERED))
-        horizon = time.time() - self.window
+        horizon = clock.time() - self.window
         found.update({s: DeliveryState.DONE for s, at in done.items() if _fresh(at, horizon)})
         return found
 

@@ -7,11 +7,12 @@ connection's settings); a power loss may take the last few transactions.
 from __future__ import annotations
 
 import asyncio
-import time
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
+from nerve import clock
 from nerve.connections.sqlite import SQLiteDatabase, sqlite_path
 from nerve.events import Event
 from nerve.exceptions import AlreadyHandled, StoreError
@@ -23,8 +24,8 @@ from nerve.records import (
     Outcome,
     OutcomeRow,
     PublishedRow,
-    Spend,
 )
+from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
 
 T = TypeVar("T")
@@ -51,11 +52,11 @@ CREATE TABLE IF NOT EXISTS nerve_steps (
     result TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (event_id, subscription, step)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nerve_steps_at ON nerve_steps (at);
-CREATE TABLE IF NOT EXISTS nerve_spend (
-    subscription TEXT NOT NULL, event_id TEXT NOT NULL, tokens INTEGER NOT NULL,
-    seconds REAL NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (event_id, subscription)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nerve_spend_at ON nerve_spend (at);
+CREATE TABLE IF NOT EXISTS nerve_counters (
+    subscription TEXT NOT NULL, event_id TEXT NOT NULL, counter TEXT NOT NULL,
+    name TEXT NOT NULL, total REAL NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (event_id, subscription, counter, name)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nerve_counters_at ON nerve_counters (at);
 CREATE TABLE IF NOT EXISTS nerve_log_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
     correlation_id TEXT NOT NULL, published_at REAL NOT NULL, event TEXT NOT NULL);
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS nerve_declared (
     name TEXT PRIMARY KEY, pattern TEXT NOT NULL, declared_at REAL NOT NULL) WITHOUT ROWID;
 """
 
-# Step results and spend older than the window, unless their pair has a dead letter.
+# Step results and counters older than the window, unless their pair has a dead letter.
 _PRUNE_STEPS = """
 DELETE FROM {table} WHERE at < ? AND NOT EXISTS (
     SELECT 1 FROM nerve_dead_letters d
@@ -97,6 +98,10 @@ class SQLiteStore(Store):
         self._writes = 0
         self._step_writes = 0
 
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        return cls(url, window=settings.idempotency_window)
+
     async def open(self) -> None:
         await self._db.open()
 
@@ -116,11 +121,11 @@ class SQLiteStore(Store):
         await self._run(
             self._write,
             "INSERT OR IGNORE INTO nerve_published VALUES (?, ?, ?)",
-            (event.event_id, event.event_type, time.time()),
+            (event.event_id, event.event_type, clock.time()),
         )
 
     async def record_published_many(self, events: Sequence[Event[Any]]) -> None:
-        now = time.time()
+        now = clock.time()
         rows = [(e.event_id, e.event_type, now) for e in events]
         await self._run(
             self._write_many, "INSERT OR IGNORE INTO nerve_published VALUES (?, ?, ?)", rows
@@ -134,7 +139,7 @@ class SQLiteStore(Store):
         rows = await self._run(
             self._execute,
             "SELECT event_type FROM nerve_published WHERE event_id = ? AND at >= ?",
-            (event_id, time.time() - self.window),
+            (event_id, clock.time() - self.window),
         )
         return rows[0][0] if rows else None
 
@@ -142,7 +147,7 @@ class SQLiteStore(Store):
         rows = await self._run(
             self._execute,
             "SELECT 1 FROM nerve_done WHERE event_id = ? AND subscription = ? AND at >= ?",
-            (event_id, subscription, time.time() - self.window),
+            (event_id, subscription, clock.time() - self.window),
         )
         return bool(rows)
 
@@ -154,7 +159,7 @@ class SQLiteStore(Store):
         await self._run(self._mark_done, rows)
 
     def _mark_done(self, rows: list[tuple[str, str]]) -> None:
-        now = time.time()
+        now = clock.time()
         with self._db.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO nerve_done VALUES (?, ?, ?)",
@@ -176,7 +181,7 @@ class SQLiteStore(Store):
 
     def _done_among(self, subscription: str, event_ids: list[str]) -> set[str]:
         found: set[str] = set()
-        horizon = time.time() - self.window
+        horizon = clock.time() - self.window
         for start in range(0, len(event_ids), 500):  # SQLite caps bound parameters
             chunk = event_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -217,7 +222,7 @@ class SQLiteStore(Store):
         await self._run(
             self._execute,
             "INSERT OR REPLACE INTO nerve_dead_letters VALUES (?, ?, ?, ?)",
-            (entry.subscription, entry.event.event_id, time.time(), entry.model_dump_json()),
+            (entry.subscription, entry.event.event_id, clock.time(), entry.model_dump_json()),
         )
 
     async def dead_letters(
@@ -251,9 +256,11 @@ class SQLiteStore(Store):
             ).fetchall()
             db.execute(f"DELETE FROM nerve_dead_letters {where}", params)  # noqa: S608
             pairs = [(row[2], row[1]) for row in rows]
-            # A replay starts with a fresh budget; its steps are kept a window from now.
-            db.executemany("DELETE FROM nerve_spend WHERE event_id = ? AND subscription = ?", pairs)
-            now = time.time()
+            # A replay starts its counts afresh; its steps are kept a window from now.
+            db.executemany(
+                "DELETE FROM nerve_counters WHERE event_id = ? AND subscription = ?", pairs
+            )
+            now = clock.time()
             db.executemany(
                 "UPDATE nerve_steps SET at = ? WHERE event_id = ? AND subscription = ?",
                 [(now, *pair) for pair in pairs],
@@ -270,7 +277,7 @@ class SQLiteStore(Store):
             UNION ALL
             SELECT subscription, 'done' FROM nerve_done WHERE event_id = ?1 AND at >= ?2
             """,
-            (event_id, time.time() - self.window),
+            (event_id, clock.time() - self.window),
         )
         found: dict[str, DeliveryState] = {}
         for subscription, state in rows:  # later kinds win: done > dead > failed
@@ -289,39 +296,52 @@ class SQLiteStore(Store):
         await self._run(
             self._step_write,
             "INSERT OR REPLACE INTO nerve_steps VALUES (?, ?, ?, ?, ?)",
-            (subscription, event_id, step, result, time.time()),
+            (subscription, event_id, step, result, clock.time()),
         )
 
-    async def add_spend(
-        self, subscription: str, event_id: str, tokens: int = 0, seconds: float = 0.0
-    ) -> Spend:
-        if not tokens and not seconds:
-            rows = await self._run(
-                self._execute,
-                "SELECT tokens, seconds FROM nerve_spend WHERE event_id = ? AND subscription = ?",
-                (event_id, subscription),
-            )
-        else:
-            rows = await self._run(
-                self._step_write,
-                "INSERT INTO nerve_spend VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (event_id, subscription) DO UPDATE SET "
-                "tokens = tokens + excluded.tokens, seconds = seconds + excluded.seconds, "
-                "at = excluded.at RETURNING tokens, seconds",
-                (subscription, event_id, tokens, seconds, time.time()),
-            )
-        return Spend(int(rows[0][0]), float(rows[0][1])) if rows else Spend(0, 0.0)
+    async def add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: Mapping[str, float]
+    ) -> dict[str, float]:
+        return await self._run(self._add_to, subscription, event_id, counter, dict(amounts))
 
-    def _step_write(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    def _add_to(
+        self, subscription: str, event_id: str, counter: str, amounts: dict[str, float]
+    ) -> dict[str, float]:
+        select = (
+            "SELECT name, total FROM nerve_counters "
+            "WHERE event_id = ? AND subscription = ? AND counter = ?"
+        )
+        if not amounts:
+            rows = self._db.conn.execute(select, (event_id, subscription, counter)).fetchall()
+            return {name: float(total) for name, total in rows}
+        now = clock.time()
         with self._db.transaction() as db:
-            rows = db.execute(sql, params).fetchall()
-            self._step_writes += 1
-            if self._step_writes >= _PRUNE_EVERY:
-                self._step_writes = 0
-                horizon = time.time() - self.window
-                for table in ("nerve_steps", "nerve_spend"):
-                    db.execute(_PRUNE_STEPS.format(table=table), (horizon,))
-        return rows
+            db.executemany(
+                "INSERT INTO nerve_counters VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id, subscription, counter, name) DO UPDATE SET "
+                "total = total + excluded.total, at = excluded.at",
+                [
+                    (subscription, event_id, counter, name, float(amount), now)
+                    for name, amount in amounts.items()
+                ],
+            )
+            rows = db.execute(select, (event_id, subscription, counter)).fetchall()
+            self._pruned(db)
+        return {name: float(total) for name, total in rows}
+
+    def _step_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._db.transaction() as db:
+            db.execute(sql, params)
+            self._pruned(db)
+
+    def _pruned(self, db: sqlite3.Connection) -> None:
+        """Count a write of steps or counters; every so often, forget the expired ones."""
+        self._step_writes += 1
+        if self._step_writes >= _PRUNE_EVERY:
+            self._step_writes = 0
+            horizon = clock.time() - self.window
+            for table in ("nerve_steps", "nerve_counters"):
+                db.execute(_PRUNE_STEPS.format(table=table), (horizon,))
 
     # the event log
 
@@ -397,7 +417,7 @@ class SQLiteStore(Store):
         ]
 
     async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
-        now = time.time()
+        now = clock.time()
         await self._run(
             self._write_many,
             "INSERT OR REPLACE INTO nerve_declared VALUES (?, ?, ?)",
@@ -436,7 +456,7 @@ class SQLiteStore(Store):
 
     def _commit_with_mark(self, db: SQLiteDatabase, subscription: str, event_id: str) -> None:
         conn = db.conn
-        now = time.time()
+        now = clock.time()
         live = conn.execute(
             "SELECT 1 FROM nerve_done WHERE event_id = ? AND subscription = ? AND at >= ?",
             (event_id, subscription, now - self.window),
