@@ -1,6 +1,6 @@
 """The PostgreSQL store on a real server: restarts, transactions, errors.
 
-The store contracts themselves run in ``tests/stores/contracts/`` (their ``postgres`` param).
+The store contracts themselves run in ``tests/contracts/stores/`` (their ``postgres`` param).
 Each test works in a schema of its own, dropped afterwards, so runs can overlap and repeat.
 ``scripts/brokers`` starts the server and creates the role and database; these tests never
 skip: without a server they fail, saying so.

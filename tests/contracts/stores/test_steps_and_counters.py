@@ -9,7 +9,7 @@ import pytest
 
 from nerve import DeadLetter, Event
 from nerve.stores.memory import MemoryStore
-from tests.stores.contracts import StoreFactory
+from tests.contracts.stores import StoreFactory
 
 
 async def test_step_results(make_store: StoreFactory) -> None:

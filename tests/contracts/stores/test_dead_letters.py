@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nerve import DeadLetter, DeliveryState, Event
-from tests.stores.contracts import StoreFactory, error
+from tests.contracts.stores import StoreFactory, error
 
 
 async def test_failures_then_dead_letter(make_store: StoreFactory) -> None:

@@ -15,7 +15,7 @@ from nerve.stores.postgres import PostgresStore
 from nerve.stores.redis import RedisStore
 from nerve.stores.sqlite import SQLiteStore
 from tests.conftest import drop_redis_keys
-from tests.stores.contracts import StoreFactory
+from tests.contracts.stores import StoreFactory
 from tests.stores.test_postgres_store import POSTGRES_URL, drop_schema, sql, unique_schema
 
 

@@ -4,7 +4,7 @@ the failures of attempts that will be retried, and the states they add up to."""
 from __future__ import annotations
 
 from nerve import DeliveryState, Event
-from tests.stores.contracts import StoreFactory, error
+from tests.contracts.stores import StoreFactory, error
 
 
 async def test_done_marks(make_store: StoreFactory) -> None:

@@ -4,7 +4,7 @@ every bus (process) that uses it."""
 from __future__ import annotations
 
 from nerve.stores.memory import MemoryStore
-from tests.stores.contracts import StoreFactory
+from tests.contracts.stores import StoreFactory
 
 
 async def test_declared_subscriptions_are_shared(make_store: StoreFactory) -> None:

@@ -8,7 +8,7 @@ import time
 from nerve import Event
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION
 from nerve.stores.redis import LOG_EVENT_KEY, RedisStore
-from tests.stores.contracts import StoreFactory
+from tests.contracts.stores import StoreFactory
 
 
 def chain_of_three() -> list[Event]:
