@@ -37,6 +37,7 @@ from nerve.subscription import (
 from nerve.transports import transport_from_url
 from nerve.transports.base import Delivery, Transport
 from nerve.urls import redact
+from nerve.watchdog import LoopWatchdog
 
 log = logging.getLogger("nerve")
 
@@ -109,6 +110,7 @@ class EventBus:
         self._subscriptions: dict[str, Subscription] = {}
         self._runners: dict[str, SubscriptionRunner] = {}
         self._settler: Settler | None = None
+        self._watchdog: LoopWatchdog | None = None
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -141,6 +143,7 @@ class EventBus:
         backoff: Backoff | None = None,
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
+        blocking: bool = False,
     ) -> Callable[[H], H]:
         """Decorate an async handler to subscribe it to ``pattern``.
 
@@ -155,6 +158,11 @@ class EventBus:
             backoff: the retry schedule (default: 0.5 s doubling to 60 s, with jitter).
             payload_model: validate payloads into this type (or annotate ``Event[Model]``).
             start_from: where a new subscription on a durable transport starts.
+            blocking: the handler is a plain function (``def``) doing CPU-bound or
+                blocking work: each attempt runs in a thread of the loop's default
+                executor, so the event loop (every other handler, the HTTP intake)
+                goes on meanwhile. ``timeout`` still ends the attempt (the thread itself
+                runs on to its end: Python cannot stop a thread).
         """
 
         def register(handler: H) -> H:
@@ -169,6 +177,7 @@ class EventBus:
                 backoff=backoff,
                 payload_model=payload_model,
                 start_from=start_from,
+                blocking=blocking,
             )
             return handler
 
@@ -187,6 +196,7 @@ class EventBus:
         backoff: Backoff | None = None,
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
+        blocking: bool = False,
     ) -> Subscription:
         """Subscribe ``handler`` to an event type or pattern (the seed's form).
 
@@ -201,7 +211,7 @@ class EventBus:
                 "subscribe before the bus starts or first publishes: the transport "
                 "declares every subscription when it connects"
             )
-        check_handler(handler)
+        check_handler(handler, blocking=blocking)
         sub_name = name or default_name(handler)
         taken = self._subscriptions.get(sub_name)
         if (
@@ -229,6 +239,7 @@ class EventBus:
             ordered_by=key_func(ordered_by),
             start_from=start_from,
             payload_model=payload_model,
+            blocking=blocking,
         )
         self._subscriptions[sub_name] = subscription
         return subscription
@@ -386,6 +397,8 @@ class EventBus:
             )
             for name, sub in self._subscriptions.items()
         }
+        if self._runners:
+            self._watchdog = LoopWatchdog.acquire(self.settings.loop_watchdog)
         for runner in self._runners.values():
             runner.start()
         self._state = "running"
@@ -429,6 +442,9 @@ class EventBus:
             await self._settler.close()
         await self._flush_history()
         self._runners = {}
+        if self._watchdog is not None:
+            self._watchdog.release()
+            self._watchdog = None
         self.unfinished = await self._transport.close()
         await self._store.close()
         self._state = "stopped"

@@ -8,7 +8,7 @@ from typing import Any
 
 from nerve.events import Event
 from nerve.records import DeadLetter
-from nerve.stores.base import Store
+from nerve.stores.base import DeadLetterStore
 
 
 class DeadLetterQueue:
@@ -20,7 +20,7 @@ class DeadLetterQueue:
 
     def __init__(
         self,
-        store: Callable[[], Awaitable[Store]],
+        store: Callable[[], Awaitable[DeadLetterStore]],
         redeliver: Callable[[Event[Any], str], Awaitable[None]],
     ) -> None:
         #: The store, ready to use (connected on first use, reopened after a stop).

@@ -41,7 +41,7 @@ from nerve.routing import matches
 
 if TYPE_CHECKING:
     from nerve.context import HandlerContext
-    from nerve.stores.base import Store
+    from nerve.stores.base import EventLog, Store
 
 log = logging.getLogger("nerve")
 
@@ -142,7 +142,7 @@ class HistoryRecorder(Observer):
         retention: seconds records are kept; older ones are trimmed as time goes.
     """
 
-    def __init__(self, store: Store, retention: float) -> None:
+    def __init__(self, store: EventLog, retention: float) -> None:
         self._store = store
         self._retention = retention
         self._events: list[PublishedRow] = []

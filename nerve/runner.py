@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nerve import clock, constants
 from nerve.context import HandlerContext, handling
@@ -28,6 +28,7 @@ from nerve.settler import Settler, acknowledge
 from nerve.stores.base import Store
 from nerve.subscription import Subscription
 from nerve.transports.base import Delivery, Transport
+from nerve.watchdog import watch_frames_of
 
 log = logging.getLogger("nerve")
 
@@ -61,7 +62,11 @@ class SubscriptionRunner:
         self._store = store
         self._settler = settler
         self._prefetch = max(MIN_PREFETCH, 2 * subscription.concurrency)
-        self._direct = subscription.timeout is None and subscription.payload_model is None
+        self._direct = (
+            subscription.timeout is None
+            and subscription.payload_model is None
+            and not subscription.blocking
+        )
         self._buffer: deque[Delivery] = deque()
         self._keyed: dict[Hashable, deque[Delivery]] = {}
         self._held = 0  # deliveries waiting behind their ordering key
@@ -80,6 +85,16 @@ class SubscriptionRunner:
 
     def start(self) -> None:
         self._wake_one()
+
+    @property
+    def name(self) -> str:
+        """The subscription's name."""
+        return self.subscription.name
+
+    def loop_blocked(self, delivery: Delivery, seconds: float) -> None:
+        """The loop watchdog found this handler holding the event loop ``seconds``."""
+        if self._observers:
+            self._observers.blocked(self.subscription.name, delivery.event, seconds)
 
     def holding(self) -> dict[str, str]:
         """What this runner holds now, by event id: waiting in its buffer, waiting behind
@@ -290,7 +305,7 @@ class SubscriptionRunner:
                 started = time.perf_counter() if observers else 0.0
                 try:
                     if self._direct:
-                        await sub.handler(event)
+                        await cast(Awaitable[object], sub.handler(event))
                     else:
                         await self._invoke(event)
                 except AlreadyHandled:
@@ -370,11 +385,11 @@ class SubscriptionRunner:
         sub = self.subscription
         arg = sub.prepare(event)
         if sub.timeout is None:
-            await sub.handler(arg)
+            await self._call(arg)
             return
         try:
             async with asyncio.timeout(sub.timeout) as scope:
-                await sub.handler(arg)
+                await self._call(arg)
         except TimeoutError as exc:
             if scope.expired():
                 raise HandlerTimeout(
@@ -382,6 +397,14 @@ class SubscriptionRunner:
                     f"within its {sub.timeout}s timeout"
                 ) from exc
             raise
+
+    async def _call(self, arg: Event[Any]) -> None:
+        handler = self.subscription.handler
+        if self.subscription.blocking:
+            # In a thread, with this task's context (nerve.current() works there).
+            await asyncio.to_thread(handler, arg)
+        else:
+            await cast(Awaitable[object], handler(arg))
 
     async def _failed(self, event: Event[Any], exc: Exception, attempt: int) -> float | None:
         """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""
@@ -400,3 +423,7 @@ class SubscriptionRunner:
         else:
             delay = sub.backoff.delay(attempt)
         return delay
+
+
+# The loop watchdog knows a handler's frames by this coroutine's code (see nerve.watchdog).
+watch_frames_of(SubscriptionRunner._handle.__code__)

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         default=30.0, ge=0, description="Seconds in-flight handlers get at stop."
     )
+    loop_watchdog: float = Field(
+        default=0.1,
+        ge=0,
+        description="Seconds a handler may hold the event loop before the watchdog logs it "
+        "(and counts it in nerve_loop_blocked_seconds); 0 turns the watchdog off.",
+    )
     chain_limit: int = Field(
         default=16, ge=1, description="Deepest causal chain a handler may extend."
     )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from nerve import clock
 from nerve.exceptions import TransportError
-from nerve.stores.base import Store
+from nerve.stores.base import IdempotencyStore
 from nerve.transports.base import Delivery, Transport
 
 log = logging.getLogger("nerve")
@@ -45,7 +45,7 @@ class Settler:
 
     def __init__(
         self,
-        store: Store,
+        store: IdempotencyStore,
         transport: Transport,
         *,
         on_released: Callable[[Sequence[Delivery]], None],

@@ -19,8 +19,9 @@ from nerve.events import Event
 from nerve.exceptions import PayloadInvalid, SubscriptionError
 from nerve.routing import validate_pattern
 
-Handler = Callable[[Any], Awaitable[object]]
-"""An async function of one event. Its return value is ignored."""
+Handler = Callable[[Any], Awaitable[object]] | Callable[[Any], object]
+"""A function of one event: async, or plain with ``blocking=True`` (run in a thread). Its
+return value is ignored."""
 
 KeyFunc = Callable[[Event[Any]], Hashable]
 StartFrom = Literal["earliest", "latest"]
@@ -60,6 +61,7 @@ class Subscription:
     ordered_by: KeyFunc | None = None
     start_from: StartFrom = "earliest"
     payload_model: type[Any] | None = None
+    blocking: bool = False
     _event_class: type[Event[Any]] | None = field(default=None, repr=False)
     _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -108,13 +110,24 @@ def default_name(handler: Handler) -> str:
     return f"{module}.{qualname}"
 
 
-def check_handler(handler: Handler) -> None:
-    """Raise :class:`SubscriptionError` unless ``handler`` is an async callable."""
+def check_handler(handler: Handler, *, blocking: bool = False) -> None:
+    """Raise :class:`SubscriptionError` unless ``handler`` is an async callable, or a plain
+    one with ``blocking=True``."""
     call = getattr(handler, "__call__", None)  # noqa: B004  # an async __call__ counts
-    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+    if blocking and is_async:
+        raise SubscriptionError(
+            f"handler {default_name(handler)} is async: blocking=True runs a plain function "
+            "(def handler(event): ...) in a thread; an async handler runs on the event loop "
+            "and can move blocking work off it with await asyncio.to_thread(...)"
+        )
+    if not blocking and not is_async:
+        if not callable(handler):
+            raise SubscriptionError(f"handler {default_name(handler)} is not callable")
         raise SubscriptionError(
             f"handler {default_name(handler)} must be an async function of one event "
-            "(async def handler(event): ...)"
+            "(async def handler(event): ...), or a plain one with blocking=True to run it "
+            "in a thread (CPU-bound or blocking work)"
         )
 
 

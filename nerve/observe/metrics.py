@@ -100,6 +100,20 @@ class Metrics(Observer):
             ["reason"],
             registry=reg,
         )
+        self.loop_blocked = Counter(
+            "nerve_loop_blocked_seconds",
+            "Time a subscription's handlers held the event loop, in stalls longer than the "
+            "loop watchdog's threshold (NERVE_LOOP_WATCHDOG).",
+            ["subscription"],
+            registry=reg,
+        )
+        self.loop_blocks = Counter(
+            "nerve_loop_blocks",
+            "Stalls of the event loop longer than the watchdog's threshold, by the "
+            "subscription whose handler held it.",
+            ["subscription"],
+            registry=reg,
+        )
         self.subscription_lag = Gauge(
             "nerve_subscription_lag",
             "Events published to a subscription and not yet settled (waiting, in flight or "
@@ -160,6 +174,10 @@ class Metrics(Observer):
         else:
             self.events_retried.labels(*labels).inc()
         self.handler_seconds.labels(subscription).observe(seconds)
+
+    def blocked(self, subscription: str, event: Event[Any], seconds: float) -> None:
+        self.loop_blocks.labels(subscription).inc()
+        self.loop_blocked.labels(subscription).inc(seconds)
 
     # exposition
 

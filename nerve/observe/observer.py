@@ -65,6 +65,10 @@ class Observer:
     ) -> None:
         """An attempt failed; ``retry_in`` seconds until the next, None if dead-lettered."""
 
+    def blocked(self, subscription: str, event: Event[Any], seconds: float) -> None:
+        """The subscription's handler held the event loop ``seconds`` (at least the loop
+        watchdog's threshold) handling ``event``: nothing else ran meanwhile."""
+
 
 class Observers(Observer):
     """Several observers as one; each hook's failure is logged, never raised.
@@ -91,6 +95,7 @@ class Observers(Observer):
         self._started = self._hooks.get("started", ())
         self._handled = self._hooks.get("handled", ())
         self._failed = self._hooks.get("failed", ())
+        self._blocked = self._hooks.get("blocked", ())
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -142,5 +147,12 @@ class Observers(Observer):
             except Exception:
                 log.exception("observer hook %r failed", hook)
 
+    def blocked(self, subscription: str, event: Event[Any], seconds: float) -> None:
+        for hook in self._blocked:
+            try:
+                hook(subscription, event, seconds)
+            except Exception:
+                log.exception("observer hook %r failed", hook)
 
-_HOOKS = ("publishing", "published", "started", "handled", "failed")
+
+_HOOKS = ("publishing", "published", "started", "handled", "failed", "blocked")

@@ -223,7 +223,7 @@ async def test_subscribe_errors_are_clear(make_bus: BusFactory) -> None:
         pass
 
     with pytest.raises(SubscriptionError, match="must be an async function"):
-        bus.subscribe("a.b", not_async)  # type: ignore[arg-type]
+        bus.subscribe("a.b", not_async)
     with pytest.raises(SubscriptionError, match=r"invalid pattern 'A\.b'"):
         bus.subscribe("A.b", _handler)
     with pytest.raises(SubscriptionError, match=r"invalid pattern 'a\.\.b'"):
