@@ -98,15 +98,36 @@ class Event(BaseModel, Generic[PayloadT]):
         description="Dot-separated segments of [a-z0-9_-], e.g. support.ticket.created.",
     )
     payload: PayloadT = Field(default_factory=dict, description="Any JSON value.")  # type: ignore[assignment]  # a dict is a valid payload; mypy cannot see through the TypeVar
-    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=255)
-    timestamp: str = Field(default_factory=utc_now, description="ISO 8601, UTC.")
-    source: str = Field(default="", description="Who emitted it (a URI-reference).")
+    event_id: str = Field(
+        default_factory=new_event_id,
+        min_length=1,
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="Printable: no control characters or line breaks.",
+    )
+    timestamp: str = Field(
+        default_factory=utc_now,
+        max_length=64,
+        pattern=constants.PRINTABLE_RE,
+        description="ISO 8601, UTC.",
+    )
+    source: str = Field(
+        default="",
+        max_length=2048,
+        pattern=constants.PRINTABLE_RE,
+        description="Who emitted it (a URI-reference). Printable.",
+    )
     correlation_id: str = Field(
         default_factory=lambda data: data["event_id"],
-        description="Shared by a whole chain: the event_id of its root event.",
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="Shared by a whole chain: the event_id of its root event. Printable.",
     )
     causation_id: str | None = Field(
-        default=None, description="The event whose handler published this one."
+        default=None,
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="The event whose handler published this one. Printable.",
     )
     metadata: dict[str, str] = Field(default_factory=dict)
 

@@ -31,15 +31,17 @@ metadata = st.dictionaries(
     st.text(max_size=20),
     max_size=5,
 )
+#: What ids and sources may hold: anything printable (no control characters, no line breaks).
+printable = st.characters(blacklist_categories=("Cc", "Zl", "Zp"))
 events: st.SearchStrategy[Event] = st.builds(
     Event,
     event_type=event_types,
     payload=json_values,
-    event_id=st.text(min_size=1, max_size=40),
+    event_id=st.text(printable, min_size=1, max_size=40),
     timestamp=st.datetimes().map(lambda d: d.isoformat() + "Z"),
-    source=st.text(max_size=30).filter(lambda s: s != CE_UNSET_SOURCE),
-    correlation_id=st.text(min_size=1, max_size=40),
-    causation_id=st.none() | st.text(min_size=1, max_size=40),
+    source=st.text(printable, max_size=30).filter(lambda s: s != CE_UNSET_SOURCE),
+    correlation_id=st.text(printable, min_size=1, max_size=40),
+    causation_id=st.none() | st.text(printable, min_size=1, max_size=40),
     metadata=metadata,
 )
 
@@ -152,3 +154,17 @@ def test_from_a_foreign_cloudevent() -> None:
     assert event.event_type == "com.example.thing"
     assert event.correlation_id == "A234-1234"
     assert event.metadata == {"comexampleext": "5"}
+
+
+@pytest.mark.parametrize("field", ["event_id", "correlation_id", "causation_id", "source"])
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "x\x1b[31m", "\x00", "a\u2028b", "\x85"])
+def test_ids_and_sources_are_printable(field: str, bad: str) -> None:
+    # A line break in an id would let a sender write a fake line into a text log.
+    with pytest.raises(ValidationError) as caught:
+        Event(event_type="a.b", **{field: bad})
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_printable_ids_may_be_any_unicode() -> None:
+    event = Event(event_type="a.b", event_id="bestellung-ü-42 #7", source="https://ex.org/a?b=c")
+    assert event.event_id == "bestellung-ü-42 #7"

@@ -165,6 +165,32 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: Characters that would end or bend a text log line, escaped in messages.
+_BREAKING = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message``, one line per record whatever the message holds.
+
+    Control characters and line breaks in the message (an id, a type, an error message a
+    sender chose) are escaped (``\\n``, ``\\x1b``), so nobody can write a fake line into
+    the log. A traceback, which is nerve's own text, follows on its own lines as usual.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging names it so
+        record.message = record.message.translate(_BREAKING)
+        return super().formatMessage(record)
+
+
 def configure_logging(settings: LogSettings | None = None) -> LogSettings:
     """Send every log record to stderr, as text or JSON per ``settings`` (the environment
     by default), replacing the root logger's handlers. Returns the settings used.
@@ -177,7 +203,7 @@ def configure_logging(settings: LogSettings | None = None) -> LogSettings:
     if settings.format == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -2,8 +2,10 @@
 
 Each :class:`Metrics` has its own registry (no process-wide state), served by the HTTP
 app at ``/metrics``, which awaits :meth:`Metrics.refresh` first: lag is asked of the
-transport at scrape time. Labels are bounded by the app, not by traffic: event types and
-subscription names come from the code, HTTP rejections from a fixed set of reasons.
+transport at scrape time. Labels are bounded, whatever the traffic: subscription names
+come from the code, HTTP rejections from a fixed set of reasons, and event types (which a
+sender chooses) keep their own label for the first ``max_event_types`` (100) seen, every
+later one counting under ``event_type="other"``.
 With several worker processes each serves its own figures (scrape each, or sum them).
 
 Example:
@@ -50,6 +52,11 @@ CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
 
 #: Handler latency buckets, seconds: from a fast rule to a slow LLM call.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: Distinct ``event_type`` label values a :class:`Metrics` keeps; later new types are
+#: counted under :data:`OTHER` (a sender choosing types must not grow the series).
+MAX_EVENT_TYPES = 100
+#: The ``event_type`` label of every type past :data:`MAX_EVENT_TYPES`.
+OTHER = "other"
 #: Longest wait for the transport's lag figures at a scrape, in seconds.
 LAG_TIMEOUT = 5.0
 
@@ -61,8 +68,15 @@ class Metrics(Observer):
         registry: where the metrics live (default: a registry of their own).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_event_types: int = MAX_EVENT_TYPES,
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.max_event_types = max_event_types
+        self._types: set[str] = set()
         reg = self.registry
         by_type = ["event_type"]
         by_sub = ["event_type", "subscription"]
@@ -126,13 +140,25 @@ class Metrics(Observer):
 
     # observer hooks
 
+    def _type(self, event_type: str) -> str:
+        """The label of ``event_type``: itself among the first ``max_event_types`` seen,
+        else :data:`OTHER`."""
+        types = self._types
+        if event_type in types:
+            return event_type
+        if len(types) < self.max_event_types:
+            types.add(event_type)
+            return event_type
+        return OTHER
+
     def published(self, events: Sequence[Event[Any]]) -> None:
         if len(events) == 1:
-            self._published_child(events[0].event_type).inc()
+            self._published_child(self._type(events[0].event_type)).inc()
             return
         counts: dict[str, int] = {}
         for event in events:
-            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+            label = self._type(event.event_type)
+            counts[label] = counts.get(label, 0) + 1
         for event_type, count in counts.items():
             self._published_child(event_type).inc(count)
 
@@ -147,7 +173,7 @@ class Metrics(Observer):
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
     ) -> None:
-        key = (event.event_type, subscription)
+        key = (self._type(event.event_type), subscription)
         children = self._handled_by.get(key)
         if children is None:
             children = self._handled_by[key] = (
@@ -167,7 +193,7 @@ class Metrics(Observer):
         *,
         retry_in: float | None,
     ) -> None:
-        labels = (event.event_type, subscription)
+        labels = (self._type(event.event_type), subscription)
         self.events_failed.labels(*labels).inc()
         if retry_in is None:
             self.events_dead_lettered.labels(*labels).inc()

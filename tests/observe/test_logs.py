@@ -14,7 +14,13 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from nerve import Event, EventBus, Reject
-from nerve.observe.logs import EVENTS_LOGGER, JSONFormatter, LogSettings
+from nerve.observe.logs import (
+    EVENTS_LOGGER,
+    JSONFormatter,
+    LogSettings,
+    TextFormatter,
+    configure_logging,
+)
 from nerve.observe.tracing import Tracing
 from tests.conftest import FAST
 
@@ -210,3 +216,30 @@ def test_nerve_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
             "attempt": 1,
         }.items()
     )
+
+
+def test_the_text_formatter_keeps_one_line_per_record() -> None:
+    forged = "x\n2026-01-01 00:00:00,000 INFO nerve: payment approved\x1b[2K\u2028"
+    record = logging.LogRecord("nerve", logging.WARNING, __file__, 1, "got %s", (forged,), None)
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "\u2028" not in line
+    assert line.endswith(
+        "got x\\n2026-01-01 00:00:00,000 INFO nerve: payment approved\\x1b[2K\\u2028"
+    )
+
+
+def test_configure_logging_writes_text_through_the_escaping_formatter() -> None:
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        configure_logging(LogSettings(format="text"))
+        (handler,) = root.handlers
+        assert isinstance(handler.formatter, TextFormatter)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
