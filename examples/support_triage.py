@@ -24,7 +24,7 @@ import asyncio
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from nerve import Event, EventBus, Reject, step
 from nerve.llm import LLMSettings, agent_output, untrusted
@@ -138,6 +138,15 @@ DRAFT_INSTRUCTIONS = (
 class Ticket(BaseModel):
     id: int | str
     body: str
+
+    @field_validator("body")
+    @classmethod
+    def _has_text(cls, body: str) -> str:
+        # Nothing to classify is refused, not guessed: an empty or blank ticket was once
+        # filed as a feature request. The event dead-letters at once with this reason.
+        if not any(char.isalnum() for char in body):
+            raise ValueError("the ticket has no text: nothing to classify; ask for details")
+        return body
 
 
 class Classified(BaseModel):

@@ -112,6 +112,18 @@ async def test_triage_classifies_and_replies(agents: Agents) -> None:
         assert body.split()[0] in payload["reply"]  # it quotes the ticket
 
 
+@pytest.mark.parametrize("body", ["", "   ", "\n\t ", "?!", "..."])
+async def test_a_ticket_without_text_is_refused_not_classified(agents: Agents, body: str) -> None:
+    async with agents.bus:
+        sent = await agents.bus.publish(ticket(9, body))
+        await agents.bus.join(timeout=20)
+    assert agents.of("support.ticket.classified") == []
+    (entry,) = await agents.bus.dlq.list(event_id=sent.event_id)
+    assert entry.attempts == 1  # refused at once: a retry would not give it text
+    assert entry.last_error is not None
+    assert "the ticket has no text" in entry.last_error.message
+
+
 def test_quote_is_safe() -> None:
     hostile = 'Hi "team" <script>alert(1)</script>\n\x00{{7*7}} ' + "word " * 50
     quoted = support_triage.quote(hostile)
