@@ -45,7 +45,7 @@ def _build(
         metrics = Metrics()
         bus.observe(metrics)
     intake = Intake(bus, settings, metrics)
-    if not intake.settings.api_keys and not intake.settings.admin_api_keys:
+    if intake.keys.open:
         log.warning("no API keys configured (NERVE_API_KEYS): every endpoint is open")
 
     @asynccontextmanager

@@ -20,7 +20,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nerve.http.events import accept_batch, accept_event
-from nerve.http.intake import HTTPProblem, Intake
+from nerve.http.intake import Intake
+from nerve.http.problems import internal_error
 
 log = logging.getLogger("nerve.http")
 
@@ -48,42 +49,17 @@ class IntakeFastPath:
         intake = self.intake
         headers = Headers(scope=scope)
         try:
-            intake.authorize(headers)
-            body = await self._body(headers, receive)
             if scope["path"] == "/events":
-                response = await accept_event(intake, headers, scope["query_string"], body)
+                work = accept_event(intake, headers, scope["query_string"], receive)
             else:
-                response = await accept_batch(intake, headers, body)
-        except HTTPProblem as problem:
-            response = intake.refuse(problem)
+                work = accept_batch(intake, headers, receive)
+            response = await intake.answer(work)
         except Exception:
             # Outside the framework's error middleware (create_app's direct path): a logged
             # 500, as that middleware would give, rather than a dropped connection.
             log.exception("intake failed on %s %s", scope["method"], scope["path"])
-            response = HTTPProblem(500, "internal_error", "the server failed; try again").response()
+            response = internal_error().response()
         await response(scope, receive, send)
-
-    async def _body(self, headers: Headers, receive: Receive) -> bytes:
-        """The body, refused past the limit (on Content-Length, or while streaming)."""
-        intake = self.intake
-        declared = headers.get("content-length")
-        if declared is not None:
-            intake.check_length(declared)
-        chunks: list[bytes] = []
-        size = 0
-        limit = intake.settings.max_body_bytes
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPProblem(400, "bad_request", "the client went away mid-body")
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise intake.too_large(size)
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _PATHS = frozenset({"/events", "/events/batch"})
