@@ -1,15 +1,14 @@
 """The two intake endpoints answered below the framework, for throughput.
 
 ``POST /events`` and ``POST /events/batch`` are what senders hit thousands of times a
-second; everything else is occasional. This ASGI middleware answers those two straight
-from the ASGI scope, with the very functions the FastAPI routes call
-(:func:`~nerve.http.events.accept_event` and :func:`~nerve.http.events.accept_batch`),
-and hands every other request to the app. The routes stay registered, so the OpenAPI
-schema describes them and :func:`nerve.http.router` serves them when mounted in another
-app; :func:`nerve.http.create_app` puts this in front: ahead of the whole middleware
-stack when nothing else stands there, as middleware otherwise (see ``nerve.http.app``).
-Either way an unexpected error is a logged 500 with a problem body, never a dropped
-connection.
+second; everything else is occasional. :class:`IntakeFastPath` is a plain ASGI
+middleware that answers those two straight from the ASGI scope, with the very functions
+the FastAPI routes call (:func:`~nerve.http.events.accept_event` and
+:func:`~nerve.http.events.accept_batch`), and hands every other request to the app it
+wraps. The routes stay registered, so the OpenAPI schema describes them and
+:func:`nerve.http.router` serves them when mounted in another app.
+:func:`nerve.http.create_app` composes its FastAPI app with it (see ``nerve.http.app``).
+An unexpected error is a logged 500 with a problem body, never a dropped connection.
 """
 
 from __future__ import annotations
@@ -25,12 +24,15 @@ from nerve.http.problems import internal_error
 
 log = logging.getLogger("nerve.http")
 
+#: The paths the fast path answers (``POST`` only).
+PATHS = frozenset({"/events", "/events/batch"})
+
 
 class IntakeFastPath:
     """ASGI middleware answering ``POST /events`` and ``POST /events/batch`` itself.
 
     Args:
-        app: the rest of the application.
+        app: the rest of the application, for every other request.
         intake: the state the endpoints share.
     """
 
@@ -39,13 +41,9 @@ class IntakeFastPath:
         self.intake = intake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if handles(scope):
-            await self.answer(scope, receive, send)
-        else:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
             await self.app(scope, receive, send)
-
-    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one intake request (one that :func:`handles`)."""
+            return
         intake = self.intake
         headers = Headers(scope=scope)
         try:
@@ -55,16 +53,9 @@ class IntakeFastPath:
                 work = accept_batch(intake, headers, receive)
             response = await intake.answer(work)
         except Exception:
-            # Outside the framework's error middleware (create_app's direct path): a logged
-            # 500, as that middleware would give, rather than a dropped connection.
+            # Answered here, with the problem body every other answer has: the framework's
+            # error middleware would answer in plain text, or not at all when this runs
+            # ahead of it.
             log.exception("intake failed on %s %s", scope["method"], scope["path"])
             response = internal_error().response()
         await response(scope, receive, send)
-
-
-_PATHS = frozenset({"/events", "/events/batch"})
-
-
-def handles(scope: Scope) -> bool:
-    """Whether the request is one the fast path answers."""
-    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _PATHS
