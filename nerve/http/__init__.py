@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from nerve.http.app import create_app, router
-from nerve.http.intake import HTTPProblem
+from nerve.http.problems import HTTPProblem
 from nerve.http.settings import HTTPSettings
 
 __all__ = ["HTTPProblem", "HTTPSettings", "create_app", "router"]

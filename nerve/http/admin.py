@@ -8,7 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from nerve.exceptions import NerveError
-from nerve.http.intake import HTTPProblem, Intake, json_response
+from nerve.http import routers
+from nerve.http.intake import Intake
+from nerve.http.media import json_response
+from nerve.http.problems import HTTPProblem
 from nerve.http.schemas import DeadLetters, Problem, Purged, problem_responses
 from nerve.observe.metrics import CONTENT_TYPE
 
@@ -22,7 +25,7 @@ Subscription = Annotated[
 
 def routes(intake: Intake) -> APIRouter:
     """The operating endpoints, bound to ``intake``."""
-    router = APIRouter()
+    router = routers.router(intake)
     dlq = intake.bus.dlq
 
     @router.get(
@@ -38,10 +41,7 @@ def routes(intake: Intake) -> APIRouter:
         event_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Response:
-        try:
-            intake.authorize(request, admin=True)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        intake.authorize(request.headers, admin=True)
         entries = await dlq.list(subscription=subscription, event_id=event_id, limit=limit)
         return json_response({"dead_letters": [e.model_dump(mode="json") for e in entries]})
 
@@ -55,13 +55,10 @@ def routes(intake: Intake) -> APIRouter:
     async def replay_dead_letter(
         event_id: str, request: Request, subscription: Subscription = None
     ) -> Response:
-        try:
-            intake.authorize(request, admin=True)
-            replayed = await dlq.replay(event_id, subscription=subscription)
-            if not replayed:
-                raise _no_dead_letter(event_id, subscription)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        intake.authorize(request.headers, admin=True)
+        replayed = await dlq.replay(event_id, subscription=subscription)
+        if not replayed:
+            raise _no_dead_letter(event_id, subscription)
         return json_response({"dead_letters": [e.model_dump(mode="json") for e in replayed]})
 
     @router.delete(
@@ -74,13 +71,10 @@ def routes(intake: Intake) -> APIRouter:
     async def delete_dead_letter(
         event_id: str, request: Request, subscription: Subscription = None
     ) -> Response:
-        try:
-            intake.authorize(request, admin=True)
-            purged = await dlq.purge(event_id, subscription=subscription)
-            if not purged:
-                raise _no_dead_letter(event_id, subscription)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        intake.authorize(request.headers, admin=True)
+        purged = await dlq.purge(event_id, subscription=subscription)
+        if not purged:
+            raise _no_dead_letter(event_id, subscription)
         return json_response({"purged": purged})
 
     @router.get("/healthz", tags=["operations"], summary="The process answers")

@@ -20,18 +20,14 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
+from starlette.types import Receive
 
 from nerve import constants
 from nerve.events import PARSED_JSON, Event
-from nerve.http.intake import (
-    DirectRoute,
-    HTTPProblem,
-    Intake,
-    is_json,
-    json_response,
-    media_type_of,
-    validation_problem,
-)
+from nerve.http import routers
+from nerve.http.intake import Intake
+from nerve.http.media import is_json, json_response, media_type_of
+from nerve.http.problems import HTTPProblem, validation_problem
 from nerve.http.schemas import (
     Accepted,
     BatchAccepted,
@@ -125,8 +121,8 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
 
 def routes(intake: Intake) -> APIRouter:
     """The event endpoints, bound to ``intake``."""
-    router = APIRouter(tags=["events"])
-    hot = APIRouter(tags=["events"], route_class=DirectRoute)  # the two intake endpoints
+    router = routers.router(intake, tags=["events"])
+    hot = routers.router(intake, direct=True, tags=["events"])  # the two intake endpoints
     event_schema = EventIn.model_json_schema()  # here, not at import
 
     @hot.post(
@@ -150,12 +146,9 @@ def routes(intake: Intake) -> APIRouter:
         With ``?event_type=``, the body is the payload (the seed's form). A CloudEvent
         in binary mode carries its attributes in ``ce-*`` headers.
         """
-        try:
-            intake.authorize(request)
-            body = await intake.body(request)
-            return await accept_event(intake, request.headers, request.scope["query_string"], body)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        return await accept_event(
+            intake, request.headers, request.scope["query_string"], request.receive
+        )
 
     @hot.post(
         "/events/batch",
@@ -172,12 +165,7 @@ def routes(intake: Intake) -> APIRouter:
     )
     async def post_batch(request: Request) -> Response:
         """Publish many events at once; if any is invalid, none is published (422)."""
-        try:
-            intake.authorize(request)
-            body = await intake.body(request)
-            return await accept_batch(intake, request.headers, body)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        return await accept_batch(intake, request.headers, request.receive)
 
     @router.get(
         "/events/{event_id}",
@@ -187,17 +175,14 @@ def routes(intake: Intake) -> APIRouter:
         summary="Where an event stands with each subscription",
     )
     async def get_event(event_id: str, request: Request) -> Response:
-        try:
-            intake.authorize(request)
-            status = await intake.bus.status(event_id)
-            if status.event_type is None:
-                raise HTTPProblem(
-                    404,
-                    "not_found",
-                    f"no event {event_id!r} was published here within the idempotency window",
-                )
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        intake.authorize(request.headers)
+        status = await intake.bus.status(event_id)
+        if status.event_type is None:
+            raise HTTPProblem(
+                404,
+                "not_found",
+                f"no event {event_id!r} was published here within the idempotency window",
+            )
         return json_response(
             {
                 "event_id": status.event_id,
@@ -214,13 +199,17 @@ def routes(intake: Intake) -> APIRouter:
 
 
 async def accept_event(
-    intake: Intake, headers: Mapping[str, str], query_string: bytes, body: bytes
+    intake: Intake, headers: Mapping[str, str], query_string: bytes, receive: Receive
 ) -> Response:
-    """``POST /events`` once the sender is authorized and the body read: publish, answer.
+    """``POST /events``: authorize the sender, read the body, publish, answer 202.
+
+    The route and the fast path (:mod:`nerve.http.fastpath`) both answer with this.
 
     Raises:
         HTTPProblem: the event is refused (4xx) or the bus cannot take it (503).
     """
+    intake.authorize(headers)
+    body = await intake.body(headers, receive)
     parse = intake.parse
     media = media_type_of(headers)
     if media == CE_BATCH:
@@ -241,12 +230,16 @@ async def accept_event(
     return json_response({"event_id": event.event_id, "status": "accepted"}, 202)
 
 
-async def accept_batch(intake: Intake, headers: Mapping[str, str], body: bytes) -> Response:
-    """``POST /events/batch`` once the sender is authorized and the body read.
+async def accept_batch(intake: Intake, headers: Mapping[str, str], receive: Receive) -> Response:
+    """``POST /events/batch``: authorize the sender, read the body, publish, answer 202.
+
+    The route and the fast path (:mod:`nerve.http.fastpath`) both answer with this.
 
     Raises:
         HTTPProblem: a refused batch (nothing of it published) or a saturated bus.
     """
+    intake.authorize(headers)
+    body = await intake.body(headers, receive)
     media = media_type_of(headers)
     if media == CE_BATCH:
         return await _cloudevents_batch(intake, intake.parse(body))

@@ -21,7 +21,7 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from nerve.http.intake import matches_any
+from nerve.http.keys import matches_any
 
 #: Standard Webhooks' prefix for a symmetric secret (``whsec_`` + base64 key).
 STANDARD_SECRET_PREFIX = "whsec_"  # noqa: S105  # a format prefix, not a secret

@@ -26,8 +26,11 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 
 from nerve.exceptions import NerveError
+from nerve.http import routers
 from nerve.http.feed import Feed, tree, view
-from nerve.http.intake import HTTPProblem, Intake, json_response
+from nerve.http.intake import Intake
+from nerve.http.media import json_response
+from nerve.http.problems import HTTPProblem
 from nerve.observe.metrics import Metrics
 from nerve.routing import validate_pattern
 
@@ -117,7 +120,7 @@ class Rates:
 
 def routes(intake: Intake) -> APIRouter:
     """The dashboard's routes, bound to ``intake``."""
-    router = APIRouter(include_in_schema=False)
+    router = routers.router(intake, include_in_schema=False)
     bus = intake.bus
     rates = Rates(intake.metrics)
     files: dict[str, bytes] = {}
@@ -148,12 +151,9 @@ def routes(intake: Intake) -> APIRouter:
         watch: str = "",
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Response:
-        try:
-            intake.authorize(request, admin=True)
-            pattern = _pattern(pattern)
-            watched = _ids(watch)
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        intake.authorize(request.headers, admin=True)
+        pattern = _pattern(pattern)
+        watched = _ids(watch)
         stream = Feed(
             bus.history,
             after=after or last_event_id,
@@ -169,11 +169,9 @@ def routes(intake: Intake) -> APIRouter:
 
     @router.get("/ui/api/subscriptions")
     async def subscriptions(request: Request) -> Response:
+        intake.authorize(request.headers, admin=True)
         try:
-            intake.authorize(request, admin=True)
             declared = await bus.history.subscriptions()
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
         except NerveError as exc:
             return HTTPProblem(503, "unavailable", str(exc)).response()
         declared.update({name: sub.pattern for name, sub in bus.subscriptions.items()})
@@ -197,26 +195,22 @@ def routes(intake: Intake) -> APIRouter:
 
     @router.get("/ui/api/events/{event_id}")
     async def event(event_id: str, request: Request) -> Response:
+        intake.authorize(request.headers, admin=True)
         try:
-            intake.authorize(request, admin=True)
             record = await bus.history.event(event_id)
             if record is None:
                 raise HTTPProblem(404, "not_found", f"no event {event_id!r} in the event log")
             declared = await bus.history.subscriptions()
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
         except NerveError as exc:
             return HTTPProblem(503, "unavailable", str(exc)).response()
         return json_response(view(record, declared))
 
     @router.get("/ui/api/trace/{correlation_id}")
     async def trace(correlation_id: str, request: Request) -> Response:
+        intake.authorize(request.headers, admin=True)
         try:
-            intake.authorize(request, admin=True)
             roots = await bus.history.trace(correlation_id)
             declared = await bus.history.subscriptions()
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
         except NerveError as exc:
             return HTTPProblem(503, "unavailable", str(exc)).response()
         return json_response(

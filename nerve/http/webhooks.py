@@ -33,14 +33,10 @@ from pydantic import SecretStr, ValidationError
 
 from nerve import constants
 from nerve.events import Event
-from nerve.http.intake import (
-    HTTPProblem,
-    Intake,
-    is_json,
-    json_response,
-    media_type,
-    validation_problem,
-)
+from nerve.http import routers
+from nerve.http.intake import Intake
+from nerve.http.media import is_json, json_response, media_type_of
+from nerve.http.problems import HTTPProblem, validation_problem
 from nerve.http.schemas import Accepted, json_body, problem_responses
 from nerve.http.settings import HTTPSettings
 from nerve.http.signatures import (
@@ -88,7 +84,7 @@ def routes(intake: Intake) -> APIRouter:
     github_keys = _hmac_keys(settings.github_webhook_secret, "NERVE_GITHUB_WEBHOOK_SECRET")
     stripe_keys = _hmac_keys(settings.stripe_webhook_secret, "NERVE_STRIPE_WEBHOOK_SECRET")
     standard_keys = _standard_sources(settings)
-    router = APIRouter(tags=["webhooks"])
+    router = routers.router(intake, tags=["webhooks"])
 
     @router.post(
         "/webhooks/github",
@@ -124,24 +120,21 @@ def routes(intake: Intake) -> APIRouter:
         Takes either content type GitHub sends: ``application/json`` or
         ``application/x-www-form-urlencoded`` (the JSON in the ``payload`` field).
         """
-        try:
-            if not github_keys:
-                raise _not_configured("GitHub", "NERVE_GITHUB_WEBHOOK_SECRET")
-            body = await intake.body(request)
-            headers = request.headers
-            _verified(lambda: verify_github(body, headers.get("x-hub-signature-256"), github_keys))
-            name = segment(headers.get("x-github-event", ""))
-            delivery = headers.get("x-github-delivery", "").strip()
-            _require_headers(("X-GitHub-Event", name), ("X-GitHub-Delivery", delivery))
-            data = _github_data(intake, request, body)
-            action = data.get("action") if isinstance(data, dict) else None
-            event_type = f"github.{name}"
-            if isinstance(action, str) and segment(action):
-                event_type += f".{segment(action)}"
-            event = _event(event_type, data, delivery, _github_source(data))
-            await intake.publish([event], "github")
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        if not github_keys:
+            raise _not_configured("GitHub", "NERVE_GITHUB_WEBHOOK_SECRET")
+        body = await intake.body(request.headers, request.receive)
+        headers = request.headers
+        _verified(lambda: verify_github(body, headers.get("x-hub-signature-256"), github_keys))
+        name = segment(headers.get("x-github-event", ""))
+        delivery = headers.get("x-github-delivery", "").strip()
+        _require_headers(("X-GitHub-Event", name), ("X-GitHub-Delivery", delivery))
+        data = _github_data(intake, request, body)
+        action = data.get("action") if isinstance(data, dict) else None
+        event_type = f"github.{name}"
+        if isinstance(action, str) and segment(action):
+            event_type += f".{segment(action)}"
+        event = _event(event_type, data, delivery, _github_source(data))
+        await intake.publish([event], "github")
         return _accepted(event)
 
     @router.post(
@@ -163,27 +156,24 @@ def routes(intake: Intake) -> APIRouter:
     )
     async def stripe(request: Request) -> Response:
         """Verify a Stripe event and publish it as ``stripe.<type>`` with its ``evt_`` id."""
-        try:
-            if not stripe_keys:
-                raise _not_configured("Stripe", "NERVE_STRIPE_WEBHOOK_SECRET")
-            body = await intake.body(request)
-            header = request.headers.get("stripe-signature")
-            _verified(
-                lambda: verify_stripe(
-                    body,
-                    header,
-                    stripe_keys,
-                    now=time.time(),
-                    tolerance=settings.webhook_tolerance,
-                )
+        if not stripe_keys:
+            raise _not_configured("Stripe", "NERVE_STRIPE_WEBHOOK_SECRET")
+        body = await intake.body(request.headers, request.receive)
+        header = request.headers.get("stripe-signature")
+        _verified(
+            lambda: verify_stripe(
+                body,
+                header,
+                stripe_keys,
+                now=time.time(),
+                tolerance=settings.webhook_tolerance,
             )
-            _require_json(request)
-            data = intake.parse(body)
-            event_id, kind = _stripe_fields(data)
-            event = _event(f"stripe.{kind}", data, event_id, "stripe")
-            await intake.publish([event], "stripe")
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        )
+        _require_json(request)
+        data = intake.parse(body)
+        event_id, kind = _stripe_fields(data)
+        event = _event(f"stripe.{kind}", data, event_id, "stripe")
+        await intake.publish([event], "stripe")
         return _accepted(event)
 
     @router.post(
@@ -213,36 +203,33 @@ def routes(intake: Intake) -> APIRouter:
 
         ``<type>`` is the body's ``type`` field (``<source>.webhook`` without one).
         """
-        try:
-            keys = standard_keys.get(source)
-            if keys is None:
-                raise HTTPProblem(
-                    404,
-                    "not_configured",
-                    f"no webhook source {source!r}: add it to NERVE_WEBHOOK_SECRETS, "
-                    f'e.g. {{"{segment(source) or "name"}": "whsec_..."}}',
-                )
-            body = await intake.body(request)
-            headers = request.headers
-            _verified(
-                lambda: verify_standard(
-                    body,
-                    headers.get("webhook-id"),
-                    headers.get("webhook-timestamp"),
-                    headers.get("webhook-signature"),
-                    keys,
-                    now=time.time(),
-                    tolerance=settings.webhook_tolerance,
-                )
+        keys = standard_keys.get(source)
+        if keys is None:
+            raise HTTPProblem(
+                404,
+                "not_configured",
+                f"no webhook source {source!r}: add it to NERVE_WEBHOOK_SECRETS, "
+                f'e.g. {{"{segment(source) or "name"}": "whsec_..."}}',
             )
-            _require_json(request)
-            data = intake.parse(body)
-            kind = data.get("type") if isinstance(data, dict) else None
-            suffix = dotted(kind) if isinstance(kind, str) else ""
-            event = _event(f"{source}.{suffix or 'webhook'}", data, headers["webhook-id"], source)
-            await intake.publish([event], "webhook")
-        except HTTPProblem as problem:
-            return intake.refuse(problem)
+        body = await intake.body(request.headers, request.receive)
+        headers = request.headers
+        _verified(
+            lambda: verify_standard(
+                body,
+                headers.get("webhook-id"),
+                headers.get("webhook-timestamp"),
+                headers.get("webhook-signature"),
+                keys,
+                now=time.time(),
+                tolerance=settings.webhook_tolerance,
+            )
+        )
+        _require_json(request)
+        data = intake.parse(body)
+        kind = data.get("type") if isinstance(data, dict) else None
+        suffix = dotted(kind) if isinstance(kind, str) else ""
+        event = _event(f"{source}.{suffix or 'webhook'}", data, headers["webhook-id"], source)
+        await intake.publish([event], "webhook")
         return _accepted(event)
 
     return router
@@ -314,7 +301,7 @@ def _require_headers(*headers: tuple[str, str]) -> None:
 
 
 def _require_json(request: Request) -> None:
-    media = media_type(request)
+    media = media_type_of(request.headers)
     if not is_json(media):
         raise HTTPProblem(
             415,
@@ -324,7 +311,7 @@ def _require_json(request: Request) -> None:
 
 
 def _github_data(intake: Intake, request: Request, body: bytes) -> Any:
-    media = media_type(request)
+    media = media_type_of(request.headers)
     if media == FORM:
         fields = parse_qs(body.decode("latin-1"), max_num_fields=16)
         payload = fields.get("payload")

@@ -1,8 +1,8 @@
 """The intake fast path ahead of the framework, and where it gives way to the stack.
 
-``create_app`` answers ``POST /events`` and ``/events/batch`` ahead of FastAPI's middleware
-stack when nothing else stands in front; a middleware the user adds must still see those
-requests, and an unexpected failure must still be a 500 with a body.
+``create_app`` answers ``POST /events`` and ``/events/batch`` ahead of FastAPI when nothing
+else stands in front; a middleware the user adds, and FastAPI's own telemetry, must still
+see those requests, and an unexpected failure must still be a 500 with a body.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nerve import Event, EventBus
@@ -59,13 +63,34 @@ async def post_both(app: Any) -> httpx.Response:
         return one
 
 
-async def test_with_nothing_in_front_the_intake_goes_direct_and_is_handled() -> None:
+async def test_with_nothing_in_front_the_intake_never_enters_fastapi() -> None:
     bus, handled = recording_bus()
     app = create_app(bus, HTTPSettings(api_keys=[KEY]))
-    response = await post_both(app)
-    assert response.status_code == 202, response.text
-    assert response.json()["status"] == "accepted"
-    assert app._direct is True  # type: ignore[attr-defined]
+    entered: list[str] = []
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c,
+    ):
+        assert (await c.get("/healthz")).status_code == 200  # the first request: the pick
+        stack = app.middleware_stack
+        assert stack is not None
+
+        async def spy(scope: Scope, receive: Receive, send: Send) -> None:
+            entered.append(scope["path"])
+            await stack(scope, receive, send)
+
+        app.middleware_stack = spy  # FastAPI's middleware stack, past its own entry
+        one = await c.post("/events", json={"event_type": "a.b", "payload": {}}, headers=AUTH)
+        batch = await c.post(
+            "/events/batch",
+            json=[{"event_type": "a.b", "payload": {}}, {"event_type": "a.c", "payload": {}}],
+            headers=AUTH,
+        )
+        assert (await c.get("/healthz")).status_code == 200
+    assert one.status_code == 202, one.text
+    assert one.json()["status"] == "accepted"
+    assert batch.status_code == 202, batch.text
+    assert entered == ["/healthz"]  # the intake went ahead of FastAPI; the rest through it
     assert len(handled) == 3  # the lifespan drained the in-process bus
     with pytest.raises(RuntimeError, match="after an application has started"):
         app.add_middleware(Seen)  # it would not see the intake: refused, as Starlette does
@@ -79,8 +104,30 @@ async def test_a_middleware_added_by_the_user_still_sees_the_intake_requests() -
     response = await post_both(app)
     assert response.status_code == 202, response.text
     assert Seen.paths == ["/events", "/events/batch"]
-    assert app._direct is False  # type: ignore[attr-defined]
     assert len(handled) == 3
+
+
+async def test_with_fastapis_own_telemetry_on_the_intake_goes_through_fastapi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastAPI's telemetry is on once an SDK provider is set; create_app asks FastAPI's
+    private ``_native_telemetry`` whether it is: this holds on the FastAPI installed."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # As trace.set_tracer_provider(provider) would, without process-wide state in tests.
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    bus, handled = recording_bus()
+    app = create_app(bus, HTTPSettings(api_keys=[KEY]))
+    response = await post_both(app)
+    assert response.status_code == 202, response.text
+    assert len(handled) == 3
+    server = [
+        span.attributes.get("url.path")
+        for span in exporter.get_finished_spans()
+        if span.kind is trace.SpanKind.SERVER and span.attributes is not None
+    ]
+    assert server == ["/events", "/events/batch"]
 
 
 @pytest.mark.parametrize("user_middleware", [False, True])
