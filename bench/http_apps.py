@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from bench import toy_bus
 
@@ -154,9 +155,13 @@ def nerve_app(config: AppConfig) -> FastAPI:
     return app
 
 
-def build(config: AppConfig) -> FastAPI:
-    """The app ``config`` names."""
-    return seed_app(config) if config.system == "seed" else nerve_app(config)
+def build(config: AppConfig) -> ASGIApp:
+    """The app ``config`` names, as ``nerve serve`` serves it (intake first)."""
+    if config.system == "seed":
+        return seed_app(config)
+    from nerve.http import intake_first
+
+    return intake_first(nerve_app(config))
 
 
 def serve(config: AppConfig) -> None:

@@ -10,7 +10,7 @@ SEGMENT_RE: Final = r"[a-z0-9_-]+"
 EVENT_TYPE_RE: Final = rf"^{SEGMENT_RE}(?:\.{SEGMENT_RE})*$"
 #: Ids, sources and timestamps: any characters but control characters and line breaks
 #: (a newline in an id would let a sender write a fake line into a text log).
-PRINTABLE_RE: Final = "^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+PRINTABLE_RE: Final = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 #: Pattern wildcards (AMQP topic semantics).
 WILDCARD_ONE: Final = "*"

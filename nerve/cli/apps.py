@@ -54,7 +54,7 @@ def serve(
     """
     import uvicorn  # only this command needs the server
 
-    from nerve.http.app import create_app
+    from nerve.http.app import create_app, intake_first
     from nerve.http.serve import APPS_VARIABLE, combine
 
     url = url or os.environ.get("NERVE_URL", SERVE_DEFAULT_URL)
@@ -75,7 +75,7 @@ def serve(
     if json_logs:
         options["log_config"] = None  # uvicorn's records reach the root's JSON handler
     if workers == 1:
-        uvicorn.run(create_app(bus), **options, timeout_graceful_shutdown=grace)
+        uvicorn.run(intake_first(create_app(bus)), **options, timeout_graceful_shutdown=grace)
         return
     # Each worker process builds its own app from the targets (uvicorn imports a string).
     # uvicorn spawns the workers, which inherit this process's environment: the one way

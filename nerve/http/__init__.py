@@ -12,8 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from nerve.http.app import create_app, router
+from nerve.http.app import create_app, intake_first, router
 from nerve.http.problems import HTTPProblem
 from nerve.http.settings import HTTPSettings
 
-__all__ = ["HTTPProblem", "HTTPSettings", "create_app", "router"]
+__all__ = ["HTTPProblem", "HTTPSettings", "create_app", "intake_first", "router"]

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from nerve import __version__
 from nerve.bus import EventBus
+from nerve.exceptions import ConfigurationError
 from nerve.http import admin, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath
 from nerve.http.intake import Intake
@@ -70,53 +71,6 @@ def _build(
     return top, intake
 
 
-class _App(FastAPI):
-    """FastAPI, entered through the intake fast path when nothing stands in front of it.
-
-    :class:`IntakeFastPath` is the innermost of the app's middleware: whatever middleware
-    the user adds sees the intake requests. When there is none (and no ``root_path``, and
-    FastAPI's own OpenTelemetry is off), the same middleware wrapped around FastAPI's own
-    entry answers ``POST /events`` and ``/events/batch`` first, and passes every other
-    request on. FastAPI's entry costs ~7 us a request before any middleware runs (its
-    telemetry check alone ~4.5 us, FastAPI 0.165): 13% of the trivial-handler rate of
-    ``bench.http`` (11,330 against 13,070 req/s, same sitting), and FastAPI has no public
-    way to skip it. Hence this class's one override, ``__call__``: it only picks the entry.
-
-    The pick is made at the first HTTP request, after the lifespan (FastAPI may configure
-    its telemetry there); the middleware stack is built by then, so Starlette refuses
-    middleware added later, which the pick could not see.
-    """
-
-    def __init__(self, intake: Intake, **options: Any) -> None:
-        super().__init__(**options)
-        self.add_middleware(IntakeFastPath, intake=intake)
-        self._front = IntakeFastPath(super().__call__, intake)
-        self._entry: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        entry = self._entry
-        if entry is None:
-            if scope["type"] != "http":
-                await super().__call__(scope, receive, send)
-                return
-            entry = self._entry = self._front if self._nothing_in_front() else super().__call__
-        await entry(scope, receive, send)
-
-    def _nothing_in_front(self) -> bool:
-        if self.middleware_stack is None:
-            # Built now, as Starlette's first request would: it then refuses new middleware.
-            self.middleware_stack = self.build_middleware_stack()
-        # FastAPI has no public "is its telemetry on": ``_native_telemetry`` (FastAPI 0.165)
-        # is what its own __call__ asks on every request. Private, read here only; that it
-        # still decides is tested on the installed FastAPI (tests/http/test_fastpath.py).
-        telemetry = getattr(self, "_native_telemetry", None)
-        return (
-            len(self.user_middleware) == 1  # create_app's own IntakeFastPath
-            and not self.root_path
-            and not (telemetry is not None and telemetry.enabled())
-        )
-
-
 def create_app(
     bus: EventBus, settings: HTTPSettings | None = None, *, metrics: Metrics | None = None
 ) -> FastAPI:
@@ -133,8 +87,7 @@ def create_app(
         ```
     """
     routes, intake = _build(bus, settings, metrics)
-    app = _App(
-        intake,
+    app = FastAPI(
         title="nerve",
         version=__version__,
         description="Events and webhooks in, agents at work: every accepted event is "
@@ -142,7 +95,31 @@ def create_app(
         lifespan=routes.lifespan_context,
     )
     app.router.routes.extend(routes.routes)  # flat, as in router()
+    # Innermost: whatever middleware the user adds still sees the intake requests.
+    app.add_middleware(IntakeFastPath, intake=intake)
+    app.state.intake = intake  # for intake_first()
     return app
+
+
+def intake_first(app: FastAPI) -> ASGIApp:
+    """The ASGI app to serve when nothing must stand in front of ``app``'s intake:
+    ``POST /events`` and ``/events/batch`` answered before FastAPI's own entry, every
+    other request passed to ``app``. What ``nerve serve`` runs.
+
+    FastAPI's entry costs ~7 us a request before any middleware runs (its telemetry check
+    alone ~4.5 us, FastAPI 0.165): 13% of the trivial-handler rate of ``bench.http``
+    (11,330 against 13,070 req/s, same sitting). Serve ``app`` itself instead when
+    something in front must see the intake requests (a middleware you add to ``app``,
+    FastAPI's own OpenTelemetry instrumentation): the fast path is then the innermost of
+    its middleware, and only FastAPI's entry is paid.
+
+    Raises:
+        ConfigurationError: ``app`` was not made by :func:`create_app`.
+    """
+    intake = getattr(app.state, "intake", None)
+    if not isinstance(intake, Intake):
+        raise ConfigurationError("intake_first() takes an app made by nerve.http.create_app")
+    return IntakeFastPath(app, intake)
 
 
 async def drain(bus: EventBus) -> None:

@@ -53,8 +53,18 @@ _CE_SCHEMA: dict[str, Any] = {
     "required": list(_CE_REQUIRED),
     "properties": {
         "specversion": {"const": "1.0"},
-        "id": {"type": "string", "minLength": 1, "maxLength": 255},
-        "source": {"type": "string", "minLength": 1},
+        "id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": constants.PRINTABLE_RE,
+        },
+        "source": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 2048,
+            "pattern": constants.PRINTABLE_RE,
+        },
         "type": {"type": "string", "pattern": constants.EVENT_TYPE_RE, "maxLength": 255},
         "data": {},
     },

@@ -41,15 +41,35 @@ class EventIn(BaseModel):
         default=None,
         min_length=1,
         max_length=255,
+        pattern=constants.PRINTABLE_RE,
         description="Your id for it: re-posting the same id is accepted, and not handled "
-        "again once the first copy is done (within the idempotency window).",
+        "again once the first copy is done (within the idempotency window). Printable: no "
+        "control characters or line breaks.",
     )
-    source: str = Field(default="", description="Who emitted it (a URI-reference).")
+    source: str = Field(
+        default="",
+        max_length=2048,
+        pattern=constants.PRINTABLE_RE,
+        description="Who emitted it (a URI-reference). Printable.",
+    )
     correlation_id: str | None = Field(
-        default=None, description="The chain it belongs to (default: its own id)."
+        default=None,
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="The chain it belongs to (default: its own id). Printable.",
     )
-    causation_id: str | None = Field(default=None, description="The event that caused it.")
-    timestamp: str | None = Field(default=None, description="ISO 8601 (default: now, UTC).")
+    causation_id: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="The event that caused it. Printable.",
+    )
+    timestamp: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=constants.PRINTABLE_RE,
+        description="ISO 8601 (default: now, UTC).",
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError
-from nerve.http.app import create_app
+from nerve.http.app import create_app, intake_first
 from nerve.loading import load_bus
 
 #: The environment variable carrying ``nerve serve``'s targets to its worker processes.
@@ -31,7 +31,7 @@ def combine(targets: list[str]) -> EventBus:
     return host
 
 
-def app_from_env() -> FastAPI:
-    """The app for the targets in ``NERVE_SERVE_APPS`` (comma-separated)."""
+def app_from_env() -> ASGIApp:
+    """The app for the targets in ``NERVE_SERVE_APPS`` (comma-separated), intake first."""
     targets = [t for t in os.environ.get(APPS_VARIABLE, "").split(",") if t]
-    return create_app(combine(targets))
+    return intake_first(create_app(combine(targets)))

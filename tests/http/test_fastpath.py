@@ -1,8 +1,9 @@
 """The intake fast path ahead of the framework, and where it gives way to the stack.
 
-``create_app`` answers ``POST /events`` and ``/events/batch`` ahead of FastAPI when nothing
-else stands in front; a middleware the user adds, and FastAPI's own telemetry, must still
-see those requests, and an unexpected failure must still be a 500 with a body.
+``intake_first(create_app(...))`` (what ``nerve serve`` runs) answers ``POST /events`` and
+``/events/batch`` ahead of FastAPI; served as it is, ``create_app``'s app has the fast path
+as its innermost middleware, so a middleware the user adds, and FastAPI's own telemetry,
+still see those requests; an unexpected failure is a 500 with a body either way.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nerve import Event, EventBus
-from nerve.http import HTTPSettings, create_app
+from nerve import ConfigurationError, Event, EventBus
+from nerve.http import HTTPSettings, create_app, intake_first
 from tests.http.conftest import AUTH, KEY
 
 
@@ -63,15 +65,16 @@ async def post_both(app: Any) -> httpx.Response:
         return one
 
 
-async def test_with_nothing_in_front_the_intake_never_enters_fastapi() -> None:
+async def test_intake_first_never_enters_fastapi_for_the_intake() -> None:
     bus, handled = recording_bus()
     app = create_app(bus, HTTPSettings(api_keys=[KEY]))
+    served = intake_first(app)
     entered: list[str] = []
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://n") as c,
     ):
-        assert (await c.get("/healthz")).status_code == 200  # the first request: the pick
+        assert (await c.get("/healthz")).status_code == 200
         stack = app.middleware_stack
         assert stack is not None
 
@@ -92,8 +95,11 @@ async def test_with_nothing_in_front_the_intake_never_enters_fastapi() -> None:
     assert batch.status_code == 202, batch.text
     assert entered == ["/healthz"]  # the intake went ahead of FastAPI; the rest through it
     assert len(handled) == 3  # the lifespan drained the in-process bus
-    with pytest.raises(RuntimeError, match="after an application has started"):
-        app.add_middleware(Seen)  # it would not see the intake: refused, as Starlette does
+
+
+def test_intake_first_takes_only_an_app_made_by_create_app() -> None:
+    with pytest.raises(ConfigurationError, match=r"an app made by nerve\.http\.create_app"):
+        intake_first(FastAPI())
 
 
 async def test_a_middleware_added_by_the_user_still_sees_the_intake_requests() -> None:
@@ -110,8 +116,8 @@ async def test_a_middleware_added_by_the_user_still_sees_the_intake_requests() -
 async def test_with_fastapis_own_telemetry_on_the_intake_goes_through_fastapi(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """FastAPI's telemetry is on once an SDK provider is set; create_app asks FastAPI's
-    private ``_native_telemetry`` whether it is: this holds on the FastAPI installed."""
+    """FastAPI's telemetry is on once an SDK provider is set; create_app's app, served as
+    it is, enters through FastAPI, whose telemetry sees the intake requests."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
