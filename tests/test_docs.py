@@ -358,9 +358,9 @@ def check_nerve(args: list[str]) -> list[str]:
     problems = [
         f"`nerve {' '.join(paths[0])}`: no module {target} in the repository"
         for target in rest
-        if re.fullmatch(r"[\w.]+(:\w+)?", target)
-        and (ROOT / target.split(".")[0]).is_dir()
-        and module_file(target.split(":")[0]) is None
+        if re.fullmatch(r"[\w./]+(:\w+)?", target)
+        and (ROOT / re.split(r"[./]", target)[0]).is_dir()
+        and module_file(target.split(":")[0].removesuffix(".py").replace("/", ".")) is None
     ]
     for path in paths:
         code, text = nerve_help(path)
