@@ -54,12 +54,7 @@ POOL = 4
 #: Snippets that do not run as written yet, per file, by the line of their opening fence,
 #: with what is wrong. The change that fixes one deletes its entry (the test then fails
 #: while an entry is left for a snippet that runs).
-PENDING: dict[str, dict[int, str]] = {
-    "docs/http.md": {
-        9: "uses router() without importing it, and `existing`, an app nothing defines",
-        298: "awaits at top level, on a `client` nothing defines",
-    },
-}
+PENDING: dict[str, dict[int, str]] = {}
 
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^`]*$")
 CLOSE = re.compile(r"^ *```\s*$")
