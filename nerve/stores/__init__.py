@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
+from typing import cast
 
-from nerve.exceptions import ConfigurationError, MissingDependency
+from nerve.plugins import plugin_class
 from nerve.records import AttemptError, DeadLetter, DeliveryState
 from nerve.settings import Settings
 from nerve.stores.base import Store
@@ -33,21 +32,5 @@ def store_from_url(url: str, settings: Settings | None = None) -> Store:
         MissingDependency: the store's client library is not installed.
     """
     settings = settings or Settings()
-    scheme = scheme_of(url)
-    try:
-        module_name, class_name, extra = STORES[scheme]
-    except KeyError:
-        close = difflib.get_close_matches(scheme, STORES, n=1)
-        hint = f"; did you mean {close[0]}://?" if close else ""
-        known = ", ".join(f"{s}://" for s in STORES)
-        raise ConfigurationError(f"unknown store {scheme}:// (known: {known}){hint}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if extra is None or (exc.name or "").startswith(module_name):
-            raise  # our own module is broken, not a missing extra
-        raise MissingDependency(
-            f"the {scheme}:// store needs {exc.name}: pip install 'nerve[{extra}]'"
-        ) from exc
-    cls: type[Store] = getattr(module, class_name)
+    cls = cast(type[Store], plugin_class(STORES, scheme_of(url), "store"))
     return cls.from_url(url, settings)

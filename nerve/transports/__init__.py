@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
+from typing import cast
 
-from nerve.exceptions import ConfigurationError, MissingDependency
+from nerve.plugins import plugin_class
 from nerve.settings import Settings
 from nerve.transports.base import Delivery, Transport
 from nerve.urls import scheme_of
@@ -31,21 +30,5 @@ def transport_from_url(url: str, settings: Settings | None = None) -> Transport:
         MissingDependency: the transport's client library is not installed.
     """
     settings = settings or Settings()
-    scheme = scheme_of(url)
-    try:
-        module_name, class_name, extra = TRANSPORTS[scheme]
-    except KeyError:
-        close = difflib.get_close_matches(scheme, TRANSPORTS, n=1)
-        hint = f"; did you mean {close[0]}://?" if close else ""
-        known = ", ".join(f"{s}://" for s in TRANSPORTS)
-        raise ConfigurationError(f"unknown transport {scheme}:// (known: {known}){hint}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if extra is None or (exc.name or "").startswith(module_name):
-            raise  # our own module is broken, not a missing extra
-        raise MissingDependency(
-            f"the {scheme}:// transport needs {exc.name}: pip install 'nerve[{extra}]'"
-        ) from exc
-    cls: type[Transport] = getattr(module, class_name)
+    cls = cast(type[Transport], plugin_class(TRANSPORTS, scheme_of(url), "transport"))
     return cls.from_url(url, settings)
