@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -61,6 +63,12 @@ class Settings(BaseSettings):
         default=None,
         description="Store URL; by default the transport's own kind (memory for memory://).",
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Where a transport with no store of its own (amqp://, kafka://) keeps "
+        "nerve's state by default: a SQLite file per prefix, shared by the processes of "
+        "one host (default: $XDG_STATE_HOME/nerve, else ~/.local/state/nerve).",
+    )
     max_pending: int = Field(
         default=1_000,
         ge=1,
@@ -114,3 +122,16 @@ class Settings(BaseSettings):
         """Arguments, then :func:`environment_override`'s values, then the environment."""
         overrides = InitSettingsSource(settings_cls, init_kwargs=dict(_OVERRIDES.get()))
         return init_settings, overrides, env_settings, dotenv_settings, file_secret_settings
+
+    def state_directory(self) -> Path:
+        """:attr:`state_dir`, or its default: ``$XDG_STATE_HOME/nerve``, else
+        ``~/.local/state/nerve``."""
+        if self.state_dir is not None:
+            return self.state_dir
+        xdg = os.environ.get("XDG_STATE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "nerve"
+
+    def state_store_url(self, prefix: str) -> str:
+        """The default store of a transport with none of its own: a SQLite file named for
+        the transport's prefix in :meth:`state_directory` (durable, shared on the host)."""
+        return f"sqlite:///{self.state_directory() / f'nerve-{prefix}.db'}"

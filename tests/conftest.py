@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,13 @@ import redis
 from nerve import Backoff, EventBus, Settings
 from nerve.connections.redis import redis_options
 from nerve.urls import scheme_of
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The state directory (NERVE_STATE_DIR: default stores of amqp:// and kafka://) is
+    the test run's own, also for the processes tests start; never the user's."""
+    os.environ.setdefault("NERVE_STATE_DIR", tempfile.mkdtemp(prefix="nerve-state-"))
+
 
 #: Every transport the contract, durability and crash suites run against: name -> URL for
 #: one test (its own file, key prefix or stream names; short leases so takeovers are quick).

@@ -117,6 +117,8 @@ class Transport(ABC):
 
     #: The ``store=`` option of the transport's URL: where the bus keeps its state.
     store_url: str | None = None
+    #: The settings it was made with (:meth:`from_url`); None: the environment's.
+    settings: Settings | None = None
 
     _closed: bool = False
     _warned_store: bool = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import shutil
 import signal
@@ -161,10 +160,13 @@ def test_url_options_are_read_and_checked() -> None:
         AMQPTransport("amqp://h/?prefix=amq.x")
 
 
-def test_without_a_store_the_warning_names_the_scheme(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="nerve.transports"):
-        assert AMQPTransport("amqp://h").default_store_url == "memory://"
-    assert "amqp:// has no store of its own" in caplog.text
+def test_without_a_store_the_state_lives_in_a_file_of_the_state_directory(
+    tmp_path: Path,
+) -> None:
+    # Never the memory of one process: its dead letters would go with it.
+    settings = Settings(state_dir=tmp_path)
+    transport = AMQPTransport.from_url("amqp://h/?prefix=shop", settings)
+    assert transport.default_store_url == f"sqlite:///{tmp_path}/nerve-shop.db"
 
 
 def test_queue_names_escape_what_amqp_does_not_allow() -> None:

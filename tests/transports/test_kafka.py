@@ -65,7 +65,8 @@ def test_url_options_are_read_and_checked() -> None:
     assert transport.events_topic == "app.events"
     assert transport.cluster.security["sasl_plain_password"] == "p@ss"  # noqa: S105  # a test value
     assert transport.cluster.security["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert transport.default_store_url == "sqlite:///nerve-app.db"
+    state = Settings().state_directory()  # NERVE_STATE_DIR: the tests' own (conftest.py)
+    assert transport.default_store_url == f"sqlite:///{state}/nerve-app.db"
     assert KafkaTransport("kafka://h:1?store=redis://r:6379/0").default_store_url == (
         "redis://r:6379/0"
     )

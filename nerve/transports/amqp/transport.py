@@ -137,7 +137,20 @@ class AMQPTransport(Transport):
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
-        return cls(url)
+        transport = cls(url)
+        transport.settings = settings
+        return transport
+
+    def own_store_url(self) -> str:
+        """A SQLite file named for the prefix, in the state directory.
+
+        RabbitMQ cannot hold the store (it needs lookups by event id), so a bus on it with
+        no ``store=`` argument and no ``NERVE_STORE_URL`` keeps its done marks and dead
+        letters in ``{NERVE_STATE_DIR}/nerve-{prefix}.db`` (default state directory:
+        ``~/.local/state/nerve``): durable and shared by the processes of one host.
+        Workers on several hosts need a shared store: PostgreSQL or Redis.
+        """
+        return (self.settings or Settings()).state_store_url(self.prefix)
 
     # lifecycle
 

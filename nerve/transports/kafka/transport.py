@@ -90,17 +90,20 @@ class KafkaTransport(Transport):
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
-        return cls(url)
+        transport = cls(url)
+        transport.settings = settings
+        return transport
 
     def own_store_url(self) -> str:
-        """A SQLite file named for the prefix.
+        """A SQLite file named for the prefix, in the state directory.
 
         Kafka cannot hold the store (it needs lookups by event id), so a bus on Kafka with
         no ``store=`` argument and no ``NERVE_STORE_URL`` keeps its done marks and dead
-        letters in ``./nerve-{prefix}.db``: durable and shared by the processes of one
-        host. Workers on several hosts need a shared store: PostgreSQL or Redis.
+        letters in ``{NERVE_STATE_DIR}/nerve-{prefix}.db`` (default state directory:
+        ``~/.local/state/nerve``): durable and shared by the processes of one host.
+        Workers on several hosts need a shared store: PostgreSQL or Redis.
         """
-        return f"sqlite:///nerve-{self.prefix}.db"
+        return (self.settings or Settings()).state_store_url(self.prefix)
 
     # lifecycle
 
