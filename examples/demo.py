@@ -8,6 +8,9 @@ prints every answer as it comes, until Ctrl-C.
 
 The answers are read by a third party on the same durable transport: this script's own
 bus subscribes to the agents' events, as any other agent or worker would.
+
+The server takes ``--port`` (8000) even while the last run's connections linger there in
+TIME_WAIT, and never outlives this script, however it ends (Ctrl-C, SIGTERM, SIGKILL).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,15 +42,51 @@ DEPLOYMENT = {
 
 
 def free_port(preferred: int) -> int:
-    """``preferred`` if it is free, else any free port (0 asks for any)."""
+    """``preferred`` if it is free, else any free port (0 asks for any).
+
+    The probe binds as the server will, with SO_REUSEADDR (uvicorn sets it): a port whose
+    last connections linger in TIME_WAIT (the previous run's, for a minute) is free to it.
+    """
     for port in (preferred, 0):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return int(sock.getsockname()[1])
     raise RuntimeError("no free port on 127.0.0.1")
+
+
+#: The server process runs ``nerve`` with a lifeline: a thread reads its stdin, a pipe
+#: from the demo, to the end, then stops the server as SIGTERM does. The pipe ends when
+#: the demo does, however it ends (Ctrl-C, SIGTERM, SIGKILL): the server never outlives it.
+LIFELINE = """\
+import os, signal, sys, threading
+
+def lifeline():
+    sys.stdin.buffer.read()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=lifeline, daemon=True).start()
+from nerve.cli import main
+main()
+"""
+
+
+def start_server(apps: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``nerve serve APPS --port PORT`` on the lifeline; stop it with :func:`stop_server`."""
+    command = [sys.executable, "-c", LIFELINE, "serve", *apps, "--port", str(port)]
+    command += ["--log-level", "warning"]
+    # Popen returns at once: the server outlives many awaits without blocking the loop.
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE)  # noqa: S603
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """End the lifeline: the server drains and exits."""
+    if server.stdin is not None:
+        server.stdin.close()
+    server.wait(timeout=60)
 
 
 def show(event: Event[Any]) -> None:
@@ -108,11 +146,8 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
         await answers.put(event)
 
     await watcher.start()
-    command = [sys.executable, "-m", "nerve", "serve", *APPS, "--port", str(port)]
-    command += ["--log-level", "warning"]
-    # The server outlives many awaits; Popen returns at once, it does not block the loop.
     env = {**os.environ, "NERVE_URL": url, "NERVE_LOG_LEVEL": "WARNING"}  # answers print here
-    server = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603, ASYNC220
+    server = start_server(APPS, port, env)
     try:
         await wait_ready(base, server)
         await post_event(base, "deployment.completed", DEPLOYMENT)
@@ -141,8 +176,7 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
                 show(await answers.get())
         return 0
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        await asyncio.to_thread(stop_server, server)
         await watcher.stop()
 
 

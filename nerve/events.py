@@ -14,9 +14,12 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ModelWrapValidatorHandler,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from typing_extensions import TypeVar
 
@@ -147,6 +150,23 @@ class Event(BaseModel, Generic[PayloadT]):
                 return value  # a flat JSON object, the common case: no deeper walk needed
         _JSON.validate_python(value)
         return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_spurious_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # correlation_id's default reads the validated event_id: once any field before it
+        # fails, pydantic reports correlation_id as an error of its own
+        # (default_factory_not_called), a field the caller never sent. On that (error)
+        # path only, validate again with a correlation_id: the real errors alone remain.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if type(data) is not dict or "correlation_id" in data:
+                raise
+            if all(e["type"] != "default_factory_not_called" for e in exc.errors()):
+                raise
+            handler({**data, "correlation_id": ""})  # raises the other errors
+            raise
 
     @property
     def chain_depth(self) -> int:

@@ -17,7 +17,8 @@ def load_bus(target: str) -> EventBus:
     ``examples.triage``.
 
     Raises:
-        ConfigurationError: the module or attribute is missing, or not an EventBus.
+        ConfigurationError: the module or attribute is missing (the module's EventBus
+            attributes are named), or the attribute is not an EventBus.
     """
     module_name, _, attribute = target.partition(":")
     module_name = module_name.removesuffix(".py").replace("/", ".")
@@ -32,7 +33,13 @@ def load_bus(target: str) -> EventBus:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigurationError(f"{target}: no module named {exc.name!r}") from exc
         raise
-    bus = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        buses = [name for name, value in vars(module).items() if isinstance(value, EventBus)]
+        there = f"its EventBus: {', '.join(buses)}" if buses else "it has no EventBus"
+        raise ConfigurationError(
+            f"{target}: module {module_name!r} has no attribute {attribute!r} ({there})"
+        )
+    bus = getattr(module, attribute)
     if not isinstance(bus, EventBus):
         raise ConfigurationError(f"{target}: {attribute} is not an EventBus ({type(bus).__name__})")
     return bus

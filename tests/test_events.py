@@ -95,6 +95,30 @@ def test_invalid_event_types_are_rejected_with_a_clear_error(bad: str) -> None:
     assert "String should match pattern" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "invalid"),
+    [
+        ({"event_type": "X.Y"}, [("event_type",)]),
+        ({"event_type": "a.b", "event_id": ""}, [("event_id",)]),
+        ({"event_type": "a.b", "payload": {1, 2}}, [("payload",)]),
+        (
+            {"event_type": "X", "source": "a\nb", "causation_id": "c\rd"},
+            [("event_type",), ("source",), ("causation_id",)],
+        ),
+    ],
+)
+def test_only_the_invalid_fields_are_reported(
+    fields: dict[str, object], invalid: list[tuple[str, ...]]
+) -> None:
+    # correlation_id defaults to the validated event_id: pydantic reported it as an error
+    # of its own (default_factory_not_called) once any field before it failed, so a 422
+    # for a bad event_type named a correlation_id the sender never sent.
+    with pytest.raises(ValidationError) as caught:
+        Event.model_validate(fields)
+    assert [e["loc"] for e in caught.value.errors()] == invalid
+    assert caught.value.title == "Event"
+
+
 def test_events_are_immutable() -> None:
     event = Event(event_type="a.b")
     with pytest.raises(ValidationError, match="frozen"):

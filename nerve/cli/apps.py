@@ -11,13 +11,13 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from nerve.bus import EventBus
-from nerve.cli.options import AppArg
-from nerve.cli.output import console
+from nerve.cli.operator_bus import bus_of
+from nerve.cli.options import AppArg, JSONObjectOption, URLOption
+from nerve.cli.output import print_json, show, stderr
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
 from nerve.observe.logs import configure_logging
@@ -32,8 +32,9 @@ def serve(
     targets: Annotated[
         list[str],
         typer.Argument(
+            metavar="APP",
             help="module:attribute naming an EventBus (attribute default: bus); "
-            "several apps are served as one"
+            "several apps are served as one",
         ),
     ],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -67,7 +68,7 @@ def serve(
             "use a durable transport, e.g. --url sqlite:///nerve.db"
         )
     grace = int(bus.settings.shutdown_grace) + 1
-    console.print(
+    stderr().print(
         f"nerve serve: {len(bus.subscriptions)} subscriptions on {redact(bus.url)}; "
         f"POST events to http://{host}:{port}/events"
     )
@@ -100,10 +101,22 @@ def worker(
     With --workers N, N processes share every subscription's events (on a durable
     transport); one that dies is restarted, and SIGTERM stops them all.
     """
+    configure_logging()
+    bus = load_bus(target)  # fail here, once, if the app cannot load
+    if not bus.transport.durable:
+        where = f"{scheme_of(bus.url)}:// (in-process)"
+        if workers > 1:  # N buses of their own, each receiving nothing from outside
+            raise ConfigurationError(
+                f"{workers} workers cannot share {where}: use a durable transport, "
+                "e.g. NERVE_URL=sqlite:///nerve.db"
+            )
+        stderr().print(
+            f"warning: {where}: this worker receives only the events its own handlers "
+            "publish; for events from other processes use a durable transport, "
+            "e.g. NERVE_URL=sqlite:///nerve.db"
+        )
     if workers == 1:
-        configure_logging()
-        bus = load_bus(target)
-        console.print(
+        stderr().print(
             f"nerve worker {os.getpid()}: {len(bus.subscriptions)} subscriptions on "
             f"{redact(bus.url)}"
         )
@@ -142,38 +155,68 @@ def _supervise(target: str, count: int) -> None:
     while not stopping:
         for index, child in enumerate(children):
             if child.poll() is not None and not stopping:
-                console.print(f"worker {child.pid} exited with {child.returncode}; restarting")
+                stderr().print(f"worker {child.pid} exited with {child.returncode}; restarting")
                 children[index] = subprocess.Popen(command)  # noqa: S603
         time.sleep(0.2)
     for child in children:
         child.wait()
 
 
-def doctor(target: AppArg) -> None:
-    """Check that the app's transport and store answer."""
-    bus = load_bus(target)
-    table = Table("check", "result")
-    ok = asyncio.run(_doctor(bus, table))
-    Console().print(table)
-    raise typer.Exit(0 if ok else 1)
+def doctor(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="APP",
+            help="module:attribute naming an EventBus, e.g. app:bus (default: a bare bus of --url)",
+        ),
+    ] = None,
+    url: URLOption = None,
+    as_json: JSONObjectOption = False,
+) -> None:
+    """Check that the transport and store answer (exit 1 if one does not).
+
+    Of the app's bus, or of a bare bus of --url (default: NERVE_URL) without APP.
+    """
+    bus = bus_of(url, target)
+    report = asyncio.run(_doctor(bus))
+    if as_json:
+        print_json(report)
+    else:
+        show(_doctor_table(report))
+    raise typer.Exit(0 if report["ok"] else 1)
 
 
-async def _doctor(bus: EventBus, table: Table) -> bool:
-    ok = True
-    where = redact(bus.url)
+async def _doctor(bus: EventBus) -> dict[str, Any]:
+    transport: dict[str, Any] = {"url": redact(bus.url), "ok": True, "error": None}
+    store: dict[str, Any] = {"url": bus.store_url, "ok": True, "error": None}
     try:
         await bus.transport.connect()
         await bus.transport.close()
-        table.add_row(f"transport {where}", "[green]ok[/green]")
     except NerveError as exc:
-        ok = False
-        table.add_row(f"transport {where}", f"[red]{escape(str(exc))}[/red]")
+        transport |= {"ok": False, "error": str(exc)}
     try:
-        dead = len(await bus.dlq.list())
-        table.add_row(f"store {bus.store_url}", f"[green]ok[/green], {dead} dead letter(s)")
+        store["dead_letters"] = len(await bus.dlq.list())
     except NerveError as exc:
-        ok = False
-        table.add_row(f"store {bus.store_url}", f"[red]{escape(str(exc))}[/red]")
-    table.add_row("subscriptions", ", ".join(bus.subscriptions) or "(none)")
+        store |= {"ok": False, "error": str(exc)}
     await bus.stop()
-    return ok
+    return {
+        "ok": transport["ok"] and store["ok"],
+        "transport": transport,
+        "store": store,
+        "subscriptions": list(bus.subscriptions),
+    }
+
+
+def _doctor_table(report: dict[str, Any]) -> Table:
+    table = Table("check", Column("result", overflow="fold"))
+    for what in ("transport", "store"):
+        check = report[what]
+        if not check["ok"]:
+            result = Text(check["error"], style="red")
+        elif what == "store":
+            result = Text.assemble(("ok", "green"), f", {check['dead_letters']} dead letter(s)")
+        else:
+            result = Text("ok", style="green")
+        table.add_row(f"{what} {check['url']}", result)
+    table.add_row("subscriptions", ", ".join(report["subscriptions"]) or "(none)")
+    return table

@@ -7,19 +7,21 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from nerve.bus import EventBus
+from nerve.cli.commands import Command, Group
 from nerve.cli.operator_bus import operator_bus, run_on
-from nerve.cli.options import AppOption, JSONOption, URLOption
-from nerve.cli.output import console, out, print_json
+from nerve.cli.options import AppOption, JSONLinesOption, JSONObjectOption, URLOption
+from nerve.cli.output import id_column, print_json, printable, show, stderr, stdout
 from nerve.exceptions import ConfigurationError
+from nerve.records import DeadLetter
 
 SubscriptionOption = Annotated[
     str | None, typer.Option("--subscription", "-s", help="only this subscription's")
 ]
-EventIdArg = Annotated[str | None, typer.Argument(help="the dead event's id")]
+EventIdArg = Annotated[str | None, typer.Argument(metavar="EVENT_ID", help="the dead event's id")]
 AllOption = Annotated[bool, typer.Option("--all", help="every dead letter")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask")]
 
@@ -29,7 +31,7 @@ def dlq_list(
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 100,
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONLinesOption = False,
 ) -> None:
     """Dead letters, newest first."""
     run_on(operator_bus(url, target), lambda bus: _dlq_list(bus, subscription, limit, as_json))
@@ -41,28 +43,35 @@ async def _dlq_list(bus: EventBus, subscription: str | None, limit: int, as_json
         for entry in entries:
             print_json(entry.model_dump(mode="json"))
         return 0
-    table = Table("event id", "type", "subscription", "attempts", "dead at", "last error")
+    table = Table(
+        id_column("event id", [entry.event.event_id for entry in entries]),
+        Column("type", overflow="fold"),
+        Column("subscription", overflow="fold"),
+        "attempts",
+        "dead at",
+        Column("last error", overflow="fold"),
+    )
     for entry in entries:
         last = entry.last_error
         table.add_row(
             entry.event.event_id,
-            escape(entry.event.event_type),
-            escape(entry.subscription),
+            entry.event.event_type,
+            entry.subscription,
             str(entry.attempts),
             entry.dead_at[:23],
-            escape(f"{last.type}: {last.message}" if last else ""),
+            printable(f"{last.type}: {last.message}") if last else "",
         )
-    out.print(table)
-    console.print(f"{len(entries)} dead letter(s)")
+    show(table)
+    stderr().print(f"{len(entries)} dead letter(s)")
     return 0
 
 
 def dlq_show(
-    event_id: Annotated[str, typer.Argument(help="the dead event's id")],
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the dead event's id")],
     subscription: SubscriptionOption = None,
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONLinesOption = False,
 ) -> None:
     """One event's dead letters: the event and every attempt's error (exit 1 if none)."""
     run_on(operator_bus(url, target), lambda bus: _dlq_show(bus, event_id, subscription, as_json))
@@ -73,25 +82,36 @@ async def _dlq_show(bus: EventBus, event_id: str, subscription: str | None, as_j
     for entry in entries:
         if as_json:
             print_json(entry.model_dump(mode="json"))
-            continue
-        event = entry.event
-        out.print(
-            f"[bold]{escape(event.event_type)}[/bold] {event.event_id} in "
-            f"[bold]{escape(entry.subscription)}[/bold]: dead at {entry.dead_at}, "
-            f"{entry.attempts} attempt(s)\n"
-            f"chain {event.correlation_id}, caused by {event.causation_id or '-'}\n"
-            f"payload {escape(json.dumps(event.payload, default=str))}"
-        )
-        for error in entry.errors:
-            out.print(
-                f"  attempt {error.attempt} at {error.time}: "
-                f"[red]{escape(error.type)}[/red]: {escape(error.message)}"
-            )
-        if entry.last_error is not None:
-            out.print(escape(entry.last_error.traceback.rstrip()), style="dim")
+        else:
+            _show(entry)
     if not entries:
-        console.print(f"no dead letter of {escape(event_id)}")
+        stderr().print(f"no dead letter of {event_id}")
     return 0 if entries else 1
+
+
+def _show(entry: DeadLetter) -> None:
+    out = stdout()
+    event = entry.event
+    out.print(
+        Text.assemble(
+            (event.event_type, "bold"),
+            f" {event.event_id} in ",
+            (entry.subscription, "bold"),
+            f": dead at {entry.dead_at}, {entry.attempts} attempt(s)\n",
+            f"chain {event.correlation_id}, caused by {event.causation_id or '-'}\n",
+            f"payload {json.dumps(event.payload, default=str)}",
+        )
+    )
+    for error in entry.errors:
+        out.print(
+            Text.assemble(
+                f"  attempt {error.attempt} at {error.time}: ",
+                (error.type, "red"),
+                printable(f": {error.message}"),  # an attempt a line
+            )
+        )
+    if entry.last_error is not None:
+        out.print(entry.last_error.traceback.rstrip(), style="dim")
 
 
 def _selection(
@@ -103,7 +123,7 @@ def _selection(
     if event_id is None and not yes:
         what = f"every dead letter of {subscription}" if subscription else "every dead letter"
         if not typer.confirm(f"{verb} {what}?"):
-            console.print("aborted")
+            stderr().print("aborted")
             raise typer.Exit(1)
 
 
@@ -114,7 +134,7 @@ def dlq_replay(
     yes: YesOption = False,
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONObjectOption = False,
 ) -> None:
     """Deliver dead letters again, each to its own subscription (exit 1 if none matched)."""
     _selection(event_id, subscription, everything, "replay", yes)
@@ -131,7 +151,7 @@ def dlq_purge(
     yes: YesOption = False,
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONObjectOption = False,
 ) -> None:
     """Delete dead letters for good (exit 1 if none matched)."""
     _selection(event_id, subscription, everything, "purge", yes)
@@ -154,19 +174,20 @@ async def _dlq_take(
     if as_json:
         print_json({done: n})
     else:
+        out = stdout()
         out.print(f"{done} {n} dead letter(s)")
         for entry in [] if isinstance(taken, int) else taken:
-            out.print(f"  {entry.event.event_id} -> {escape(entry.subscription)}")
+            out.print(f"  {entry.event.event_id} -> {entry.subscription}")
     return 0 if n else 1
 
 
 def build_dlq_app() -> typer.Typer:
     """The ``nerve dlq`` command group: ``list``, ``show``, ``replay``, ``purge``."""
     group = typer.Typer(
-        help="The dead letter queue: list, show, replay, purge.", no_args_is_help=True
+        cls=Group, help="The dead letter queue: list, show, replay, purge.", no_args_is_help=True
     )
-    group.command("list")(dlq_list)
-    group.command("show")(dlq_show)
-    group.command("replay")(dlq_replay)
-    group.command("purge")(dlq_purge)
+    group.command("list", cls=Command)(dlq_list)
+    group.command("show", cls=Command)(dlq_show)
+    group.command("replay", cls=Command)(dlq_replay)
+    group.command("purge", cls=Command)(dlq_purge)
     return group

@@ -14,24 +14,33 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 from rich.tree import Tree
 
 from nerve.bus import EventBus
+from nerve.cli.errors import describe
 from nerve.cli.operator_bus import operator_bus, run_on
-from nerve.cli.options import AppOption, JSONOption, URLOption, parse_json
-from nerve.cli.output import console, out, print_json, time_of_day
+from nerve.cli.options import (
+    AppOption,
+    JSONLinesOption,
+    JSONObjectOption,
+    URLOption,
+    parse_json,
+)
+from nerve.cli.output import print_json, printable, show, stderr, stdout, time_of_day
 from nerve.events import Event
-from nerve.exceptions import ConfigurationError
+from nerve.exceptions import ConfigurationError, SubscriptionError
 from nerve.records import TraceNode
+from nerve.routing import validate_pattern
 from nerve.urls import redact
 
 
 def publish(
     event_type: Annotated[
-        str | None, typer.Argument(help="the event type (with --stdin: of every line)")
+        str | None,
+        typer.Argument(metavar="EVENT_TYPE", help="the event type (with --stdin: of every line)"),
     ] = None,
     payload: Annotated[str, typer.Option("--payload", "-p", help="the payload, JSON")] = "{}",
     stdin: Annotated[
@@ -48,7 +57,7 @@ def publish(
     source: Annotated[str, typer.Option(help="who emits it (a URI-reference)")] = "nerve-cli",
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONLinesOption = False,
 ) -> None:
     """Publish an event (or JSON lines from stdin, with a progress bar).
 
@@ -66,25 +75,43 @@ def publish(
             if line.strip()
         ]
     else:
-        events = [Event(event_type=event_type, payload=parse_json(payload, "--payload"), **common)]
+        value = parse_json(payload, "--payload")
+        events = [_event({"event_type": event_type, "payload": value, **common}, _OPTIONS)]
     bus = operator_bus(url, target)
     run_on(bus, lambda bus: _publish(bus, events, as_json=as_json, bar=stdin))
 
 
+#: The event's fields as ``nerve publish`` takes them.
+_OPTIONS = {
+    "event_type": "EVENT_TYPE",
+    "payload": "--payload",
+    "correlation_id": "--correlation-id",
+    "source": "--source",
+}
+
+
+def _event(fields: dict[str, Any], names: dict[str, str], where: str = "") -> Event:
+    """The event of ``fields``; a ConfigurationError naming each invalid one if it is not."""
+    try:
+        return Event.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigurationError(f"{where}{describe(exc, names)}") from None
+
+
 def _event_of_line(line: str, event_type: str | None, common: dict[str, Any], n: int) -> Event:
     value = parse_json(line, f"line {n}")
-    try:
-        if event_type is not None:
-            return Event(event_type=event_type, payload=value, **common)
-        if not isinstance(value, dict):
-            raise ConfigurationError(f"line {n}: expected an event object with event_type")
-        return Event.model_validate({**common, **value})
-    except ValidationError as exc:
-        raise ConfigurationError(f"line {n}: not an event: {exc}") from exc
+    names = {k: v for k, v in _OPTIONS.items() if k in common}  # the rest is the line's
+    if event_type is not None:
+        names["event_type"] = "EVENT_TYPE"
+        return _event({"event_type": event_type, "payload": value, **common}, names, f"line {n}: ")
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"line {n}: expected an event object with event_type")
+    return _event({**common, **value}, names, f"line {n}: ")
 
 
 async def _publish(bus: EventBus, events: list[Event], *, as_json: bool, bar: bool) -> int:
-    with Progress(console=console, disable=not bar, transient=True) as progress:
+    out = stdout()
+    with Progress(console=stderr(), disable=not bar, transient=True) as progress:
         task = progress.add_task("publishing", total=len(events))
         for start in range(0, len(events), PUBLISH_BATCH):
             sent = await bus.publish_many(events[start : start + PUBLISH_BATCH])
@@ -93,7 +120,7 @@ async def _publish(bus: EventBus, events: list[Event], *, as_json: bool, bar: bo
                 if as_json:
                     print_json({"event_id": event.event_id, "correlation_id": event.correlation_id})
                 elif not bar:
-                    out.print(f"published {escape(event.event_type)} {event.event_id}")
+                    out.print(f"published {event.event_type} {event.event_id}")
     if bar and not as_json:
         out.print(f"published {len(events)} events")
     return 0
@@ -104,10 +131,10 @@ PUBLISH_BATCH = 500
 
 
 def status(
-    event_id: Annotated[str, typer.Argument(help="the event's id")],
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the event's id")],
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONObjectOption = False,
 ) -> None:
     """Where an event stands with each subscription (exit 1 if it is unknown)."""
     run_on(operator_bus(url, target), lambda bus: _status(bus, event_id, as_json))
@@ -125,12 +152,14 @@ async def _status(bus: EventBus, event_id: str, as_json: bool) -> int:
             }
         )
     elif found.event_type is None:
-        console.print(f"no event {escape(event_id)} (never published, or older than the window)")
+        stderr().print(f"no event {event_id} (never published, or older than the window)")
     else:
-        table = Table("subscription", "state", title=f"{found.event_type} {event_id}")
+        out = stdout()
+        out.print(f"{found.event_type} {event_id}")  # a line of its own: never cropped
+        table = Table(Column("subscription", overflow="fold"), "state")
         for name, state in sorted(found.subscriptions.items()):
-            table.add_row(escape(name), f"[{_COLOURS.get(str(state), 'white')}]{state}[/]")
-        out.print(table)
+            table.add_row(name, Text(str(state), style=_COLOURS.get(str(state), "white")))
+        show(table)
     return 0 if found.event_type is not None else 1
 
 
@@ -145,11 +174,19 @@ _COLOURS = {
 
 def trace(
     correlation_id: Annotated[
-        str, typer.Argument(help="the chain's correlation id (or an event id)")
+        str,
+        typer.Argument(
+            metavar="CORRELATION_ID", help="the chain's correlation id (or an event id)"
+        ),
     ],
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="print the chain as one JSON array of trees (record, children)"
+        ),
+    ] = False,
 ) -> None:
     """The chain of events and handler outcomes as a tree (exit 1 if none is logged)."""
     run_on(operator_bus(url, target), lambda bus: _trace(bus, correlation_id, as_json))
@@ -165,12 +202,12 @@ async def _trace(bus: EventBus, correlation_id: str, as_json: bool) -> int:
     if as_json:
         print_json([node.model_dump(mode="json") for node in nodes])
     elif not nodes:
-        console.print(f"no events of {escape(correlation_id)} in the event log")
+        stderr().print(f"no events of {correlation_id} in the event log")
     else:
-        tree = Tree(f"chain {escape(correlation_id)}")
+        tree = Tree(f"chain {correlation_id}")
         for node in nodes:
             _add_node(tree, node)
-        out.print(tree)
+        show(tree)
     return 0 if nodes else 1
 
 
@@ -178,18 +215,24 @@ def _add_node(parent: Tree, node: TraceNode) -> None:
     record = node.record
     event = record.event
     branch = parent.add(
-        f"[bold]{escape(event.event_type)}[/bold] {event.event_id} "
-        f"[dim]published {time_of_day(record.published_at)}[/dim]"
+        Text.assemble(
+            (event.event_type, "bold"),
+            f" {event.event_id} ",
+            (f"published {time_of_day(record.published_at)}", "dim"),
+        )
     )
     for outcome in record.outcomes:
-        colour = _COLOURS.get(outcome.state, "white")
-        line = (
-            f"[{colour}]{outcome.state}[/] {escape(outcome.subscription)} "
-            f"[dim]attempt {outcome.attempt}, {outcome.seconds * 1000:.1f} ms, "
-            f"ended {time_of_day(outcome.ended_at)}[/dim]"
+        line = Text.assemble(
+            (outcome.state, _COLOURS.get(outcome.state, "white")),
+            f" {outcome.subscription} ",
+            (
+                f"attempt {outcome.attempt}, {outcome.seconds * 1000:.1f} ms, "
+                f"ended {time_of_day(outcome.ended_at)}",
+                "dim",
+            ),
         )
         if outcome.error_type:
-            line += f" {escape(outcome.error_type)}: {escape(outcome.error_message or '')}"
+            line.append(printable(f" {outcome.error_type}: {outcome.error_message or ''}"))
         branch.add(line)
     for child in node.children:
         _add_node(branch, child)
@@ -197,11 +240,14 @@ def _add_node(parent: Tree, node: TraceNode) -> None:
 
 def tail(
     pattern: Annotated[
-        str | None, typer.Argument(help="only event types matching it (* one segment, # any)")
+        str | None,
+        typer.Argument(
+            metavar="PATTERN", help="only event types matching it (* one segment, # any)"
+        ),
     ] = None,
     url: URLOption = None,
     target: AppOption = None,
-    as_json: JSONOption = False,
+    as_json: JSONLinesOption = False,
     last: Annotated[int, typer.Option(min=0, help="first show this many recent events")] = 0,
     count: Annotated[
         int | None, typer.Option(min=1, help="stop after this many events (exit 1 if not seen)")
@@ -210,6 +256,11 @@ def tail(
     interval: Annotated[float, typer.Option(min=0.01, help="seconds between polls")] = 0.2,
 ) -> None:
     """Print events as they are published (until Ctrl-C, --count or --timeout)."""
+    if pattern is not None:
+        try:
+            validate_pattern(pattern)  # a typo would match nothing, silently
+        except SubscriptionError as exc:
+            raise ConfigurationError(str(exc)) from None
     bus = operator_bus(url, target)
     try:
         run_on(bus, lambda bus: _tail(bus, pattern, as_json, last, count, timeout, interval))
@@ -230,8 +281,9 @@ async def _tail(
     deadline = None if timeout is None else loop.time() + timeout
     seen = 0
     records, cursor = await bus.history.recent(pattern=pattern, limit=last)
-    if sys.stdout.isatty() and not as_json:
-        console.print(f"following {redact(bus.url)} (Ctrl-C to stop)")
+    out = stdout()
+    if out.is_terminal and not as_json:
+        stderr().print(f"following {redact(bus.url)} (Ctrl-C to stop)")
     while True:
         for record in records:
             if as_json:
@@ -239,9 +291,13 @@ async def _tail(
             else:
                 event = record.event
                 out.print(
-                    f"{time_of_day(record.published_at)} [bold]{escape(event.event_type)}[/bold] "
-                    f"{event.event_id} [dim]chain {event.correlation_id}[/dim] "
-                    f"{escape(json.dumps(event.payload, default=str))}"
+                    Text.assemble(
+                        f"{time_of_day(record.published_at)} ",
+                        (event.event_type, "bold"),
+                        f" {event.event_id} ",
+                        (f"chain {event.correlation_id}", "dim"),
+                        f" {json.dumps(event.payload, default=str)}",
+                    )
                 )
             sys.stdout.flush()
             seen += 1

@@ -1,5 +1,5 @@
-"""The bus an operator command (``publish``, ``dlq``, ``status``, ``trace``, ``tail``) acts
-on, and running the command's work on it to an exit code."""
+"""The bus a command acts on (the operator commands' ``publish``, ``dlq``, ``status``,
+``trace``, ``tail``, and ``doctor``), and running the command's work on it to an exit code."""
 
 from __future__ import annotations
 
@@ -8,27 +8,30 @@ from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 
 import typer
-from rich.markup import escape
 
 from nerve.bus import EventBus
-from nerve.cli.output import console
+from nerve.cli.output import error
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
 from nerve.settings import Settings, environment_override
 from nerve.urls import scheme_of
 
 
-def operator_bus(url: str | None, target: str | None) -> EventBus:
-    """The bus an operator command acts on: the app's, or a bare one of ``--url``.
+def bus_of(url: str | None, target: str | None) -> EventBus:
+    """The app's bus, or a bare one of ``--url``.
 
     ``--url`` stands for ``NERVE_URL`` (for the app, as it is imported), without writing
     the environment.
     """
     if target:
         with environment_override(url=url) if url else nullcontext():
-            bus = load_bus(target)
-    else:
-        bus = EventBus(settings=Settings(url=url) if url else None)
+            return load_bus(target)
+    return EventBus(settings=Settings(url=url) if url else None)
+
+
+def operator_bus(url: str | None, target: str | None) -> EventBus:
+    """The bus an operator command acts on (:func:`bus_of`): on a durable transport."""
+    bus = bus_of(url, target)
     if not bus.transport.durable:
         raise ConfigurationError(
             f"{scheme_of(bus.url)}:// is in-process: another process cannot see its events; "
@@ -51,6 +54,6 @@ def run_on(bus: EventBus, work: Callable[[EventBus], Awaitable[int]]) -> None:
     except ConfigurationError:
         raise
     except NerveError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        error(str(exc))
         code = 1
     raise typer.Exit(code)

@@ -9,7 +9,9 @@ import typer
 
 from nerve.exceptions import ConfigurationError
 
-AppArg = Annotated[str, typer.Argument(help="module:attribute naming an EventBus, e.g. app:bus")]
+AppArg = Annotated[
+    str, typer.Argument(metavar="APP", help="module:attribute naming an EventBus, e.g. app:bus")
+]
 # the operator commands: a bus of the transport and store, no handlers needed
 
 URLOption = Annotated[
@@ -19,7 +21,10 @@ AppOption = Annotated[
     str | None,
     typer.Option("--app", "-a", help="module:attribute naming an EventBus, to use its store"),
 ]
-JSONOption = Annotated[bool, typer.Option("--json", help="print JSON, one object a line")]
+#: ``--json`` of a command printing one object a result.
+JSONLinesOption = Annotated[bool, typer.Option("--json", help="print JSON, one object a line")]
+#: ``--json`` of a command printing one answer.
+JSONObjectOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
 def parse_json(text: str, what: str) -> Any:
