@@ -16,12 +16,16 @@ def scheme_of(url: str) -> str:
     """The scheme of ``url`` (``redis`` for ``redis://host``).
 
     Raises:
-        ConfigurationError: ``url`` has no scheme.
+        ConfigurationError: ``url`` has no scheme, or a port that is not one.
     """
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        raise ConfigurationError(f"{url!r} is not a URL: expected e.g. 'memory://'")
-    return scheme
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # read to check it: a bad port raises ValueError
+    except ValueError as exc:
+        raise ConfigurationError(f"{redact(url)!r} is not a valid URL: {exc}") from None
+    if not parts.scheme:
+        raise ConfigurationError(f"{redact(url)!r} is not a URL: expected e.g. 'memory://'")
+    return parts.scheme
 
 
 #: ``//user:password@`` anywhere in a URL, also in one nested in its query (``?store=``).

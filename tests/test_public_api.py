@@ -36,3 +36,13 @@ def test_unknown_transport_suggests_the_nearest() -> None:
         nerve.EventBus("memroy://")
     with pytest.raises(nerve.ConfigurationError, match="is not a URL"):
         nerve.EventBus("localhost")
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://x:notaport", "nats://h:99999", "amqp://u:secret@h:abc/", "sqlite://h:x/a"]
+)
+def test_a_bad_port_is_a_configuration_error_without_the_password(url: str) -> None:
+    # It was a ValueError from urllib deep in a client library: a traceback in the CLI.
+    with pytest.raises(nerve.ConfigurationError, match="is not a valid URL") as caught:
+        nerve.EventBus(url)
+    assert "secret" not in str(caught.value)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from opentelemetry import trace
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nerve.events import Event
@@ -63,7 +63,14 @@ class LogSettings(BaseSettings):
     format: Literal["text", "json"] = Field(
         default="text", description="text: one readable line per record; json: one object."
     )
-    level: str = Field(default="INFO", description="Level of the root logger.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Level of the root logger."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class EventLog(Observer):
@@ -208,5 +215,5 @@ def configure_logging(settings: LogSettings | None = None) -> LogSettings:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.level.upper())
+    root.setLevel(settings.level)
     return settings

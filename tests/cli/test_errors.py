@@ -69,6 +69,17 @@ def test_a_log_setting_that_does_not_validate_is_named_by_its_variable(tmp_path:
     env = environment(f"sqlite:///{tmp_path}/bus.db", NERVE_LOG_FORMAT="xml")
     line = one_error_line(nerve("worker", "tests.apps.slow", env=env))
     assert line == "NERVE_LOG_FORMAT 'xml': Input should be 'text' or 'json'"
+    env = environment(f"sqlite:///{tmp_path}/bus.db", NERVE_LOG_LEVEL="LOUD")
+    line = one_error_line(nerve("worker", "tests.apps.slow", env=env))
+    assert line.startswith("NERVE_LOG_LEVEL 'LOUD': Input should be 'DEBUG'")
+
+
+def test_a_url_with_a_bad_port_is_one_line(tmp_path: Path) -> None:
+    env = environment(f"sqlite:///{tmp_path}/bus.db")
+    result = nerve("status", "some-id", "--url", "redis://u:secret@x:notaport/0", env=env)
+    line = one_error_line(result)
+    assert "is not a valid URL" in line
+    assert "secret" not in line
 
 
 def test_a_pattern_that_matches_nothing_ever_is_refused(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from pydantic import ValidationError
 
 from nerve import Event, EventBus, Reject
 from nerve.observe.logs import (
@@ -166,7 +167,10 @@ def test_log_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("NERVE_LOG_FORMAT", "json")
     monkeypatch.setenv("NERVE_LOG_LEVEL", "debug")
     assert LogSettings().format == "json"
-    assert LogSettings().level == "debug"
+    assert LogSettings().level == "DEBUG"  # any case; a level logging knows
+    monkeypatch.setenv("NERVE_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError, match="level"):
+        LogSettings()
 
 
 def test_nerve_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
