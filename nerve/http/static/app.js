@@ -73,6 +73,27 @@ function time(iso) {
   return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString([], { hour12: false });
 }
 
+// A name (event type, subscription, pattern, exception class) as text with a line-break
+// opportunity after each dot and underscore and between the words of a CamelCase name, so a
+// narrow column wraps it between its parts instead of clipping it or cutting a word; its
+// text (textContent) stays the name. (A loop, not a regex lookbehind: Safari before 16.4
+// cannot parse one, and a syntax error would stop the whole script.)
+function breakable(name) {
+  const text = String(name || "");
+  const nodes = [];
+  let start = 0;
+  for (let i = 1; i < text.length; i += 1) {
+    const before = text[i - 1];
+    const hump = /[a-z0-9]/.test(before) && /[A-Z]/.test(text[i]);
+    if (before === "." || before === "_" || hump) {
+      nodes.push(document.createTextNode(text.slice(start, i)), document.createElement("wbr"));
+      start = i;
+    }
+  }
+  nodes.push(document.createTextNode(text.slice(start)));
+  return nodes;
+}
+
 function short(id) {
   return id && id.length > 13 ? `…${id.slice(-12)}` : id || "";
 }
@@ -81,18 +102,17 @@ const LABELS = { done: "done", pending: "pending", retrying: "retrying", dead_le
 
 function badges(states) {
   const names = Object.keys(states || {}).sort();
-  const cell = el("td", { class: "outcomes" });
+  const cell = el("td", { class: "outcomes", "data-label": "outcomes" });
   for (const name of names) {
     const s = states[name];
     const css = s === "retrying" ? "failed" : s;
     cell.append(
-      el("span", {
-        class: `badge state-${css}`,
-        "data-subscription": name,
-        "data-state": s,
-        title: `${name}: ${s}`,
-        text: `${name} · ${LABELS[s] || s}`,
-      }),
+      el(
+        "span",
+        { class: `badge state-${css}`, "data-subscription": name, "data-state": s, title: `${name}: ${s}` },
+        ...breakable(name),
+        ` · ${LABELS[s] || s}`,
+      ),
     );
   }
   return cell;
@@ -122,10 +142,10 @@ function feedRow(item) {
   const row = el(
     "tr",
     { "data-event-id": item.event_id, "data-event-type": item.event_type, class: "fresh" },
-    el("td", { class: "time", text: time(item.published_at) }),
-    el("td", { class: "type", text: item.event_type }),
-    el("td", { class: "id", title: item.event_id, text: short(item.event_id) }),
-    el("td", {}, traceLink),
+    el("td", { class: "time", "data-label": "time", text: time(item.published_at) }),
+    el("td", { class: "type", "data-label": "event" }, ...breakable(item.event_type)),
+    el("td", { class: "id", "data-label": "id", title: item.event_id, text: short(item.event_id) }),
+    el("td", { class: "correlation", "data-label": "correlation" }, traceLink),
     badges(item.states),
   );
   return row;
@@ -234,20 +254,25 @@ function rate(value) {
   return value === null || value === undefined ? "–" : value.toFixed(value >= 10 ? 0 : 2);
 }
 
+// One number of the subscriptions table, red when `alarming` is not zero.
+function figure(label, text, alarming) {
+  return el("td", { class: `num${alarming ? " error-type" : ""}`, "data-label": label, text });
+}
+
 async function loadSubscriptions() {
   const body = await api("ui/api/subscriptions");
   const rows = body.subscriptions.map((s) =>
     el(
       "tr",
       { "data-subscription": s.name },
-      el("td", { class: "type", text: s.name }),
-      el("td", { class: "mono", text: s.pattern }),
-      el("td", { class: "num", text: rate(s.handled_per_second) }),
-      el("td", { class: `num${s.failed_per_second ? " error-type" : ""}`, text: rate(s.failed_per_second) }),
-      el("td", { class: "num", text: String(s.handled) }),
-      el("td", { class: `num${s.failed ? " error-type" : ""}`, text: String(s.failed) }),
-      el("td", { class: `num${s.dead_lettered ? " error-type" : ""}`, text: String(s.dead_lettered) }),
-      el("td", { class: "num", text: s.lag === null ? "–" : String(s.lag) }),
+      el("td", { class: "type name", "data-label": "name" }, ...breakable(s.name)),
+      el("td", { class: "mono pattern", "data-label": "pattern" }, ...breakable(s.pattern)),
+      figure("handled/s", rate(s.handled_per_second)),
+      figure("failed/s", rate(s.failed_per_second), s.failed_per_second),
+      figure("handled", String(s.handled)),
+      figure("failed", String(s.failed), s.failed),
+      figure("dead", String(s.dead_lettered), s.dead_lettered),
+      figure("lag", s.lag === null ? "–" : String(s.lag)),
     ),
   );
   $("subscriptions").tBodies[0].replaceChildren(...rows);
@@ -255,12 +280,12 @@ async function loadSubscriptions() {
 
 function errorCell(entry) {
   const last = entry.errors.length ? entry.errors[entry.errors.length - 1] : null;
-  if (!last) return el("td", { class: "hint", text: "no error recorded" });
+  if (!last) return el("td", { class: "hint", "data-label": "last error", text: "no error recorded" });
   const all = entry.errors.map((e) => `attempt ${e.attempt}: ${e.type}: ${e.message}\n${e.traceback}`);
   return el(
     "td",
-    { class: "error" },
-    el("span", { class: "error-type", title: last.type, text: last.type.split(".").pop() }),
+    { class: "error", "data-label": "last error" },
+    el("span", { class: "error-type", title: last.type }, ...breakable(last.type.split(".").pop())),
     " ",
     el("span", { class: "error-msg", text: last.message }),
     el("details", {}, el("summary", { text: "every attempt" }), el("pre", { text: all.join("\n") })),
@@ -318,11 +343,11 @@ async function loadDeadLetters() {
     return el(
       "tr",
       { "data-event-id": entry.event.event_id, "data-subscription": entry.subscription },
-      el("td", { class: "time", text: time(entry.dead_at) }),
+      el("td", { class: "time", "data-label": "dead at", text: time(entry.dead_at) }),
       el(
         "td",
-        {},
-        el("div", { class: "type", text: entry.event.event_type }),
+        { class: "event", "data-label": "event" },
+        el("div", { class: "type" }, ...breakable(entry.event.event_type)),
         el("a", {
           class: "link id",
           title: entry.event.event_id,
@@ -330,10 +355,10 @@ async function loadDeadLetters() {
           onclick: () => showTrace(entry.event.correlation_id),
         }),
       ),
-      el("td", { text: entry.subscription }),
-      el("td", { class: "num", text: String(entry.attempts) }),
+      el("td", { class: "subscription", "data-label": "subscription" }, ...breakable(entry.subscription)),
+      el("td", { class: "num", "data-label": "attempts", text: String(entry.attempts) }),
       errorCell(entry),
-      el("td", { class: "nowrap" }, button),
+      el("td", { class: "action" }, button),
     );
   });
   $("dlq").tBodies[0].replaceChildren(...rows);
@@ -365,7 +390,7 @@ function treeNode(node) {
       "div",
       { class: "node" },
       el("span", { class: "time", text: time(r.published_at) }),
-      el("span", { class: "type", text: r.event.event_type }),
+      el("span", { class: "type" }, ...breakable(r.event.event_type)),
       el("span", { class: "id", title: r.event.event_id, text: short(r.event.event_id) }),
       ...outcomes,
       ...pending,
