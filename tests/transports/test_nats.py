@@ -29,6 +29,7 @@ from nerve import (
     SubscriptionError,
     TransportError,
 )
+from nerve.connections.nats import nats_options
 from nerve.transports import transport_from_url
 from nerve.transports.nats import (
     MSG_ID_HEADER,
@@ -36,7 +37,6 @@ from nerve.transports.nats import (
     NATSTransport,
     consumer_name,
     filter_subject,
-    nats_options,
     stream_name,
 )
 from tests.conftest import eventually
