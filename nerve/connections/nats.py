@@ -44,6 +44,8 @@ OPTIONS: Final = (
 )
 #: Seconds to reach the server at connect (once connected, nats-py reconnects forever).
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+#: Seconds a publish (and a store's batch of requests) waits for the server's replies.
+DEFAULT_PUBLISH_TIMEOUT: Final = 10.0
 #: Seconds between two attempts to reconnect (forever).
 RECONNECT_WAIT: Final = 0.5
 

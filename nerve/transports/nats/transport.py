@@ -30,6 +30,7 @@ from nats.js.api import ConsumerInfo
 
 from nerve.connections.nats import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PUBLISH_TIMEOUT,
     nats_connect,
     nats_options,
     nats_prefix,
@@ -60,7 +61,6 @@ from nerve.transports.nats.options import (
     DEFAULT_ACK_WAIT,
     DEFAULT_DEDUPE_WINDOW,
     DEFAULT_MAX_ACK_PENDING,
-    DEFAULT_PUBLISH_TIMEOUT,
     DEFAULT_RETENTION,
 )
 from nerve.urls import integer_option, number_option
