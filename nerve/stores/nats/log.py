@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from nerve.records import EventRecord, Outcome, OutcomeRow, PublishedRow
 from nerve.stores.nats.layout import Layout
-from nerve.stores.nats.wire import EXPECTED_LAST, JetStreamError, Request, Stored, Wire
+from nerve.stores.nats.wire import EXPECTED_LAST, Request, Stored, Wire
 
 #: Messages read at a time while trimming from the front of a stream.
 _TRIM_PAGE = 64
@@ -49,10 +49,10 @@ class Log:
                 items.append((layout.chain_subject(event.correlation_id), entry, None))
         for row in outcomes:
             items.append((layout.outcome_subject(row[1]), json.dumps(row).encode(), None))
-        for outcome in await self._wire.publish(items):
-            # A refused event was logged before: kept as first recorded.
-            if isinstance(outcome, JetStreamError) and not outcome.lost_race:
-                raise outcome
+        for refusal in await self._wire.publish(items):
+            # An event refused as a lost race was logged before: kept as first recorded.
+            if refusal is not None and not refusal.lost_race:
+                raise refusal
 
     async def trim(self, before: float) -> None:
         await self._trim(self._layout.log, before, _published_at)
