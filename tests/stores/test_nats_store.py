@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
@@ -19,12 +20,13 @@ import pytest
 
 from nerve import DeadLetter, DeliveryState, Event, Settings, StoreError, clock
 from nerve.connections.nats import nats_options, nats_prefix
-from nerve.exceptions import ConfigurationError
+from nerve.exceptions import ConfigurationError, MissingDependency
 from nerve.records import AttemptError
 from nerve.stores import store_from_url
 from nerve.stores.nats import NATSStore
 from nerve.stores.nats.layout import MIN_AGE, Layout, token, untoken
 from tests.servers import answers, free_ports, wait_up
+from tests.stores.test_store_from_url import NotInstalled
 
 T = TypeVar("T")
 
@@ -109,6 +111,18 @@ def test_url_options_are_read_and_checked() -> None:
     )
     assert isinstance(made, NATSStore)
     assert (made.window, made.history_retention) == (60.0, 600.0)
+
+
+def test_the_nats_store_without_nats_py_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [m for m in sys.modules if m.startswith(("nats", "nerve.stores.nats"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [NotInstalled("nats"), *sys.meta_path])
+    with pytest.raises(
+        MissingDependency, match=r"^the nats:// store needs nats: pip install 'nerve\[nats\]'$"
+    ):
+        store_from_url("nats://127.0.0.1:4222")
 
 
 def test_names_become_key_tokens_and_back() -> None:
