@@ -4,10 +4,11 @@
 URL options (query string): ``prefix``, ``ack_wait`` (seconds, default 30), ``retention``
 (seconds, default a week, 0: forever), ``dedupe_window`` (seconds, default 120),
 ``max_deliver`` (default unlimited), ``max_ack_pending`` (per subscription, default 1000),
-``replicas`` (default 1), ``publish_timeout`` (seconds, default 10), ``connect_timeout``
-(seconds, default 5), ``store`` (the store URL a bus uses by default; without it,
-``memory://``). A user and password in the URL go to the server. docs/transport-nats.md
-says what survives what and how to run it in production.
+``replicas`` (default 1; the NATS store's buckets and streams take it too),
+``publish_timeout`` (seconds, default 10), ``connect_timeout`` (seconds, default 5),
+``store`` (the store URL a bus uses by default; without it, the NATS store on the same
+server and prefix, :mod:`nerve.stores.nats`). A user and password in the URL go to the
+server. docs/transport-nats.md says what survives what and how to run it in production.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class NATSTransport(Transport):
 
     Example:
         ```python
-        bus = EventBus("nats://localhost:4222?prefix=myapp", store="postgresql://...")
+        bus = EventBus("nats://localhost:4222?prefix=myapp")  # its store: NATS too
         ```
     """
 
@@ -131,6 +131,10 @@ class NATSTransport(Transport):
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
+
+    def own_store_url(self) -> str:
+        """The NATS store on the same server and prefix (:mod:`nerve.stores.nats`)."""
+        return self.url
 
     # lifecycle
 
