@@ -12,7 +12,9 @@ ignored before the server removes it. Writes are compare-and-set loops, so concu
 are all counted. While the pair has a dead letter they live in ``{prefix}_kept`` instead,
 which never expires: dead-lettering copies them there, and every write finds the dead
 letter and goes there; taking the dead letter moves the step results back (a window from
-now) and forgets every counter of the pair. A pair's step results together must fit in
+now) and forgets every counter of the pair. (A write to a pair while that very pair is
+being dead-lettered could miss the copy: the core dead-letters a pair after its handler
+ended.) A pair's step results together must fit in
 one message (the server's ``max_payload``, 1 MB by default).
 """
 
@@ -64,9 +66,8 @@ class Kept:
     async def dead_letters(
         self, event_id: str | None, subscription: str | None, limit: int | None
     ) -> list[DeadLetter]:
-        found = reversed(await self._dead_entries(event_id, subscription))
-        letters = [DeadLetter.model_validate_json(m.data) for m in found]
-        return letters if limit is None else letters[:limit]
+        found = (await self._dead_entries(event_id, subscription))[::-1]  # newest first
+        return [DeadLetter.model_validate_json(m.data) for m in found[:limit]]
 
     async def dead_subscriptions(self, event_id: str) -> set[str]:
         """The subscriptions holding a dead letter of ``event_id``."""
