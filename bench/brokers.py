@@ -37,9 +37,10 @@ Systems, on each broker:
 ``nerve``
     ``EventBus(url)`` with ``@bus.on("bench.event", name="bench")``, default settings,
     and the transport's production-like store: the SQLite store in the same file on
-    ``sqlite://``, the Redis store on ``redis://``, and on ``nats://``, ``amqp://`` and
-    ``kafka://`` (which hold no store) a SQLite store file, ``kafka://``'s own default
-    (``nats://`` and ``amqp://`` default to ``memory://``, one process only: the next row).
+    ``sqlite://``, the Redis store on ``redis://``, the NATS store on ``nats://`` (each
+    transport's default), and on ``amqp://`` and ``kafka://`` (which hold no store) a
+    SQLite store file, ``kafka://``'s own default (``amqp://`` defaults to ``memory://``,
+    one process only: the next row).
 ``nerve-memstore``
     the same with ``store="memory://"``: what the durable store's idempotency marks cost,
     and the like-for-like row against FastStream (which keeps no marks).
@@ -247,10 +248,10 @@ def nerve_url(job: Job) -> str:
         return "memory://"
     if job.transport == "sqlite":
         return f"sqlite:///{job.db}" + (f"?{job.options}" if job.options else "")
-    if job.transport == "redis":
-        return f"{job.urls['redis']}?prefix={job.prefix}{extra}"
-    if job.transport in ("nats", "amqp"):
-        return f"{job.urls[job.transport]}?prefix={job.prefix}{extra}" + (store if durable else "")
+    if job.transport in ("redis", "nats"):  # their own store
+        return f"{job.urls[job.transport]}?prefix={job.prefix}{extra}"
+    if job.transport == "amqp":
+        return f"{job.urls['amqp']}?prefix={job.prefix}{extra}" + (store if durable else "")
     if job.transport == "kafka":
         return (
             f"kafka://{job.urls['kafka']}?prefix={job.prefix}&partitions={KAFKA_PARTITIONS}"
@@ -615,10 +616,13 @@ async def _delete_nats(job: Job) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
+    from nerve.stores.nats.layout import Layout
+
     client = await nats.connect(job.urls["nats"], max_reconnect_attempts=0, connect_timeout=5)
     try:
         js = client.jetstream(timeout=10)
-        for stream in (f"{job.prefix}-events", f"{job.prefix}-fs"):
+        store = Layout(job.prefix).streams()  # the NATS store's buckets and streams
+        for stream in (f"{job.prefix}-events", f"{job.prefix}-fs", *store):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
     finally:

@@ -20,7 +20,8 @@ def scheme_of(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  # read to check it: a bad port raises ValueError
+        if "," not in parts.netloc:  # a list of servers (kafka://a:9092,b:9092) has no one port
+            parts.port  # noqa: B018  # read to check it: a bad port raises ValueError
     except ValueError as exc:
         raise ConfigurationError(f"{redact(url)!r} is not a valid URL: {exc}") from None
     if not parts.scheme:

@@ -31,9 +31,7 @@ ALL_TRANSPORTS: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, uid: "memory://",
     "redis": lambda tmp, uid: f"redis://127.0.0.1:6379/0?prefix=t-{uid}&lease=2",
     "sqlite": lambda tmp, uid: f"sqlite:///{tmp}/bus-{uid}.db?lease=2&poll=0.01",
-    "nats": lambda tmp, uid: (
-        f"nats://127.0.0.1:4222?prefix=t{uid}&ack_wait=2&store=sqlite:///{tmp}/store-{uid}.db"
-    ),
+    "nats": lambda tmp, uid: f"nats://127.0.0.1:4222?prefix=t{uid}&ack_wait=2",  # its own store
     "amqp": lambda tmp, uid: (
         f"amqp://guest:guest@127.0.0.1:5672/?prefix=t-{uid}&store=sqlite:///{tmp}/store-{uid}.db"
     ),

@@ -46,3 +46,8 @@ def test_a_bad_port_is_a_configuration_error_without_the_password(url: str) -> N
     with pytest.raises(nerve.ConfigurationError, match="is not a valid URL") as caught:
         nerve.EventBus(url)
     assert "secret" not in str(caught.value)
+
+
+def test_a_list_of_servers_is_a_valid_url() -> None:
+    bus = nerve.EventBus("kafka://k1:9092,k2:9092?prefix=app", store="memory://")
+    assert bus.url == "kafka://k1:9092,k2:9092?prefix=app"

@@ -1,1 +1,1 @@
-"""Connections shared by a transport and the store of the same kind (Redis, SQLite)."""
+"""Connections shared by a transport and the store of the same kind (Redis, SQLite, NATS)."""

@@ -20,12 +20,13 @@ STORES: dict[str, tuple[str, str, str | None]] = {
     "rediss": ("nerve.stores.redis", "RedisStore", "redis"),
     "postgresql": ("nerve.stores.postgres", "PostgresStore", "postgres"),
     "postgres": ("nerve.stores.postgres", "PostgresStore", "postgres"),
+    "nats": ("nerve.stores.nats", "NATSStore", "nats"),
 }
 
 
 def store_from_url(url: str, settings: Settings | None = None) -> Store:
-    """Make the store a URL names: ``memory://``, ``sqlite:///path.db``, ``redis://...``
-    or ``postgresql://user:password@host:port/db?schema=nerve``.
+    """Make the store a URL names: ``memory://``, ``sqlite:///path.db``, ``redis://...``,
+    ``postgresql://user:password@host:port/db?schema=nerve`` or ``nats://host:4222``.
 
     Raises:
         ConfigurationError: unknown scheme (with the nearest known one suggested).

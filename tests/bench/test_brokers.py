@@ -81,6 +81,7 @@ async def _streams_named(prefix: str) -> list[str]:
     client = await nats.connect("nats://127.0.0.1:4222", max_reconnect_attempts=0)
     try:
         names: list[Any] = await client.jetstream().streams_info()
-        return [s.config.name for s in names if (s.config.name or "").startswith(prefix)]
+        found = [s.config.name or "" for s in names]
+        return [n for n in found if n.removeprefix("KV_").startswith(prefix)]  # store buckets too
     finally:
         await client.close()

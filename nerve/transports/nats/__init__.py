@@ -4,7 +4,8 @@ One concept per module, in the order a reader meets them:
 
 - :mod:`.names`: the stream, the subjects and the consumers on the server, and why every
   subject ends in a target token (patterns with ``#``, replays to one subscription);
-- :mod:`.options`: the URL options and their defaults;
+- :mod:`.options`: the URL options' defaults (the URL itself, the prefix and connecting
+  are :mod:`nerve.connections.nats`'s, shared with the NATS store);
 - :mod:`.declaring`: the stream and consumers nerve makes (retention, where a new
   subscription starts, the retry limit);
 - :mod:`.transport`: :class:`NATSTransport`: connecting, declaring, publishing (dedupe),
@@ -18,7 +19,6 @@ docs/transport-nats.md says what survives what and how to run it in production.
 
 from nerve.transports.nats.delivery import NATSDelivery
 from nerve.transports.nats.names import MSG_ID_HEADER, consumer_name, filter_subject, stream_name
-from nerve.transports.nats.options import nats_options
 from nerve.transports.nats.transport import NATSTransport
 
 __all__ = [
@@ -27,6 +27,5 @@ __all__ = [
     "NATSTransport",
     "consumer_name",
     "filter_subject",
-    "nats_options",
     "stream_name",
 ]

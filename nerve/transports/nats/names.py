@@ -29,10 +29,10 @@ import hashlib
 import re
 from typing import Final
 
+from nerve.connections.nats import SAFE_NAME
 from nerve.routing import validate_pattern
 
-# Wire names, in one place.
-DEFAULT_PREFIX: Final = "nerve"
+# Wire names, in one place (the prefix's default and rule: nerve.connections.nats).
 STREAM: Final = "{prefix}-events"
 SUBJECTS: Final = "{prefix}.ev.>"
 SUBJECT: Final = "{prefix}.ev.{event_type}.{target}"
@@ -43,9 +43,6 @@ MAX_DELIVERIES_SUBJECT: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{str
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 STATUS_HEADER: Final = "Status"
 DESCRIPTION_HEADER: Final = "Description"
-
-#: A name NATS takes as it is: a prefix, a consumer.
-SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def stream_name(prefix: str) -> str:

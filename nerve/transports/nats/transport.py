@@ -28,8 +28,16 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from nerve.connections.nats import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PUBLISH_TIMEOUT,
+    nats_connect,
+    nats_options,
+    nats_prefix,
+    nats_where,
+)
 from nerve.events import Event
-from nerve.exceptions import ConfigurationError, SubscriptionError, TransportError
+from nerve.exceptions import SubscriptionError, TransportError
 from nerve.routing import compile_pattern
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
@@ -43,30 +51,22 @@ from nerve.transports.nats.declaring import (
 )
 from nerve.transports.nats.delivery import InFlight, NATSDelivery
 from nerve.transports.nats.names import (
-    DEFAULT_PREFIX,
     MAX_DELIVERIES_SUBJECT,
     MSG_ID_HEADER,
-    SAFE_NAME,
     consumer_name,
     event_subject,
     stream_name,
 )
 from nerve.transports.nats.options import (
     DEFAULT_ACK_WAIT,
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DEDUPE_WINDOW,
     DEFAULT_MAX_ACK_PENDING,
-    DEFAULT_PUBLISH_TIMEOUT,
     DEFAULT_RETENTION,
-    nats_options,
-    nats_where,
 )
 from nerve.urls import integer_option, number_option
 
 log = logging.getLogger("nerve")
 
-#: Seconds between two attempts to reconnect (forever).
-RECONNECT_WAIT: Final = 0.5
 #: Seconds for JetStream API calls (stream and consumer info, creation).
 API_TIMEOUT: Final = 5.0
 #: Seconds close() gives the acknowledgements and releases to reach the server.
@@ -84,7 +84,7 @@ class NATSTransport(Transport):
 
     Example:
         ```python
-        bus = EventBus("nats://localhost:4222?prefix=myapp", store="postgresql://...")
+        bus = EventBus("nats://localhost:4222?prefix=myapp")  # its store: NATS too
         ```
     """
 
@@ -95,12 +95,7 @@ class NATSTransport(Transport):
         self.url = url
         self._server_url, options = nats_options(url)
         self._where = nats_where(url)
-        self.prefix = options.get("prefix") or DEFAULT_PREFIX
-        if not SAFE_NAME.match(self.prefix):
-            raise ConfigurationError(
-                f"nats URL option prefix={self.prefix!r}: use 1-64 of [A-Za-z0-9_-] "
-                "(it names the stream and the first subject token)"
-            )
+        self.prefix = nats_prefix(options)
         number = functools.partial(number_option, "nats", options)
         integer = functools.partial(integer_option, "nats", options)
         self.ack_wait = number("ack_wait", DEFAULT_ACK_WAIT)
@@ -137,18 +132,15 @@ class NATSTransport(Transport):
     def from_url(cls, url: str, settings: Settings) -> Self:
         return cls(url)
 
+    def own_store_url(self) -> str:
+        """The NATS store on the same server and prefix (:mod:`nerve.stores.nats`)."""
+        return self.url
+
     # lifecycle
 
     async def connect(self) -> None:
         if self._nc is not None:
             return
-        errors: list[Exception] = []
-
-        async def on_error(exc: Exception) -> None:
-            if self._nc is None:
-                errors.append(exc)  # while connecting: reported in the TransportError
-            else:
-                log.warning("NATS at %s: %s", self._where, exc)
 
         async def on_disconnected() -> None:
             if not self._closed:
@@ -158,24 +150,14 @@ class NATSTransport(Transport):
             log.info("reconnected to NATS at %s", self._where)
             self._spawn(self._after_reconnect(), "nerve-nats-reconnected")
 
-        client = Client()
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                await client.connect(
-                    self._server_url,
-                    name="nerve",
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnected,
-                    reconnected_cb=on_reconnected,
-                    connect_timeout=max(1, int(self.connect_timeout)),
-                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]  # seconds, a float works
-                    max_reconnect_attempts=-1,  # a broker restart must never end the worker
-                )
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            with suppress(Exception):
-                await client.close()
-            cause = errors[-1] if errors else exc
-            raise TransportError(f"cannot reach NATS at {self._where}: {cause}") from cause
+        client = await nats_connect(
+            self._server_url,
+            where=self._where,
+            connect_timeout=self.connect_timeout,
+            error=TransportError,
+            disconnected=on_disconnected,
+            reconnected=on_reconnected,
+        )
         self._nc = client
         self._js = client.jetstream(timeout=API_TIMEOUT)
         self._closed = False
