@@ -9,20 +9,17 @@ letters and chains live once, in the core (``nerve.runner``), not in each transp
 from __future__ import annotations
 
 import asyncio
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 from nerve import clock
 from nerve.events import Event
-from nerve.exceptions import BusClosed
+from nerve.exceptions import BusClosed, ConfigurationError
 from nerve.settings import Settings
 from nerve.subscription import StartFrom
 
 T = TypeVar("T")
-
-log = logging.getLogger("nerve.transports")
 
 
 class Delivery(ABC):
@@ -121,7 +118,6 @@ class Transport(ABC):
     settings: Settings | None = None
 
     _closed: bool = False
-    _warned_store: bool = False
 
     def _check_open(self) -> None:
         """Raise :class:`nerve.BusClosed` once :meth:`close` has begun."""
@@ -133,19 +129,22 @@ class Transport(ABC):
         """The store a bus on this transport uses unless told otherwise.
 
         The URL's ``store=`` option, else the transport's own (:meth:`own_store_url`),
-        else the memory of this process, with a warning once on a durable transport:
-        its dead letters and done marks would not outlive the process.
+        else, on an in-process transport, the memory of this process.
+
+        Raises:
+            ConfigurationError: a durable transport with no store of its own and none
+                given: its dead letters and done marks would live in one process's memory
+                and go with it. Name one (``store="memory://"`` too, if that is meant).
         """
         url = self.store_url or self.own_store_url()
         if url:
             return url
-        if self.durable and not self._warned_store:
-            self._warned_store = True
-            log.warning(
-                "%s:// has no store of its own: idempotency marks and dead letters stay in "
-                "this process's memory; give one with ?store= or NERVE_STORE_URL",
-                # nerve.transports.{scheme}, a module or a package
-                type(self).__module__.removeprefix("nerve.transports.").split(".")[0],
+        if self.durable:
+            raise ConfigurationError(
+                f"the {self.name} transport has no store of its own: give one with ?store= "
+                "in its URL, NERVE_STORE_URL or EventBus(store=...): postgresql:// or "
+                "redis:// for several hosts, sqlite:///path on one; store='memory://' only "
+                "for a single process that may lose its dead letters"
             )
         return "memory://"
 
