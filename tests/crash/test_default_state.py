@@ -9,6 +9,11 @@ again (the same event, as a broker redelivers it); two new workers handle the ne
 and do not run the done one again; ``nerve dlq list`` from a new process shows the poison
 event with each attempt's error; ``nerve dlq replay`` runs it again: still failing, it
 comes back with new errors; cured, it is done.
+
+The done event is published again before the new ones, which go in the same order on every
+broker (one stream, queue or table; on Kafka partition 0, events having no partition key):
+once the new ones are handled, the workers have met it. The runs are counted again once
+every worker has exited.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ ERRORS = [(1, "ValueError", POISON), (2, "ValueError", POISON)]
 #: A known defect (not of where the state is kept), seen on RabbitMQ when the workers are
 #: killed within 2 s of the poison event's first retry: the broker delivers the poison
 #: event again after the restart and it is run a third time, its dead letter replaced by
-#: one with only that run's error (attempt 2): the first attempt's error is lost.
+#: one with only that run's error (attempt 2, or 3 when the message was returned twice:
+#: taken by the second worker between the two kills): the earlier errors are lost.
 AMQP_REDELIVERED_DEAD_LETTER = (
     "RabbitMQ: a retry's original delivery is held unacknowledged for WAIT_REGISTERED (2 s) "
     "after its wait queue is declared (nerve/transports/amqp/waits.py); killed meanwhile, "
-    "it comes back (x-delivery-count: attempt 2) after the event was dead-lettered, and "
+    "it comes back (x-delivery-count: attempt 2 or 3) after the event was dead-lettered, and "
     "the runner, which skips only events done (SubscriptionRunner._receive), runs it again; "
     "SubscriptionRunner._failed then replaces the dead letter with one holding only the "
     "last attempt's error (take_failures found none left)"
@@ -262,16 +268,20 @@ async def test_state_lasts_across_killed_workers_with_the_default_store(
 
         # From a new process: the dead letter, with each attempt's error.
         letters = await dead_letters(url, env)
-        assert [(d.event.event_id, d.subscription, d.attempts) for d in letters] == [
-            (poison.event_id, SUBSCRIPTION, 2)
+        assert [(d.event.event_id, d.subscription) for d in letters] == [
+            (poison.event_id, SUBSCRIPTION)
         ], letters
         first = letters[0]
         assert first.event == poison
         errors = [(e.attempt, e.type, e.message) for e in first.errors]
-        if case.broker == "amqp" and errors == ERRORS[1:] and runs(ran)[poison.event_id] == 3:
+        if (
+            case.broker == "amqp"
+            and runs(ran)[poison.event_id] == 3
+            and errors == [(first.attempts, "ValueError", POISON)]
+        ):
             known = AMQP_REDELIVERED_DEAD_LETTER  # the rest is checked all the same
         else:
-            assert errors == ERRORS, await explain()
+            assert (first.attempts, errors) == (2, ERRORS), f"{first!r}\n{await explain()}"
         assert all("raise ValueError(POISON)" in e.traceback for e in first.errors)
 
         # Replayed and still failing: back in the dead letter queue with new errors.
