@@ -295,7 +295,9 @@ class SubscriptionRunner:
         attempt = delivery.attempt
         observers = self._observers
         try:
-            if attempt > 1 and await self._crash_loop(delivery):
+            if attempt > 1 and (
+                await self._dead_already(delivery) or await self._crash_loop(delivery)
+            ):
                 return
             while True:
                 ctx = HandlerContext(event, sub.name, attempt, self._store)
@@ -342,6 +344,32 @@ class SubscriptionRunner:
             waiter = active.pop(event_id, None)
             if waiter is not None:
                 waiter.set_result(None)
+
+    async def _dead_already(self, delivery: Delivery) -> bool:
+        """Whether this redelivered event is dead-lettered here already; then settle it.
+
+        A process can die between writing a dead letter and settling the delivery (on
+        RabbitMQ a retry's original is held unsettled for two seconds: see
+        ``nerve.transports.amqp.waits``); its broker then hands the event out again.
+        Running it would run a given-up event once more and replace its dead letter, and
+        every attempt's error in it, with one holding only the last. A replay takes the
+        dead letter first, so a replayed event is not caught here. Asked on redeliveries
+        only: first attempts cost nothing.
+        """
+        sub = self.subscription
+        found = await self._store.dead_letters(
+            event_id=delivery.event.event_id, subscription=sub.name, limit=1
+        )
+        if not found:
+            return False
+        log.info(
+            "%s: %s %s is dead-lettered already: settled without running it again",
+            sub.name,
+            delivery.event.event_type,
+            delivery.event.event_id,
+        )
+        await delivery.reject()
+        return True
 
     async def _crash_loop(self, delivery: Delivery) -> bool:
         """Count this start of a redelivered event; dead-letter it if it keeps coming back.
