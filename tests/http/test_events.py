@@ -222,7 +222,8 @@ async def test_cloudevents_batch_mode(app: Client, path: str) -> None:
             415,
             "JSON",
         ),
-        ({"specversion": "1.0", "id": "x", "source": "s", "type": "BAD TYPE"}, 422, "type"),
+        # A CloudEvents type is any string (BAD TYPE is one), but one with nothing to route on.
+        ({"specversion": "1.0", "id": "x", "source": "s", "type": "..."}, 422, "type"),
     ],
 )
 async def test_bad_cloudevents_are_refused(
