@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
@@ -111,6 +112,14 @@ def create_app(
     app.add_exception_handler(HTTPException, framework_refusal)
     # Innermost: whatever middleware the user adds still sees the intake requests.
     app.add_middleware(IntakeFastPath, intake=intake)
+    if intake.origins.cors:  # pages of the allowed origins may send JSON and read answers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=intake.settings.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            max_age=600,
+        )
     app.state.intake = intake  # for intake_first()
     return app
 

@@ -58,4 +58,6 @@ class IntakeFastPath:
             # ahead of it.
             log.exception("intake failed on %s %r", scope["method"], scope["path"])
             response = internal_error().response()
+        if intake.origins.cors:  # a page of an allowed origin reads the answer
+            response.headers.update(intake.origins.cors_headers(headers))
         await response(scope, receive, send)

@@ -10,6 +10,10 @@ With no API key configured, a page's own origin counts only on a loopback host
 (``localhost``, ``127.x.x.x``, ``[::1]``): a site whose name an attacker points at
 127.0.0.1 (DNS rebinding) is the page's own origin to the browser, and would otherwise
 reach a nerve that asks no key.
+
+The pages of an allowed origin get CORS answers too (the app's ``CORSMiddleware``, and
+:meth:`Origins.cors_headers` on the fast path), so that their browser sends them JSON
+and lets them read the answer.
 """
 
 from __future__ import annotations
@@ -59,6 +63,19 @@ class Origins:
         self._any = "*" in allowed
         self._allowed = frozenset(a for a in map(authority, allowed) if a)
         self._keyless = keyless
+        #: Some origin is allowed: their pages get CORS answers.
+        self.cors = bool(allowed)
+
+    def allows(self, origin: str) -> bool:
+        """Whether pages of ``origin`` are allowed (``NERVE_ALLOWED_ORIGINS``)."""
+        return self._any or authority(origin) in self._allowed
+
+    def cors_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The CORS headers of an answer to a page of an allowed origin (else none)."""
+        origin = headers.get("origin") if self.cors else None
+        if origin is None or not self.allows(origin):
+            return {}
+        return {"Access-Control-Allow-Origin": "*" if self._any else origin, "Vary": "Origin"}
 
     def check(self, headers: Mapping[str, str]) -> None:
         """Let the request through unless a page of a foreign origin sent it.
@@ -66,12 +83,12 @@ class Origins:
         Raises:
             HTTPProblem: 403 ``cross_origin``.
         """
-        origin = headers.get("origin")
-        if origin is None or self._any:
+        if "origin" not in headers:  # not a browser's cross-site request (the usual case)
+            return
+        origin = headers["origin"]
+        if self.allows(origin):
             return
         site = authority(origin)
-        if site is not None and site in self._allowed:
-            return
         host = headers.get("host", "").strip().lower()
         for port in _DEFAULT_PORTS.values():
             host = host.removesuffix(port)

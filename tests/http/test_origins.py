@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nerve import Event, EventBus
-from nerve.http import HTTPSettings, create_app
+from nerve.http import HTTPSettings, create_app, intake_first
 from nerve.http.origins import authority, is_loopback
 from tests.http.conftest import ADMIN, ADMIN_KEY, AUTH, KEY
 
@@ -145,3 +145,36 @@ def test_authority(origin: str, expected: str | None) -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("first", [False, True])
+async def test_pages_of_an_allowed_origin_get_cors_answers(first: bool) -> None:
+    # What lets their browser send JSON (a preflight) and read the answer.
+    bus = EventBus("memory://")
+    settings = HTTPSettings(api_keys=[KEY], allowed_origins=["https://app.example.com"])
+    app = create_app(bus, settings)
+    served = intake_first(app) if first else app
+    page = {"Origin": "https://app.example.com"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://n") as c,
+    ):
+        preflight = await c.options(
+            "/events",
+            headers={
+                **page,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        for path, body in (("/events", EVENT), ("/events/batch", [EVENT])):
+            response = await c.post(path, json=body, headers={**AUTH, **page})
+            assert response.status_code == 202, response.text
+            assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+        status = await c.get("/healthz", headers=page)
+        assert status.headers["access-control-allow-origin"] == "https://app.example.com"
+        other = await c.post("/events", json=EVENT, headers={**AUTH, "Origin": "https://x.example"})
+        assert other.status_code == 403
+        assert "access-control-allow-origin" not in other.headers
