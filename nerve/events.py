@@ -31,6 +31,17 @@ PayloadT = TypeVar("PayloadT", default=Any)
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
 _EXTENSION_NAME = re.compile(constants.CE_EXTENSION_RE)
+_EVENT_TYPE = re.compile(constants.EVENT_TYPE_RE)
+#: Metadata keeping a CloudEvent's ``type`` when it is not an event type itself
+#: (``Microsoft.Storage.BlobCreated``): the event is routed on its :func:`dotted` form.
+CE_TYPE_KEY = "ce-type"
+#: Optional CloudEvents attributes kept in metadata under their own names (a
+#: ``datacontenttype`` only when it is not JSON, what every event's data is).
+_CE_KEPT = frozenset({"subject", "dataschema", "datacontenttype"})
+_CE_JSON = "application/json"
+# Word boundaries inside camelCase and acronyms: "paymentIntent", "HTTPRequest".
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_OUTSIDE_SEGMENT = re.compile(r"[^a-z0-9_-]+")
 
 #: Validation context key: the payload was just parsed from JSON, so it is JSON already
 #: (``Event.model_validate(data, context={PARSED_JSON: True})``).
@@ -58,6 +69,28 @@ def _reseed_ids() -> None:
 
 _reseed_ids()
 os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def segment(name: str) -> str:
+    """A foreign name as one event-type segment: snake_case in ``[a-z0-9_-]``.
+
+    ``"pull_request"`` stays, ``"paymentIntent"`` becomes ``"payment_intent"``, runs of
+    other characters become one ``_``; ``""`` when nothing is left.
+    """
+    snake = _CAMEL.sub("_", name.strip()).lower()
+    return _OUTSIDE_SEGMENT.sub("_", snake).strip("_")
+
+
+def dotted(name: str) -> str:
+    """A foreign dotted name (``"invoice.paid"``) as event-type segments; ``""`` if none.
+
+    How webhook types and CloudEvents types that are not event types become event types:
+    ``Microsoft.Storage.BlobCreated`` -> ``microsoft.storage.blob_created``.
+    """
+    routed = ".".join(part for part in map(segment, name.split(".")) if part)
+    if len(routed) > 255:  # an event type's limit; the name itself is kept by the caller
+        routed = routed[:255].rstrip(".")
+    return routed
 
 
 def new_event_id() -> str:
@@ -177,7 +210,9 @@ class Event(BaseModel, Generic[PayloadT]):
         """This event as a CloudEvents 1.0 structured-mode dict (JSON data).
 
         ``correlation_id`` and ``causation_id`` become extensions; metadata whose keys are
-        valid extension names become extensions too, the rest travels JSON-encoded in the
+        valid extension names become extensions too, ``subject``, ``dataschema`` and a
+        ``datacontenttype`` their attributes, ``ce-type`` (a foreign ``type`` this event
+        was routed from) the ``type``; the rest travels JSON-encoded in the
         ``nervemetadata`` extension, so :meth:`from_cloudevent` gives back an equal event.
         """
         ce: dict[str, Any] = {
@@ -186,7 +221,7 @@ class Event(BaseModel, Generic[PayloadT]):
             "source": self.source or constants.CE_UNSET_SOURCE,
             "id": self.event_id,
             "time": self.timestamp,
-            "datacontenttype": "application/json",
+            "datacontenttype": _CE_JSON,
             "data": self.payload,
             constants.CE_CORRELATION: self.correlation_id,
         }
@@ -194,7 +229,9 @@ class Event(BaseModel, Generic[PayloadT]):
             ce[constants.CE_CAUSATION] = self.causation_id
         packed: dict[str, str] = {}
         for key, value in self.metadata.items():
-            if _EXTENSION_NAME.match(key) and key not in constants.CE_RESERVED:
+            if key == CE_TYPE_KEY and _routed(value) == self.event_type:
+                ce["type"] = value
+            elif _own_attribute(key, value):
                 ce[key] = value
             else:
                 packed[key] = value
@@ -206,21 +243,31 @@ class Event(BaseModel, Generic[PayloadT]):
     def from_cloudevent(cls, ce: dict[str, Any]) -> Self:
         """Build an event from a CloudEvents 1.0 dict (structured mode, JSON data).
 
-        Unknown extension attributes land in ``metadata`` (as strings).
+        Every attribute is kept. Unknown extension attributes, ``subject``, ``dataschema``
+        and a ``datacontenttype`` other than JSON land in ``metadata`` (as strings). A
+        ``type`` that is not an event type (``Microsoft.Storage.BlobCreated``) is routed
+        on its :func:`dotted` form (``microsoft.storage.blob_created``) and kept whole in
+        ``metadata["ce-type"]``.
 
         Raises:
             pydantic.ValidationError: the attributes do not make a valid event.
+            ValueError: ``nervemetadata`` is not a JSON object of strings.
         """
         source = ce.get("source", "")
         metadata: dict[str, str] = {}
         for key, value in ce.items():
-            if key not in constants.CE_RESERVED:
+            if key not in constants.CE_RESERVED or (key in _CE_KEPT and value != _CE_JSON):
                 metadata[key] = value if isinstance(value, str) else json.dumps(value)
         packed = ce.get(constants.CE_METADATA)
-        if packed:
-            metadata.update(cast(dict[str, str], json.loads(packed)))
+        if packed is not None and packed != "":
+            metadata.update(_unpacked(packed))
+        kind = ce.get("type")
+        routed = _routed(kind) if isinstance(kind, str) else None
+        if routed:
+            metadata[CE_TYPE_KEY] = cast(str, kind)
+            kind = routed
         fields: dict[str, Any] = {
-            "event_type": ce.get("type"),
+            "event_type": kind,
             "payload": ce.get("data", {}),
             "source": "" if source == constants.CE_UNSET_SOURCE else source,
             "metadata": metadata,
@@ -234,3 +281,35 @@ class Event(BaseModel, Generic[PayloadT]):
             if ce.get(attr) is not None:
                 fields[field] = ce[attr]
         return cls.model_validate(fields)
+
+
+def _own_attribute(key: str, value: str) -> bool:
+    """Whether metadata travels as a CloudEvents attribute of its own (else packed)."""
+    if key in _CE_KEPT:
+        return bool(value) and value != _CE_JSON  # non-empty; JSON is the default
+    return bool(_EXTENSION_NAME.match(key)) and key not in constants.CE_RESERVED
+
+
+def _routed(kind: str) -> str | None:
+    """The event type a CloudEvents ``type`` outside the grammar is routed on (None for
+    an event type itself, or a type with nothing to route on)."""
+    if _EVENT_TYPE.match(kind):
+        return None
+    return dotted(kind) or None
+
+
+def _unpacked(packed: Any) -> dict[str, str]:
+    """The metadata :meth:`Event.to_cloudevent` packed into ``nervemetadata``.
+
+    Raises:
+        ValueError: not a JSON object of strings.
+    """
+    try:
+        value = json.loads(packed) if isinstance(packed, str) else None
+    except ValueError:
+        value = None
+    if type(value) is not dict or not all(type(item) is str for item in value.values()):
+        raise ValueError(
+            f"{constants.CE_METADATA} must be a JSON object of strings, as nerve writes it"
+        )
+    return cast(dict[str, str], value)

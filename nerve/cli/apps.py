@@ -56,7 +56,8 @@ def serve(
     import uvicorn  # only this command needs the server
 
     from nerve.http.app import create_app, intake_first
-    from nerve.http.serve import APPS_VARIABLE, combine
+    from nerve.http.serve import APPS_VARIABLE, combine, server_options
+    from nerve.http.settings import HTTPSettings
 
     url = url or os.environ.get("NERVE_URL", SERVE_DEFAULT_URL)
     json_logs = configure_logging().format == "json"
@@ -73,6 +74,7 @@ def serve(
         f"POST events to http://{host}:{port}/events"
     )
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
+    options |= server_options(HTTPSettings(), host)  # limits; loopback only without a key
     if json_logs:
         options["log_config"] = None  # uvicorn's records reach the root's JSON handler
     if workers == 1:

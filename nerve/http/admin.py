@@ -12,15 +12,19 @@ from nerve.http import routers
 from nerve.http.intake import Intake
 from nerve.http.media import json_response
 from nerve.http.problems import HTTPProblem
-from nerve.http.schemas import DeadLetters, Problem, Purged, problem_responses
+from nerve.http.schemas import (
+    DeadLetters,
+    EventIdPath,
+    EventIdQuery,
+    Problem,
+    Purged,
+    SubscriptionQuery,
+    problem_responses,
+)
 from nerve.observe.metrics import CONTENT_TYPE
 
 #: Seconds /readyz waits for the transport and the store to answer.
 READY_TIMEOUT = 2.0
-
-Subscription = Annotated[
-    str | None, Query(description="Only this subscription's entry (default: every one).")
-]
 
 
 def routes(intake: Intake) -> APIRouter:
@@ -32,13 +36,13 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq",
         tags=["dead letters"],
         response_model=DeadLetters,
-        responses=problem_responses(401, 403),
+        responses=problem_responses(401, 403, 422),
         summary="Dead letters, newest first, each with every attempt's error",
     )
     async def list_dead_letters(
         request: Request,
-        subscription: Subscription = None,
-        event_id: str | None = None,
+        subscription: SubscriptionQuery = None,
+        event_id: EventIdQuery = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Response:
         intake.authorize(request.headers, admin=True)
@@ -49,11 +53,11 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq/{event_id}/replay",
         tags=["dead letters"],
         response_model=DeadLetters,
-        responses=problem_responses(401, 403, 404),
+        responses=problem_responses(401, 403, 404, 422),
         summary="Deliver a dead event again (to the subscription that gave up on it)",
     )
     async def replay_dead_letter(
-        event_id: str, request: Request, subscription: Subscription = None
+        event_id: EventIdPath, request: Request, subscription: SubscriptionQuery = None
     ) -> Response:
         intake.authorize(request.headers, admin=True)
         replayed = await dlq.replay(event_id, subscription=subscription)
@@ -65,11 +69,11 @@ def routes(intake: Intake) -> APIRouter:
         "/dlq/{event_id}",
         tags=["dead letters"],
         response_model=Purged,
-        responses=problem_responses(401, 403, 404),
+        responses=problem_responses(401, 403, 404, 422),
         summary="Delete a dead letter",
     )
     async def delete_dead_letter(
-        event_id: str, request: Request, subscription: Subscription = None
+        event_id: EventIdPath, request: Request, subscription: SubscriptionQuery = None
     ) -> Response:
         intake.authorize(request.headers, admin=True)
         purged = await dlq.purge(event_id, subscription=subscription)

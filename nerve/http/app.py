@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from nerve import __version__
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError
-from nerve.http import admin, events, ui, webhooks
+from nerve.http import admin, apidocs, events, ui, webhooks
 from nerve.http.fastpath import IntakeFastPath
 from nerve.http.intake import Intake
+from nerve.http.problems import HTTPProblem
 from nerve.http.settings import HTTPSettings
 from nerve.llm.metrics import LLMMetrics
 from nerve.observe.metrics import Metrics
@@ -93,10 +97,29 @@ def create_app(
         description="Events and webhooks in, agents at work: every accepted event is "
         "answered 202 once the transport has it, before any handler runs.",
         lifespan=routes.lifespan_context,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: served offline below
+        redoc_url=None,
     )
     app.router.routes.extend(routes.routes)  # flat, as in router()
+    docs = apidocs.routes(intake, title=app.title, openapi_url=app.openapi_url or "/openapi.json")
+    app.router.routes.extend(docs.routes)
+
+    async def framework_refusal(request: Request, exc: Exception) -> Response:
+        # No route for the path (404) or the method (405): a problem body like every other
+        # refusal, where FastAPI answers {"detail": "Not Found"}.
+        return intake.refuse(_framework_problem(request, cast(HTTPException, exc)))
+
+    app.add_exception_handler(HTTPException, framework_refusal)
     # Innermost: whatever middleware the user adds still sees the intake requests.
     app.add_middleware(IntakeFastPath, intake=intake)
+    if intake.origins.cors:  # pages of the allowed origins may send JSON and read answers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=intake.settings.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            max_age=600,
+        )
     app.state.intake = intake  # for intake_first()
     return app
 
@@ -120,6 +143,23 @@ def intake_first(app: FastAPI) -> ASGIApp:
     if not isinstance(intake, Intake):
         raise ConfigurationError("intake_first() takes an app made by nerve.http.create_app")
     return IntakeFastPath(app, intake)
+
+
+def _framework_problem(request: Request, exc: HTTPException) -> HTTPProblem:
+    status = exc.status_code
+    path = request.url.path
+    headers = dict(exc.headers or {})
+    if status == 404:
+        return HTTPProblem(404, "not_found", f"nothing is served at {path!r}: see /docs")
+    if status == 405:
+        allowed = headers.get("Allow", "")
+        detail = f"{request.method} is not accepted at {path!r}: use {allowed}"
+        return HTTPProblem(405, "method_not_allowed", detail, headers=headers)
+    try:
+        error = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        error = f"http_{status}"
+    return HTTPProblem(status, error, str(exc.detail), headers=headers)
 
 
 async def drain(bus: EventBus) -> None:

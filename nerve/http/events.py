@@ -8,11 +8,15 @@
   (``ce-*`` headers, the data as the body) and batch mode
   (``application/cloudevents-batch+json``, also taken by ``/events/batch``).
 
-Each answers 202 once the transport has the event, before any handler runs.
+Each answers 202 once the transport has the event, before any handler runs. A body must
+declare a JSON media type (:func:`~nerve.http.media.is_json`), and every string the
+request supplies besides the payload must be printable: no control characters or line
+breaks, which would otherwise reach logs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -23,14 +27,15 @@ from starlette.datastructures import QueryParams
 from starlette.types import Receive
 
 from nerve import constants
-from nerve.events import PARSED_JSON, Event
+from nerve.events import CE_TYPE_KEY, PARSED_JSON, Event
 from nerve.http import routers
 from nerve.http.intake import Intake
 from nerve.http.media import is_json, json_response, media_type_of
-from nerve.http.problems import HTTPProblem, validation_problem
+from nerve.http.problems import HTTPProblem, require_printable, validation_problem
 from nerve.http.schemas import (
     Accepted,
     BatchAccepted,
+    EventIdPath,
     EventIn,
     EventStatusOut,
     problem_responses,
@@ -43,30 +48,77 @@ CE_BATCH = "application/cloudevents-batch+json"
 _DEFAULTED = ("event_id", "correlation_id", "timestamp")
 #: CloudEvents attributes every event must carry (spec 1.0, "REQUIRED Attributes").
 _CE_REQUIRED = ("specversion", "id", "source", "type")
+#: The CloudEvents names of the event's fields, for the errors of a CloudEvent.
+_CE_NAMES = {
+    "event_id": "id",
+    "event_type": "type",
+    "timestamp": "time",
+    "payload": "data",
+    "correlation_id": constants.CE_CORRELATION,
+    "causation_id": constants.CE_CAUSATION,
+}
+#: Optional attributes the spec types as strings, kept in metadata as they are.
+_CE_STRINGS = ("subject", "dataschema", "datacontenttype")
+#: Printable, with a letter or digit to route on (the schema's form of the rule).
+_PRINTABLE_CLASS = constants.PRINTABLE_RE[1:-2]  # "[^...]"
+_CE_TYPE_RE = f"^{_PRINTABLE_CLASS}*[A-Za-z0-9]{_PRINTABLE_CLASS}*$"
+_CE_TYPE_RULE = (
+    "type must name the kind of event: 1 to 255 printable characters with at least one "
+    "ASCII letter or digit. nerve routes on it as lower-case dot-separated segments "
+    "(Microsoft.Storage.BlobCreated -> microsoft.storage.blob_created) and keeps it whole "
+    f"in metadata[{CE_TYPE_KEY!r}]"
+)
+_HAS_ALNUM = re.compile(r"[A-Za-z0-9]")
 
 
 #: Bodies come from orjson: their payloads are JSON without checking again.
 _FROM_JSON = {PARSED_JSON: True}
 _BY_ID = {"parameters": {"event_id": "$response.body#/event_id"}}
+
+
+def _printable(
+    max_length: int | None = None, min_length: int = 0, *, nullable: bool = False, **more: Any
+) -> dict[str, Any]:
+    kind = ["string", "null"] if nullable else "string"
+    schema: dict[str, Any] = {"type": kind, "pattern": constants.PRINTABLE_RE, **more}
+    if min_length:
+        schema["minLength"] = min_length
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return schema
+
+
 _CE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": list(_CE_REQUIRED),
     "properties": {
         "specversion": {"const": "1.0"},
-        "id": {
+        "id": _printable(255, 1),
+        "source": _printable(2048, 1),
+        "type": {
             "type": "string",
             "minLength": 1,
             "maxLength": 255,
-            "pattern": constants.PRINTABLE_RE,
+            "pattern": _CE_TYPE_RE,
+            "description": _CE_TYPE_RULE,
         },
-        "source": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 2048,
-            "pattern": constants.PRINTABLE_RE,
-        },
-        "type": {"type": "string", "pattern": constants.EVENT_TYPE_RE, "maxLength": 255},
+        # null: absent (the event's default), as in nerve's JSON.
+        "time": _printable(64, description="RFC 3339 (default: now).", nullable=True),
+        "subject": _printable(description="Kept in metadata['subject']."),
+        "dataschema": _printable(description="Kept in metadata['dataschema']."),
+        "datacontenttype": _printable(description="Kept in metadata unless JSON."),
+        constants.CE_CORRELATION: _printable(255, description="The chain's id.", nullable=True),
+        constants.CE_CAUSATION: _printable(255, description="The causing event.", nullable=True),
         "data": {},
+        "data_base64": False,  # 415: payloads are JSON
+    },
+    # Extensions, kept in metadata (a string as it is, anything else JSON-encoded).
+    "propertyNames": {"pattern": constants.PRINTABLE_RE},
+    "additionalProperties": {
+        "anyOf": [
+            {"not": {"type": "string"}},
+            {"type": "string", "pattern": constants.PRINTABLE_RE},
+        ]
     },
 }
 
@@ -101,8 +153,13 @@ def event_from_json(data: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
 def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any]:
     """An event from a CloudEvents 1.0 structured-mode object with JSON data.
 
+    Every attribute is kept: ``subject``, ``dataschema``, a non-JSON ``datacontenttype``
+    and the extensions land in ``metadata``; a ``type`` outside nerve's event-type grammar
+    is routed on as segments and kept whole (:meth:`Event.from_cloudevent`).
+
     Raises:
-        HTTPProblem: 422 for a missing attribute, another specversion, non-JSON data.
+        HTTPProblem: 422 for a missing or invalid attribute, another specversion, a
+            string with a control character; 415 for non-JSON data.
     """
     if type(ce) is not dict:
         raise HTTPProblem(422, "invalid", "a CloudEvent is a JSON object")
@@ -121,12 +178,44 @@ def event_from_cloudevent(ce: Any, loc: tuple[str | int, ...] = ()) -> Event[Any
         raise HTTPProblem(422, "invalid", "only CloudEvents specversion 1.0 is supported")
     if "data_base64" in ce:
         raise HTTPProblem(415, "unsupported_media_type", "send the CloudEvent's data as JSON")
+    for name, value in ce.items():
+        # CloudEvents strings may not hold control characters (spec 1.0, "Type System").
+        if name != "data":
+            require_printable(name, ["body", *loc])
+            if type(value) is str:
+                require_printable(value, ["body", *loc, name])
+    for name in _CE_STRINGS:
+        if name in ce and type(ce[name]) is not str:
+            where = ["body", *loc, name]
+            raise HTTPProblem(
+                422,
+                "invalid",
+                f"{'.'.join(map(str, where))}: {name} must be a string",
+                errors=[
+                    {"loc": where, "msg": "Input should be a valid string", "type": "string_type"}
+                ],
+            )
+    kind = ce["type"]
+    if type(kind) is not str or len(kind) > 255 or not _HAS_ALNUM.search(kind):
+        where = ["body", *loc, "type"]
+        raise HTTPProblem(
+            422,
+            "invalid",
+            f"{'.'.join(map(str, where))}: {_CE_TYPE_RULE}",
+            errors=[{"loc": where, "msg": _CE_TYPE_RULE, "type": "cloudevents_type"}],
+        )
     try:
         return Event.from_cloudevent(ce)
-    except (ValidationError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise validation_problem(exc, ("body", *loc)) from None
-        raise HTTPProblem(422, "invalid", f"the CloudEvent is not valid: {exc}") from None
+    except ValidationError as exc:
+        raise validation_problem(exc, ("body", *loc), _CE_NAMES) from None
+    except ValueError as exc:  # nervemetadata that is not a JSON object of strings
+        where = ["body", *loc, constants.CE_METADATA]
+        raise HTTPProblem(
+            422,
+            "invalid",
+            f"{'.'.join(map(str, where))}: {exc}",
+            errors=[{"loc": where, "msg": str(exc), "type": "value_error"}],
+        ) from None
 
 
 def routes(intake: Intake) -> APIRouter:
@@ -141,7 +230,7 @@ def routes(intake: Intake) -> APIRouter:
         response_model=Accepted | BatchAccepted,  # a CloudEvents batch gets per-item results
         responses={
             202: {"links": {"status": {"operationId": "event_status", **_BY_ID}}},
-            **problem_responses(400, 401, 413, 415, 422, 503),
+            **problem_responses(400, 401, 403, 408, 413, 415, 422, 503),
         },
         # The seed's form (?event_type=, the body as payload) is left out of the schema:
         # OpenAPI cannot say that the query changes what the body is.
@@ -164,7 +253,7 @@ def routes(intake: Intake) -> APIRouter:
         "/events/batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=problem_responses(400, 401, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 403, 408, 413, 415, 422, 503),
         openapi_extra=request_body(
             {
                 "application/json": {"type": "array", "items": event_schema, "minItems": 1},
@@ -181,10 +270,10 @@ def routes(intake: Intake) -> APIRouter:
         "/events/{event_id}",
         operation_id="event_status",
         response_model=EventStatusOut,
-        responses=problem_responses(401, 404),
+        responses=problem_responses(401, 403, 404, 422),
         summary="Where an event stands with each subscription",
     )
-    async def get_event(event_id: str, request: Request) -> Response:
+    async def get_event(event_id: EventIdPath, request: Request) -> Response:
         intake.authorize(request.headers)
         status = await intake.bus.status(event_id)
         if status.event_type is None:
@@ -262,10 +351,11 @@ async def accept_batch(intake: Intake, headers: Mapping[str, str], receive: Rece
 
 
 def _unsupported(media: str) -> HTTPProblem:
+    what = f"Content-Type {media!r} is not accepted" if media else "the request has no Content-Type"
     return HTTPProblem(
         415,
         "unsupported_media_type",
-        f"Content-Type {media!r} is not accepted: send application/json (or {CE_JSON}, {CE_BATCH})",
+        f"{what}: send Content-Type: application/json (or {CE_JSON}, {CE_BATCH})",
     )
 
 
@@ -277,8 +367,15 @@ def _queried_event(query: QueryParams, body: Any) -> Event[Any]:
     """
     unknown = sorted(set(query) - set(_SEED_QUERY))
     if unknown:
-        raise HTTPProblem(422, "invalid", f"unknown query parameter(s): {', '.join(unknown)}")
+        names = ", ".join(map(repr, unknown))
+        raise HTTPProblem(
+            422,
+            "invalid",
+            f"unknown query parameter(s) {names}: known are {', '.join(_SEED_QUERY)}",
+        )
     fields = {name: query[name] for name in _SEED_QUERY if name in query}
+    for name, value in fields.items():
+        require_printable(value, ["query", name])
     if "event_type" not in fields:
         if type(body) is dict:
             body.update(fields)

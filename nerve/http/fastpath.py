@@ -56,6 +56,8 @@ class IntakeFastPath:
             # Answered here, with the problem body every other answer has: the framework's
             # error middleware would answer in plain text, or not at all when this runs
             # ahead of it.
-            log.exception("intake failed on %s %s", scope["method"], scope["path"])
+            log.exception("intake failed on %s %r", scope["method"], scope["path"])
             response = internal_error().response()
+        if intake.origins.cors:  # a page of an allowed origin reads the answer
+            response.headers.update(intake.origins.cors_headers(headers))
         await response(scope, receive, send)

@@ -1,8 +1,8 @@
 """``Intake``: what every endpoint shares, and the two ends of a request through it.
 
-The bus, the settings, the API keys and the metrics; at one end the one refusal path (an
-:class:`~nerve.http.problems.HTTPProblem` counted and answered), at the other the publish
-of what was accepted.
+The bus, the settings, the API keys, the allowed origins and the metrics; at one end the
+one refusal path (an :class:`~nerve.http.problems.HTTPProblem` counted and answered), at
+the other the publish of what was accepted.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from starlette.types import Receive
 from nerve.bus import EventBus
 from nerve.events import Event
 from nerve.exceptions import BusClosed, BusFull, NerveError
-from nerve.http.bodies import parse_json, read_body
+from nerve.http.bodies import BodyDeadlines, parse_json, read_body
 from nerve.http.keys import APIKeys
+from nerve.http.origins import Origins
 from nerve.http.problems import HTTPProblem
 from nerve.http.settings import HTTPSettings
 from nerve.observe.metrics import Metrics
@@ -40,6 +41,8 @@ class Intake:
         self.settings = settings
         self.metrics = metrics
         self.keys = APIKeys(settings)
+        self.origins = Origins(settings.allowed_origins, keyless=self.keys.open)
+        self.deadlines = BodyDeadlines(settings.body_timeout)
         self._accepted: dict[str, Any] = {}
 
     # refusing
@@ -63,21 +66,24 @@ class Intake:
     # checks
 
     def authorize(self, headers: Mapping[str, str], *, admin: bool = False) -> None:
-        """Let the request through if it carries a key for this endpoint.
+        """Let the request through if no foreign page sent it and it carries a key for
+        this endpoint.
 
         Raises:
-            HTTPProblem: 401 without a valid key, 403 with an event key at an admin
-                endpoint.
+            HTTPProblem: 403 from a page of a foreign origin, 401 without a valid key,
+                403 with an event key at an admin endpoint.
         """
+        self.origins.check(headers)
         self.keys.authorize(headers, admin=admin)
 
     async def body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
-        """The request body, refused past ``max_body_bytes`` without reading it all.
+        """The request body, refused past ``max_body_bytes`` without reading it all, or
+        when it takes longer than ``body_timeout``.
 
         Raises:
-            HTTPProblem: 413 too large, 400 bad Content-Length.
+            HTTPProblem: 413 too large, 408 too slow, 400 bad Content-Length.
         """
-        return await read_body(headers, receive, self.settings.max_body_bytes)
+        return await read_body(headers, receive, self.settings.max_body_bytes, self.deadlines)
 
     def parse(self, body: bytes) -> Any:
         """The JSON in ``body``.

@@ -18,8 +18,13 @@ def media_type_of(headers: Mapping[str, str]) -> str:
 
 
 def is_json(media: str) -> bool:
-    """JSON, a +json type, or no Content-Type at all (taken as JSON)."""
-    return media in ("", "application/json") or media.endswith("+json")
+    """``application/json`` or a ``+json`` type.
+
+    A request without a Content-Type is not taken as JSON: a web page may send one to any
+    site without the browser asking that site first (a CORS preflight), which it must do
+    for ``application/json``. Refusing it keeps other sites' pages from posting here.
+    """
+    return media == "application/json" or media.endswith("+json")
 
 
 def json_response(

@@ -2,20 +2,37 @@
 
 A problem is a status, a stable machine-readable ``error`` code, a sentence for people,
 and for validation the field and reason of each error. Endpoints raise it; the route
-class (:mod:`nerve.http.routes`) and the fast path (:mod:`nerve.http.fastpath`) hand it
+class (:mod:`nerve.http.routers`) and the fast path (:mod:`nerve.http.fastpath`) hand it
 to :meth:`~nerve.http.intake.Intake.refuse`, which counts it and answers with
 :meth:`HTTPProblem.response`, so the routers work mounted in any app (exception handlers
 belong to apps, not routers).
+
+Validation errors say what a pattern means in words, never the regex itself.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import Response
 from pydantic import ValidationError
 
+from nerve import constants
 from nerve.http.media import json_response
+
+#: The rule behind each pattern the app validates with, in words.
+PATTERN_WORDS = {
+    constants.PRINTABLE_RE: "must be printable: no control characters or line breaks",
+    constants.EVENT_TYPE_RE: "must be dot-separated segments of lower-case letters, digits, "
+    "_ and - (e.g. support.ticket.created)",
+}
+#: The words for a string that is not printable, whichever field it is.
+NOT_PRINTABLE = PATTERN_WORDS[constants.PRINTABLE_RE]
+_PRINTABLE = re.compile(constants.PRINTABLE_RE)
+_SAME_NAMES: Mapping[str, str] = MappingProxyType({})
 
 
 class HTTPProblem(Exception):
@@ -53,15 +70,75 @@ class HTTPProblem(Exception):
         return json_response(body, self.status, self.headers)
 
 
-def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> HTTPProblem:
-    """A 422 naming each invalid field and why."""
-    errors = [
-        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+def validation_problem(
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), names: Mapping[str, str] = _SAME_NAMES
+) -> HTTPProblem:
+    """A 422 naming each invalid field and why.
+
+    Args:
+        exc: what pydantic found.
+        prefix: where the validated value sits in the request (``("body", 3)``).
+        names: the request's names for model fields (a CloudEvent's ``id`` is the
+            event's ``event_id``), so the errors name what the sender sent.
+    """
+    return errors_problem(exc.errors(include_url=False, include_input=False), prefix, names)
+
+
+def errors_problem(
+    found: Iterable[Mapping[str, Any]],
+    prefix: tuple[str | int, ...] = (),
+    names: Mapping[str, str] = _SAME_NAMES,
+) -> HTTPProblem:
+    """A 422 from pydantic-style errors (``loc``, ``msg``, ``type``, ``ctx``)."""
+    errors = []
+    for error in found:
+        if error["type"] == "default_factory_not_called":
+            # Not an error of its own: Event.correlation_id's default reads the validated
+            # event_id, and pydantic skips it (reporting it) once any field before failed.
+            continue
+        loc = [
+            *prefix,
+            *(names.get(part, part) if type(part) is str else part for part in error["loc"]),
+        ]
+        msg = error["msg"]
+        words = PATTERN_WORDS.get((error.get("ctx") or {}).get("pattern", ""))
+        if error["type"] == "string_pattern_mismatch" and words:
+            msg = f"{field_name(loc)} {words}"
+        errors.append({"loc": loc, "msg": msg, "type": error["type"]})
+    if not errors:  # cannot happen with pydantic's errors; never an empty 422 all the same
+        return HTTPProblem(422, "invalid", "the request is not valid")
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return HTTPProblem(422, "invalid", f"{where}: {first['msg']}", errors=errors)
+
+
+def field_name(loc: Iterable[str | int]) -> str:
+    """The innermost name in ``loc`` (``["body", 3, "event_id"]`` -> ``event_id``)."""
+    named = [part for part in loc if type(part) is str]
+    return named[-1] if named else "the value"
+
+
+def require_printable(value: str, loc: list[str | int]) -> None:
+    """Refuse a request-supplied string that would reach an event or a log with a control
+    character or a line break in it (a newline would let a sender write a fake log line).
+
+    Raises:
+        HTTPProblem: 422 naming the field, in words.
+    """
+    if not _PRINTABLE.match(value):
+        raise not_printable(loc)
+
+
+def not_printable(loc: list[str | int]) -> HTTPProblem:
+    """The 422 for a request-supplied string with a control character or a line break."""
+    msg = f"{field_name(loc)} {NOT_PRINTABLE}"
+    where = ".".join(str(part) for part in loc)
+    return HTTPProblem(
+        422,
+        "invalid",
+        f"{where}: {msg}",
+        errors=[{"loc": loc, "msg": msg, "type": "string_pattern_mismatch"}],
+    )
 
 
 def internal_error() -> HTTPProblem:

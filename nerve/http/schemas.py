@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from nerve import constants
@@ -14,14 +15,37 @@ __all__ = [
     "BatchAccepted",
     "DeadLetter",
     "DeadLetters",
+    "EventIdPath",
+    "EventIdQuery",
     "EventIn",
     "EventStatusOut",
     "FieldError",
     "Problem",
     "Purged",
+    "SubscriptionQuery",
     "json_body",
     "problem_responses",
     "request_body",
+]
+
+
+#: An event id in a path: printable, as every event id is (else 422, said in words).
+EventIdPath = Annotated[
+    str, Path(pattern=constants.PRINTABLE_RE, description="Printable: no control characters.")
+]
+EventIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=constants.PRINTABLE_RE,
+        description="Only this event's entries. Printable: no control characters.",
+    ),
+]
+SubscriptionQuery = Annotated[
+    str | None,
+    Query(
+        pattern=constants.PRINTABLE_RE,
+        description="Only this subscription's entry (default: every one). Printable.",
+    ),
 ]
 
 

@@ -1,18 +1,28 @@
-"""What ``nerve serve`` runs: one app for the buses it is given, on every worker process.
+"""What ``nerve serve`` runs: one app for the buses it is given, on every worker process,
+and the server's limits.
 
 uvicorn starts each worker process from an import string, so the targets travel in the
 environment (``NERVE_SERVE_APPS``) and :func:`app_from_env` builds the app in each one.
+:func:`server_options` are uvicorn's options: the bounded protocol
+(:mod:`nerve.http.protocol`), the connection limit, the keep-alive time, and loopback only
+when no API key is configured.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 from starlette.types import ASGIApp
 
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError
 from nerve.http.app import create_app, intake_first
+from nerve.http.keys import APIKeys
+from nerve.http.origins import is_loopback
+from nerve.http.protocol import BoundedHttpToolsProtocol
+from nerve.http.settings import HTTPSettings
 from nerve.loading import load_bus
 
 #: The environment variable carrying ``nerve serve``'s targets to its worker processes.
@@ -35,3 +45,32 @@ def app_from_env() -> ASGIApp:
     """The app for the targets in ``NERVE_SERVE_APPS`` (comma-separated), intake first."""
     targets = [t for t in os.environ.get(APPS_VARIABLE, "").split(",") if t]
     return intake_first(create_app(combine(targets)))
+
+
+def server_options(settings: HTTPSettings, host: str) -> dict[str, Any]:
+    """uvicorn's options for ``settings``: limits, timeouts, the bounded protocol.
+
+    With no API key configured every endpoint is open: only a loopback ``host`` is
+    served then, and it is said on stderr at start.
+
+    Raises:
+        ConfigurationError: no API key, and ``host`` is not a loopback address.
+    """
+    if APIKeys(settings).open:
+        if not is_loopback(host):
+            raise ConfigurationError(
+                f"no API key is configured (NERVE_API_KEYS), so every endpoint is open: "
+                f"nerve serve listens on loopback only (127.0.0.1, ::1, localhost), not on "
+                f"{host}. Set NERVE_API_KEYS to serve other hosts"
+            )
+        sys.stderr.write(
+            f"WARNING: no API key is configured (NERVE_API_KEYS): every endpoint is open to "
+            f"whoever reaches {host}; listening on loopback only\n"
+        )
+    return {
+        "http": BoundedHttpToolsProtocol,
+        "ws": "none",  # no WebSocket endpoint: no upgrade taken
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,  # if run with h11
+    }

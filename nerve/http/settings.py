@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 #: One MiB: the default ``max_body_bytes`` (GitHub caps webhook payloads at 25 MB, but
 #: an event is not a file upload).
 MIB = 1024 * 1024
+#: orjson refuses to parse JSON nested deeper than this: ``max_json_depth`` stays within it.
+ORJSON_MAX_DEPTH = 1024
 
 
 def _split(value: Any) -> Any:
@@ -45,8 +47,9 @@ class HTTPSettings(BaseSettings):
     )
     admin_api_keys: Secrets = Field(
         default_factory=list,
-        description="Bearer keys for status, dead letters and replay; an event key then "
-        "gets 403 there. Empty: the event keys are admin keys too.",
+        description="Bearer keys for dead letters, replay and the dashboard; an event key "
+        "then gets 403 there (an event key still reads an event's status). Empty: the event "
+        "keys are admin keys too.",
     )
     github_webhook_secret: Secrets = Field(
         default_factory=list, description="GitHub webhook secret(s) for POST /webhooks/github."
@@ -67,7 +70,10 @@ class HTTPSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=MIB, ge=1, description="Largest request body (413).")
     max_json_depth: int = Field(
-        default=32, ge=1, description="Deepest nesting of objects and arrays in a body (422)."
+        default=32,
+        ge=1,
+        le=ORJSON_MAX_DEPTH,
+        description="Deepest nesting of objects and arrays in a body (422).",
     )
     max_batch: int = Field(default=1000, ge=1, description="Most events in one batch (413).")
     publish_timeout: float = Field(
@@ -78,12 +84,47 @@ class HTTPSettings(BaseSettings):
     retry_after: int = Field(
         default=1, ge=1, description="Retry-After seconds sent with 503 (saturated bus)."
     )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port]) whose pages may call this app "
+        "from another site, comma-separated; '*' allows any. A page of this app's own "
+        "origin (the dashboard) needs none.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request's whole body may take to arrive (408 after).",
+    )
+    # What nerve serve hands its server (uvicorn): create_app itself does not read these.
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="nerve serve: largest request line and headers of a request (431).",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="nerve serve: seconds a request's line and headers may take to arrive, "
+        "from the connection or the request's first byte (408, then closed).",
+    )
+    keep_alive_timeout: int = Field(
+        default=5,
+        ge=1,
+        description="nerve serve: seconds an idle connection is kept between requests.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="nerve serve: connections (or requests in flight) a worker process "
+        "takes at once; past it new requests are answered 503.",
+    )
 
     @field_validator(
         "api_keys",
         "admin_api_keys",
         "github_webhook_secret",
         "stripe_webhook_secret",
+        "allowed_origins",
         mode="before",
     )
     @classmethod

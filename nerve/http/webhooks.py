@@ -14,7 +14,10 @@ endpoint               event_type                                  event_id     
 =====================  ==========================================  ==================  =========
 
 The payload is the whole JSON body, as the provider sent it. Provider names become
-event-type segments with :func:`segment` (``pullRequest`` -> ``pull_request``).
+event-type segments with :func:`nerve.events.segment` (``pullRequest`` -> ``pull_request``).
+Header values that become the event's id must be printable (no control characters or line
+breaks: they reach logs). A body without a Content-Type is taken as JSON here: a signed
+request cannot come from another site's page.
 
 A provider with no secret answers 404 and names the variable to set; its route is then
 left out of the OpenAPI schema, which describes what this app serves.
@@ -32,11 +35,11 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import SecretStr, ValidationError
 
 from nerve import constants
-from nerve.events import Event
+from nerve.events import Event, dotted, segment
 from nerve.http import routers
 from nerve.http.intake import Intake
 from nerve.http.media import is_json, json_response, media_type_of
-from nerve.http.problems import HTTPProblem, validation_problem
+from nerve.http.problems import HTTPProblem, require_printable, validation_problem
 from nerve.http.schemas import Accepted, json_body, problem_responses
 from nerve.http.settings import HTTPSettings
 from nerve.http.signatures import (
@@ -50,26 +53,10 @@ from nerve.http.signatures import (
 FORM = "application/x-www-form-urlencoded"
 #: Sources with their own endpoint, so not Standard Webhooks source names.
 RESERVED_SOURCES = frozenset({"github", "stripe"})
-_RESPONSES = problem_responses(400, 401, 404, 413, 415, 422, 503)
+_RESPONSES = problem_responses(400, 401, 403, 404, 408, 413, 415, 422, 503)
 _SEGMENT = re.compile(constants.SEGMENT_RE)
-# Word boundaries inside camelCase and acronyms: "paymentIntent", "HTTPRequest".
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_OUTSIDE_SEGMENT = re.compile(r"[^a-z0-9_-]+")
-
-
-def segment(name: str) -> str:
-    """A provider's name as one event-type segment: snake_case in ``[a-z0-9_-]``.
-
-    ``"pull_request"`` stays, ``"paymentIntent"`` becomes ``"payment_intent"``, runs of
-    other characters become one ``_``; ``""`` when nothing is left.
-    """
-    snake = _CAMEL.sub("_", name.strip()).lower()
-    return _OUTSIDE_SEGMENT.sub("_", snake).strip("_")
-
-
-def dotted(name: str) -> str:
-    """A provider's dotted type (``"invoice.paid"``) as event-type segments; ``""`` if none."""
-    return ".".join(part for part in map(segment, name.split(".")) if part)
+#: Fields a form-encoded GitHub delivery may have (it has one, ``payload``).
+FORM_FIELDS = 16
 
 
 def routes(intake: Intake) -> APIRouter:
@@ -120,6 +107,7 @@ def routes(intake: Intake) -> APIRouter:
         Takes either content type GitHub sends: ``application/json`` or
         ``application/x-www-form-urlencoded`` (the JSON in the ``payload`` field).
         """
+        intake.origins.check(request.headers)
         if not github_keys:
             raise _not_configured("GitHub", "NERVE_GITHUB_WEBHOOK_SECRET")
         body = await intake.body(request.headers, request.receive)
@@ -128,6 +116,7 @@ def routes(intake: Intake) -> APIRouter:
         name = segment(headers.get("x-github-event", ""))
         delivery = headers.get("x-github-delivery", "").strip()
         _require_headers(("X-GitHub-Event", name), ("X-GitHub-Delivery", delivery))
+        require_printable(delivery, ["header", "X-GitHub-Delivery"])
         data = _github_data(intake, request, body)
         action = data.get("action") if isinstance(data, dict) else None
         event_type = f"github.{name}"
@@ -156,6 +145,7 @@ def routes(intake: Intake) -> APIRouter:
     )
     async def stripe(request: Request) -> Response:
         """Verify a Stripe event and publish it as ``stripe.<type>`` with its ``evt_`` id."""
+        intake.origins.check(request.headers)
         if not stripe_keys:
             raise _not_configured("Stripe", "NERVE_STRIPE_WEBHOOK_SECRET")
         body = await intake.body(request.headers, request.receive)
@@ -203,6 +193,7 @@ def routes(intake: Intake) -> APIRouter:
 
         ``<type>`` is the body's ``type`` field (``<source>.webhook`` without one).
         """
+        intake.origins.check(request.headers)
         keys = standard_keys.get(source)
         if keys is None:
             raise HTTPProblem(
@@ -225,10 +216,12 @@ def routes(intake: Intake) -> APIRouter:
             )
         )
         _require_json(request)
+        msg_id = headers["webhook-id"]
+        require_printable(msg_id, ["header", "webhook-id"])
         data = intake.parse(body)
         kind = data.get("type") if isinstance(data, dict) else None
         suffix = dotted(kind) if isinstance(kind, str) else ""
-        event = _event(f"{source}.{suffix or 'webhook'}", data, headers["webhook-id"], source)
+        event = _event(f"{source}.{suffix or 'webhook'}", data, msg_id, source)
         await intake.publish([event], "webhook")
         return _accepted(event)
 
@@ -302,7 +295,7 @@ def _require_headers(*headers: tuple[str, str]) -> None:
 
 def _require_json(request: Request) -> None:
     media = media_type_of(request.headers)
-    if not is_json(media):
+    if media and not is_json(media):  # none: JSON (signed, so no page of another site)
         raise HTTPProblem(
             415,
             "unsupported_media_type",
@@ -313,12 +306,20 @@ def _require_json(request: Request) -> None:
 def _github_data(intake: Intake, request: Request, body: bytes) -> Any:
     media = media_type_of(request.headers)
     if media == FORM:
-        fields = parse_qs(body.decode("latin-1"), max_num_fields=16)
+        try:
+            fields = parse_qs(body.decode("latin-1"), max_num_fields=FORM_FIELDS)
+        except ValueError:  # more fields than that
+            raise HTTPProblem(
+                400,
+                "bad_request",
+                f"a form-encoded delivery has one field, payload; this one has more than "
+                f"{FORM_FIELDS}",
+            ) from None
         payload = fields.get("payload")
         if not payload:
             raise HTTPProblem(400, "invalid_json", "a form-encoded delivery has a payload field")
         return intake.parse(payload[0].encode())
-    if not is_json(media):
+    if media and not is_json(media):  # none: JSON (signed, so no page of another site)
         raise HTTPProblem(
             415,
             "unsupported_media_type",

@@ -13,6 +13,8 @@ from nerve.http import HTTPSettings, create_app
 KEY = "test-key-1"
 ADMIN_KEY = "test-admin-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+#: A raw body's headers: a body must say it is JSON (httpx's json= says so itself).
+JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 

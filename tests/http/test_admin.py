@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from nerve import Event, EventBus, Reject
 from nerve.http import HTTPSettings, create_app, router
 from tests.conftest import FAST, drop_redis_keys, eventually
-from tests.http.conftest import ADMIN, AUTH, KEY, serve
+from tests.http.conftest import ADMIN, AUTH, JSON_AUTH, KEY, serve
 
 
 def flaky_bus() -> tuple[EventBus, dict[str, Any]]:
@@ -142,8 +142,8 @@ async def test_metrics_count_a_known_workload() -> None:
         batch = [{"event_type": "payment.refunded", "payload": {"id": 10 + n}} for n in range(3)]
         assert (await client.post("/events/batch", json=batch, headers=AUTH)).status_code == 202
         assert (await client.post("/events", json={"event_type": "a.b"})).status_code == 401
-        assert (await client.post("/events", content=b"{", headers=AUTH)).status_code == 400
-        assert (await client.post("/events", content=b"{", headers=AUTH)).status_code == 400
+        assert (await client.post("/events", content=b"{", headers=JSON_AUTH)).status_code == 400
+        assert (await client.post("/events", content=b"{", headers=JSON_AUTH)).status_code == 400
         await bus.join(5)
         response = await client.get("/metrics")
         assert response.status_code == 200

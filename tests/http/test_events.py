@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -222,7 +223,8 @@ async def test_cloudevents_batch_mode(app: Client, path: str) -> None:
             415,
             "JSON",
         ),
-        ({"specversion": "1.0", "id": "x", "source": "s", "type": "BAD TYPE"}, 422, "type"),
+        # A CloudEvents type is any string (BAD TYPE is one), but one with nothing to route on.
+        ({"specversion": "1.0", "id": "x", "source": "s", "type": "..."}, 422, "type"),
     ],
 )
 async def test_bad_cloudevents_are_refused(
@@ -303,7 +305,18 @@ async def test_body_size_limit_is_413_with_or_without_content_length() -> None:
         (b'{"event_type": 5}', "application/json", 422, "invalid"),
         (b"[1, 2]", "application/json", 422, "invalid"),
         (b'"just a string"', "application/json", 422, "invalid"),
-        (b'{"event_type": "a.b", "payload": ' + b"[" * 40 + b"]" * 40 + b"}", "", 422, "too_deep"),
+        (
+            b'{"event_type": "a.b", "payload": ' + b"[" * 40 + b"]" * 40 + b"}",
+            "application/json",
+            422,
+            "too_deep",
+        ),
+        # Past orjson's own limit (1024 levels), as the docs say: 422 too_deep, not 400.
+        (b"[" * 5000 + b"]" * 5000, "application/json", 422, "too_deep"),
+        (b"[" * 5000, "application/json", 422, "too_deep"),
+        # No Content-Type: a page of any site may send that without asking (no preflight).
+        (b'{"event_type": "a.b"}', "", 415, "unsupported_media_type"),
+        (b'{"event_type": "a.b"}', "text/plain", 415, "unsupported_media_type"),
         (b'{"event_type": "a.b", "payload": {"x": NaN}}', "application/json", 400, "invalid_json"),
         (b'{"event_type": "a.b", "event_id": ""}', "application/json", 422, "invalid"),
     ],
@@ -403,3 +416,273 @@ async def test_status_shows_pending_then_dead_lettered() -> None:
         dead = (await client.get("/events/p-1", headers=AUTH)).json()
         assert dead["subscriptions"] == {"picky": "dead_lettered"}
         assert dead["settled"] is True
+
+
+# malformed CloudEvents: a 4xx with a problem body, never a 500
+
+CE_JSON = {**AUTH, "content-type": "application/cloudevents+json"}
+CE_BATCH = {**AUTH, "content-type": "application/cloudevents-batch+json"}
+PRINTABLE = "must be printable: no control characters or line breaks"
+
+
+def cloudevent(**attributes: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": "ce-1", "source": "s", "type": "a.b", "data": {}} | (
+        attributes
+    )
+
+
+@pytest.mark.parametrize(
+    "packed", [5, "5", "null", "[1,2]", "true", '"text"', '{"a": 1}', "{", {"a": "b"}, [1]]
+)
+@pytest.mark.parametrize("mode", ["structured", "batch", "binary"])
+async def test_a_malformed_nervemetadata_is_a_422(app: Client, packed: Any, mode: str) -> None:
+    client, bus, seen = app
+    if mode == "structured":
+        ce = cloudevent(nervemetadata=packed)
+        response = await client.post("/events", content=json.dumps(ce), headers=CE_JSON)
+        where: list[str | int] = ["body", "nervemetadata"]
+    elif mode == "batch":
+        batch = [cloudevent(id="fine"), cloudevent(id="bad", nervemetadata=packed)]
+        response = await client.post("/events/batch", content=json.dumps(batch), headers=CE_BATCH)
+        where = ["body", 1, "nervemetadata"]
+    else:
+        if isinstance(packed, dict):
+            return  # a JSON object of strings as a header is what nerve writes: valid
+        value = packed if isinstance(packed, str) else json.dumps(packed)
+        headers = {
+            **AUTH,
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": "ce-1",
+            "ce-source": "s",
+            "ce-type": "a.b",
+            "ce-nervemetadata": quote(value),
+        }
+        response = await client.post("/events", json={}, headers=headers)
+        where = ["body", "nervemetadata"]
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["error"] == "invalid"
+    assert "nervemetadata must be a JSON object of strings" in problem["detail"]
+    assert [e["loc"] for e in problem["errors"]] == [where]
+    await bus.join(5)
+    assert seen == []
+
+
+# request-supplied strings: printable, said in words
+
+
+def _no_line_break(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 422, response.text
+    problem: dict[str, Any] = response.json()
+    assert problem["error"] == "invalid"
+    assert "\n" not in problem["detail"]
+    assert "\r" not in problem["detail"]
+    assert "[^" not in response.text  # words, not a regex
+    assert "should match" not in response.text
+    return problem
+
+
+async def test_an_event_id_with_a_line_break_is_a_422_in_words(app: Client) -> None:
+    client, bus, seen = app
+    body = {"event_type": "a.b", "event_id": "forged\nINFO all good"}
+    problem = _no_line_break(await client.post("/events", json=body, headers=AUTH))
+    assert "event_id must be printable: no control characters or line breaks" in problem["detail"]
+    assert problem["errors"] == [
+        {
+            "loc": ["body", "event_id"],
+            "msg": f"event_id {PRINTABLE}",
+            "type": "string_pattern_mismatch",
+        }
+    ]
+    batch = [{"event_type": "a.b"}, {"event_type": "a.b", "causation_id": "x\x1b[31m"}]
+    problem = _no_line_break(await client.post("/events/batch", json=batch, headers=AUTH))
+    assert problem["errors"][0]["loc"] == ["body", 1, "causation_id"]
+    assert problem["errors"][0]["msg"] == f"causation_id {PRINTABLE}"
+    await bus.join(5)
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("event_type=a.b&event_id=a%0Ab", "event_id"),
+        ("event_type=a.b&source=s%0D%0Ax", "source"),
+        ("event_type=a.b&correlation_id=%E2%80%A8", "correlation_id"),
+        ("event_id=a%0Ab", "event_id"),  # nerve's JSON with the id in the query
+    ],
+)
+async def test_query_strings_with_a_line_break_are_a_422_in_words(
+    app: Client, query: str, field: str
+) -> None:
+    client, bus, seen = app
+    body = {"event_type": "a.b"} if query.startswith("event_id") else {"n": 1}
+    problem = _no_line_break(await client.post(f"/events?{query}", json=body, headers=AUTH))
+    assert problem["errors"] == [
+        {"loc": ["query", field], "msg": f"{field} {PRINTABLE}", "type": "string_pattern_mismatch"}
+    ]
+    await bus.join(5)
+    assert seen == []
+
+
+async def test_an_unknown_query_parameter_is_named_without_its_line_break(app: Client) -> None:
+    client, _bus, seen = app
+    response = await client.post("/events?event_type=a.b&x%0Ay=1", json={}, headers=AUTH)
+    problem = _no_line_break(response)
+    assert "'x\\ny'" in problem["detail"]
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"id": "a\nb"}, "id"),
+        ({"source": "s\r\nforged"}, "source"),
+        ({"time": "2026\n"}, "time"),
+        ({"region": "eu\u2028"}, "region"),
+        ({"subject": "\x00"}, "subject"),
+        ({"correlationid": "a\nb"}, "correlationid"),
+    ],
+)
+async def test_cloudevent_attributes_with_a_line_break_are_a_422_in_words(
+    app: Client, attributes: dict[str, Any], field: str
+) -> None:
+    client, bus, seen = app
+    ce = cloudevent(**attributes)
+    problem = _no_line_break(await client.post("/events", content=json.dumps(ce), headers=CE_JSON))
+    assert problem["errors"][0]["loc"] == ["body", field]
+    assert problem["errors"][0]["msg"] == f"{field} {PRINTABLE}"
+    await bus.join(5)
+    assert seen == []
+
+
+@pytest.mark.parametrize(("header", "field"), [("ce-id", "id"), ("ce-unit", "unit")])
+async def test_binary_cloudevent_headers_are_percent_decoded_then_checked(
+    app: Client, header: str, field: str
+) -> None:
+    client, bus, seen = app
+    headers = {
+        **AUTH,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "ce-1",
+        "ce-source": "s",
+        "ce-type": "a.b",
+        header: "forged%0AINFO%20ok",
+    }
+    problem = _no_line_break(await client.post("/events", json={}, headers=headers))
+    assert problem["errors"][0]["msg"] == f"{field} {PRINTABLE}"
+    await bus.join(5)
+    assert seen == []
+
+
+async def test_ids_in_paths_and_queries_with_a_line_break_are_a_422_in_words(app: Client) -> None:
+    client, _bus, _seen = app
+    problem = _no_line_break(await client.get("/events/a%0Ab", headers=AUTH))
+    assert problem["errors"][0]["loc"] == ["path", "event_id"]
+    assert problem["detail"] == f"path.event_id: event_id {PRINTABLE}"
+    for request in (
+        client.get("/dlq?event_id=a%0Ab", headers=ADMIN),
+        client.get("/dlq?subscription=a%0Ab", headers=ADMIN),
+        client.post("/dlq/a%0Ab/replay", headers=ADMIN),
+        client.delete("/dlq/a%0Ab", headers=ADMIN),
+    ):
+        _no_line_break(await request)
+
+
+async def test_a_422_names_only_the_fields_really_invalid(app: Client) -> None:
+    client, _bus, _seen = app
+    response = await client.post("/events", json={"event_type": "Not Valid"}, headers=AUTH)
+    rule = (
+        "event_type must be dot-separated segments of lower-case letters, digits, _ and - "
+        "(e.g. support.ticket.created)"
+    )
+    assert response.json()["errors"] == [
+        {"loc": ["body", "event_type"], "msg": rule, "type": "string_pattern_mismatch"}
+    ]
+    assert response.json()["detail"] == f"body.event_type: {rule}"
+    seed = await client.post("/events?event_type=Not+Valid", json={}, headers=AUTH)
+    assert [e["loc"] for e in seed.json()["errors"]] == [["query", "event_type"]]
+
+
+# CloudEvents fidelity: every attribute reaches the handler, any type is taken
+
+
+@pytest.mark.parametrize(
+    ("kind", "event_type"),
+    [
+        ("Microsoft.Storage.BlobCreated", "microsoft.storage.blob_created"),
+        (
+            "google.cloud.pubsub.topic.v1.messagePublished",
+            "google.cloud.pubsub.topic.v1.message_published",
+        ),
+        ("com.example.object.deleted.v2", "com.example.object.deleted.v2"),
+        ("BAD TYPE", "bad_type"),
+    ],
+)
+async def test_a_cloudevent_keeps_every_attribute_and_any_type(
+    app: Client, kind: str, event_type: str
+) -> None:
+    client, _bus, seen = app
+    ce = cloudevent(
+        type=kind,
+        subject="mycontainer/blob.txt",
+        dataschema="https://example.com/schemas/blob.json",
+        datacontenttype="application/json; charset=utf-8",
+        region="eu",
+    )
+    response = await client.post("/events", content=json.dumps(ce), headers=CE_JSON)
+    assert response.status_code == 202, response.text
+    await eventually(lambda: len(seen) == 1)
+    event = seen[0]
+    assert event.event_type == event_type
+    expected = {
+        "subject": "mycontainer/blob.txt",
+        "dataschema": "https://example.com/schemas/blob.json",
+        "datacontenttype": "application/json; charset=utf-8",
+        "region": "eu",
+    }
+    if kind != event_type:
+        expected["ce-type"] = kind
+    assert event.metadata == expected
+    back = event.to_cloudevent()
+    assert (back["type"], back["subject"], back["dataschema"]) == (
+        kind,
+        "mycontainer/blob.txt",
+        "https://example.com/schemas/blob.json",
+    )
+
+
+async def test_a_binary_cloudevent_keeps_its_subject_and_type(app: Client) -> None:
+    client, _bus, seen = app
+    headers = {
+        **AUTH,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "b-1",
+        "ce-source": "/storage",
+        "ce-type": "Microsoft.Storage.BlobCreated",
+        "ce-subject": "blobs/a%20b.txt",
+    }
+    response = await client.post("/events", json={"size": 3}, headers=headers)
+    assert response.status_code == 202, response.text
+    await eventually(lambda: len(seen) == 1)
+    assert seen[0].event_type == "microsoft.storage.blob_created"
+    assert seen[0].metadata == {
+        "subject": "blobs/a b.txt",
+        "ce-type": "Microsoft.Storage.BlobCreated",
+    }
+
+
+async def test_a_cloudevent_type_error_states_the_rule_in_words(app: Client) -> None:
+    client, _bus, _seen = app
+    response = await client.post(
+        "/events", content=json.dumps(cloudevent(type="...")), headers=CE_JSON
+    )
+    assert response.status_code == 422
+    problem = response.json()
+    assert "type must name the kind of event" in problem["detail"]
+    assert "Microsoft.Storage.BlobCreated -> microsoft.storage.blob_created" in problem["detail"]
+    assert "should match" not in response.text
+    assert "[A-Za-z" not in response.text
+    assert problem["errors"][0]["loc"] == ["body", "type"]

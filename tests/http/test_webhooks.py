@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from nerve import Event, EventBus
+from nerve.events import dotted, segment
 from nerve.http import HTTPSettings, create_app
 from nerve.http.signatures import (
     SignatureError,
@@ -30,7 +31,6 @@ from nerve.http.signatures import (
     verify_standard,
     verify_stripe,
 )
-from nerve.http.webhooks import dotted, segment
 from tests.conftest import eventually
 from tests.http.conftest import serve
 
@@ -356,6 +356,49 @@ async def test_github_form_encoded_delivery(app: Client) -> None:
     assert response.status_code == 202, response.text
     await eventually(lambda: len(seen) == 1)
     assert (seen[0].event_type, seen[0].payload) == ("github.push", payload)
+
+
+@pytest.mark.parametrize("count", [16, 17, 200])
+async def test_a_signed_form_delivery_with_many_fields_is_a_400_problem(
+    app: Client, count: int
+) -> None:
+    # parse_qs(max_num_fields=16) raised ValueError past 16 fields: a 500 in plain text.
+    client, _bus, seen = app
+    fields = {"payload": json.dumps({"ref": "main"}), **{f"f{n}": "x" for n in range(count)}}
+    body = urlencode(fields).encode()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "many-fields",
+        "X-Hub-Signature-256": sign_github(body, GITHUB_SECRET.encode()),
+    }
+    response = await client.post("/webhooks/github", content=body, headers=headers)
+    assert response.headers["content-type"] == "application/json"
+    answer = refused(response, 400, "bad_request")
+    assert "payload" in answer["detail"]
+    assert seen == []
+
+
+async def test_webhook_ids_from_headers_must_be_printable(app: Client) -> None:
+    client, _bus, seen = app
+    body, headers = github_request({}, delivery="d-1\x7fforged")
+    answer = refused(
+        await client.post("/webhooks/github", content=body, headers=headers), 422, "invalid"
+    )
+    assert answer["detail"] == (
+        "header.X-GitHub-Delivery: X-GitHub-Delivery must be printable: no control "
+        "characters or line breaks"
+    )
+    body, headers = standard_request({"type": "a"}, msg_id="msg\x85forged")
+    raw = {k.encode(): v.encode() for k, v in headers.items()}  # the id as utf-8, as signed
+    answer = refused(await client.post("/webhooks/acme", content=body, headers=raw), 422, "invalid")
+    assert answer["errors"][0]["loc"] == ["header", "webhook-id"]
+    body, headers = stripe_request({**STRIPE_EVENT, "id": "evt_1\nforged"})
+    answer = refused(
+        await client.post("/webhooks/stripe", content=body, headers=headers), 422, "invalid"
+    )
+    assert "event_id must be printable" in answer["detail"]
+    assert seen == []
 
 
 async def test_github_rotation_accepts_every_configured_secret(app: Client) -> None:
@@ -749,7 +792,9 @@ def test_openapi_documents_configured_webhooks_only() -> None:
             "202",
             "400",
             "401",
+            "403",
             "404",
+            "408",
             "413",
             "415",
             "422",
