@@ -71,8 +71,8 @@ no ready message, and nothing delivered here is unsettled. AMQP does not report 
 process's unacknowledged deliveries, so a bus's ``join`` does not wait for them.
 
 RabbitMQ holds no store: the bus's store is ``store`` (a store URL, URL-encoded if it has
-its own query) or ``NERVE_STORE_URL``; without either, each process keeps its idempotency
-marks and dead letters in memory, which is only good for one process.
+its own query) or ``NERVE_STORE_URL``; without either, a SQLite file in the state
+directory (``{NERVE_STATE_DIR}/nerve-{prefix}.db``), shared by the processes of one host.
 
 URL options (query string): ``prefix``, ``store``, ``prefetch`` (deliveries a process
 holds per subscription), ``delivery_limit`` (returns before parking; 0: no limit). Other
