@@ -14,13 +14,12 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    ModelWrapValidatorHandler,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
+from pydantic_core import ErrorDetails
 from typing_extensions import TypeVar
 
 from nerve import constants
@@ -184,23 +183,6 @@ class Event(BaseModel, Generic[PayloadT]):
         _JSON.validate_python(value)
         return value
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _no_spurious_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # correlation_id's default reads the validated event_id: once any field before it
-        # fails, pydantic reports correlation_id as an error of its own
-        # (default_factory_not_called), a field the caller never sent. On that (error)
-        # path only, validate again with a correlation_id: the real errors alone remain.
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            if type(data) is not dict or "correlation_id" in data:
-                raise
-            if all(e["type"] != "default_factory_not_called" for e in exc.errors()):
-                raise
-            handler({**data, "correlation_id": ""})  # raises the other errors
-            raise
-
     @property
     def chain_depth(self) -> int:
         """How many handlers stand between this event and the root of its chain."""
@@ -313,3 +295,11 @@ def _unpacked(packed: Any) -> dict[str, str]:
             f"{constants.CE_METADATA} must be a JSON object of strings, as nerve writes it"
         )
     return cast(dict[str, str], value)
+
+
+def real_errors(exc: ValidationError) -> list[ErrorDetails]:
+    """``exc``'s errors without the one pydantic adds for ``correlation_id`` when any
+    field before it failed (``default_factory_not_called``): its default reads the
+    validated ``event_id``, so it is skipped, not wrong. What the HTTP edge and the CLI
+    show. (A model validator dropping it would cost every event a Python call.)"""
+    return [e for e in exc.errors() if e["type"] != "default_factory_not_called"]

@@ -67,6 +67,8 @@ class SubscriptionRunner:
             and subscription.payload_model is None
             and not subscription.blocking
         )
+        # The handler as an async one, typed once here (a cast per event costs a call).
+        self._handler = cast(Callable[[Event[Any]], Awaitable[object]], subscription.handler)
         self._buffer: deque[Delivery] = deque()
         self._keyed: dict[Hashable, deque[Delivery]] = {}
         self._held = 0  # deliveries waiting behind their ordering key
@@ -307,7 +309,7 @@ class SubscriptionRunner:
                 started = time.perf_counter() if observers else 0.0
                 try:
                     if self._direct:
-                        await cast(Awaitable[object], sub.handler(event))
+                        await self._handler(event)
                     else:
                         await self._invoke(event)
                 except AlreadyHandled:
@@ -432,7 +434,7 @@ class SubscriptionRunner:
             # In a thread, with this task's context (nerve.current() works there).
             await asyncio.to_thread(handler, arg)
         else:
-            await cast(Awaitable[object], handler(arg))
+            await self._handler(arg)
 
     async def _failed(self, event: Event[Any], exc: Exception, attempt: int) -> float | None:
         """Record a failed attempt; return the delay before a retry, or None if dead-lettered."""

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from nerve import Event
 from nerve.constants import CE_UNSET_SOURCE
-from nerve.events import new_event_id, utc_now
+from nerve.events import new_event_id, real_errors, utc_now
 
 segment = st.from_regex(r"\A[a-z0-9_-]{1,8}\Z")
 #: Any text Python strings can carry through pydantic: no lone surrogates (category Cs),
@@ -123,7 +123,7 @@ def test_only_the_invalid_fields_are_reported(
     # for a bad event_type named a correlation_id the sender never sent.
     with pytest.raises(ValidationError) as caught:
         Event.model_validate(fields)
-    assert [e["loc"] for e in caught.value.errors()] == invalid
+    assert [e["loc"] for e in real_errors(caught.value)] == invalid
     assert caught.value.title == "Event"
 
 

@@ -54,9 +54,10 @@ def serve(
     accepted is lost across restarts and several --workers share them.
     """
     import uvicorn  # only this command needs the server
+    from uvicorn.supervisors import Multiprocess
 
     from nerve.http.app import create_app, intake_first
-    from nerve.http.serve import APPS_VARIABLE, combine, server_options
+    from nerve.http.serve import ServedApps, combine, server_options
     from nerve.http.settings import HTTPSettings
 
     url = url or os.environ.get("NERVE_URL", SERVE_DEFAULT_URL)
@@ -80,18 +81,16 @@ def serve(
     if workers == 1:
         uvicorn.run(intake_first(create_app(bus)), **options, timeout_graceful_shutdown=grace)
         return
-    # Each worker process builds its own app from the targets (uvicorn imports a string).
-    # uvicorn spawns the workers, which inherit this process's environment: the one way
-    # to hand them the targets and the URL, so here (only) the environment is written.
-    os.environ[APPS_VARIABLE] = ",".join(targets)
-    os.environ["NERVE_URL"] = url
-    uvicorn.run(
-        "nerve.http.serve:app_from_env",
+    # Each worker process builds its own app: uvicorn pickles the config, with its app
+    # factory (ServedApps: the targets and the URL), into every process it spawns.
+    config = uvicorn.Config(
+        ServedApps(tuple(targets), url),
         factory=True,
         workers=workers,
         **options,
         timeout_graceful_shutdown=grace,
     )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def worker(

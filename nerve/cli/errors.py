@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 
 from nerve import constants
 from nerve.cli.output import printable
+from nerve.events import real_errors
 
 #: Longest input quoted in a message.
 _INPUT_CHARS = 80
@@ -30,7 +31,7 @@ def describe(exc: ValidationError, names: Mapping[str, str] | None = None) -> st
     """
     if names is None:
         names = variables_of(exc.title)
-    return "; ".join(_one(error, names) for error in exc.errors(include_url=False))
+    return "; ".join(_one(error, names) for error in real_errors(exc))
 
 
 def variables_of(title: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """What ``nerve serve`` runs: one app for the buses it is given, on every worker process,
 and the server's limits.
 
-uvicorn starts each worker process from an import string, so the targets travel in the
-environment (``NERVE_SERVE_APPS``) and :func:`app_from_env` builds the app in each one.
+uvicorn hands each worker process its configuration, pickled; its app is a
+:class:`ServedApps`, a factory that builds the app in each process from the targets and
+the URL it carries (no environment variable is written to reach them).
 :func:`server_options` are uvicorn's options: the bounded protocol
 (:mod:`nerve.http.protocol`), the connection limit, the keep-alive time, and loopback only
 when no API key is configured.
@@ -10,8 +11,8 @@ when no API key is configured.
 
 from __future__ import annotations
 
-import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -24,9 +25,7 @@ from nerve.http.origins import is_loopback
 from nerve.http.protocol import BoundedHttpToolsProtocol
 from nerve.http.settings import HTTPSettings
 from nerve.loading import load_bus
-
-#: The environment variable carrying ``nerve serve``'s targets to its worker processes.
-APPS_VARIABLE = "NERVE_SERVE_APPS"
+from nerve.settings import environment_override
 
 
 def combine(targets: list[str]) -> EventBus:
@@ -41,10 +40,23 @@ def combine(targets: list[str]) -> EventBus:
     return host
 
 
-def app_from_env() -> ASGIApp:
-    """The app for the targets in ``NERVE_SERVE_APPS`` (comma-separated), intake first."""
-    targets = [t for t in os.environ.get(APPS_VARIABLE, "").split(",") if t]
-    return intake_first(create_app(combine(targets)))
+@dataclass(frozen=True)
+class ServedApps:
+    """The app factory of ``nerve serve --workers N``: picklable, so uvicorn hands it to
+    each worker process it spawns, where calling it builds that process's app.
+
+    Attributes:
+        targets: ``module:attribute`` of each bus, as given on the command line.
+        url: the transport URL the apps' ``EventBus()`` take (``--url`` or NERVE_URL).
+    """
+
+    targets: tuple[str, ...]
+    url: str
+
+    def __call__(self) -> ASGIApp:
+        with environment_override(url=self.url):  # as the apps are imported
+            bus = combine(list(self.targets))
+        return intake_first(create_app(bus))
 
 
 def server_options(settings: HTTPSettings, host: str) -> dict[str, Any]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.main import get_command
@@ -141,3 +143,35 @@ def test_commands_given_a_url_leave_the_environment(
         assert found.exit_code == 0, found.output
         assert json.loads(found.stdout)["event_type"] == event_type
     assert dict(os.environ) == before
+
+
+def test_serve_with_several_workers_hands_them_their_apps_without_the_environment(
+    tmp_path: Path, make_app: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn's supervisor is stood in for (it would serve for good): what it is given
+    # must carry the targets and the URL to the workers, pickled, and nothing is written
+    # to os.environ on the way.
+    handed: list[bytes] = []
+
+    class Supervisor:
+        def __init__(self, config: Any, sockets: list[Any]) -> None:
+            handed.append(pickle.dumps(config.app))
+            for sock in sockets:
+                sock.close()
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr("uvicorn.supervisors.Multiprocess", Supervisor)
+    url = f"sqlite:///{tmp_path}/bus.db"
+    before = dict(os.environ)
+    app = make_app()
+    result = CliRunner().invoke(
+        build_app(), ["serve", app, "--workers", "2", "--url", url, "--port", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert dict(os.environ) == before
+    (factory,) = [pickle.loads(data) for data in handed]  # noqa: S301  # our own bytes
+    assert (factory.targets, factory.url) == ((app,), url)
+    built = factory()  # as each worker process does
+    assert callable(built)

@@ -117,3 +117,27 @@ def test_serve_refuses_several_workers_on_an_in_process_bus() -> None:
     result = nerve("serve", "tests.apps.slow", "--workers", "2", env=environment("memory://"))
     assert result.returncode == 2
     assert "2 workers cannot share memory://" in result.stderr
+
+
+def test_several_workers_build_their_apps_from_the_command_line(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    # The targets and --url reach each worker process inside uvicorn's pickled config
+    # (nerve.http.serve.ServedApps), not through the environment: NERVE_URL here names
+    # another file, which must stay untouched.
+    log = tmp_path / "slow.log"
+    elsewhere = tmp_path / "elsewhere.db"
+    env = environment(f"sqlite:///{elsewhere}", SLOW_LOG=str(log), SLOW_SECONDS="0")
+    output = tmp_path / "serve.out"
+    url = f"sqlite:///{tmp_path}/bus.db"
+    process, base = start(env, "tests.apps.slow", "--workers", "2", "--url", url, output=output)
+    processes.append(process)
+    batch = [{"event_type": "slow.job", "payload": {"n": n}} for n in range(10)]
+    assert httpx.post(f"{base}/events/batch", json=batch).status_code == 202
+    wait_for(lambda: len([x for x in lines(log) if x.startswith("done")]) == 10, 20, "handled")
+    assert (tmp_path / "bus.db").exists()
+    assert not elsewhere.exists()
+    started = "Application startup complete."
+    wait_for(lambda: output.read_text().count(started) == 2, 20, "both worker processes up")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
