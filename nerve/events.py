@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Self, cast
 
 from pydantic import (
@@ -15,17 +16,17 @@ from pydantic import (
     Field,
     JsonValue,
     TypeAdapter,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import ErrorDetails
 from typing_extensions import TypeVar
 
 from nerve import constants
 
 # The default is Any for the type checker (``event.payload["id"]`` needs no narrowing);
 # at run time an unparametrised Event still validates its payload as a JSON value.
+#: A pydantic error, as ``ValidationError.errors()`` or FastAPI give them.
+E = TypeVar("E", bound=Mapping[str, object])
 PayloadT = TypeVar("PayloadT", default=Any)
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
@@ -297,9 +298,9 @@ def _unpacked(packed: Any) -> dict[str, str]:
     return cast(dict[str, str], value)
 
 
-def real_errors(exc: ValidationError) -> list[ErrorDetails]:
-    """``exc``'s errors without the one pydantic adds for ``correlation_id`` when any
-    field before it failed (``default_factory_not_called``): its default reads the
+def real_errors(errors: Iterable[E]) -> list[E]:
+    """``errors`` (pydantic's) without the one pydantic adds for ``correlation_id`` when
+    any field before it failed (``default_factory_not_called``): its default reads the
     validated ``event_id``, so it is skipped, not wrong. What the HTTP edge and the CLI
     show. (A model validator dropping it would cost every event a Python call.)"""
-    return [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
+    return [e for e in errors if e["type"] != "default_factory_not_called"]

@@ -31,7 +31,7 @@ def describe(exc: ValidationError, names: Mapping[str, str] | None = None) -> st
     """
     if names is None:
         names = variables_of(exc.title)
-    return "; ".join(_one(error, names) for error in real_errors(exc))
+    return "; ".join(_one(error, names) for error in real_errors(exc.errors(include_url=False)))
 
 
 def variables_of(title: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from fastapi import Response
 from pydantic import ValidationError
 
 from nerve import constants
+from nerve.events import real_errors
 from nerve.http.media import json_response
 
 #: The rule behind each pattern the app validates with, in words.
@@ -91,11 +92,7 @@ def errors_problem(
 ) -> HTTPProblem:
     """A 422 from pydantic-style errors (``loc``, ``msg``, ``type``, ``ctx``)."""
     errors = []
-    for error in found:
-        if error["type"] == "default_factory_not_called":
-            # Not an error of its own: Event.correlation_id's default reads the validated
-            # event_id, and pydantic skips it (reporting it) once any field before failed.
-            continue
+    for error in real_errors(found):
         loc = [
             *prefix,
             *(names.get(part, part) if type(part) is str else part for part in error["loc"]),

@@ -114,6 +114,14 @@ class Transport(ABC):
 
     #: The ``store=`` option of the transport's URL: where the bus keeps its state.
     store_url: str | None = None
+    #: The broker cannot hold nerve's state (it needs lookups by event id: RabbitMQ,
+    #: Kafka): by default the state goes to a SQLite file named for :attr:`prefix` in the
+    #: state directory (``{NERVE_STATE_DIR}/nerve-{prefix}.db``, default
+    #: ``~/.local/state/nerve``), durable and shared by the processes of one host. Workers
+    #: on several hosts need a shared store: PostgreSQL or Redis.
+    state_on_host: ClassVar[bool] = False
+    #: What the transport's names on the broker start with (``prefix`` URL option).
+    prefix: str = "nerve"
     #: The settings it was made with (:meth:`from_url`); None: the environment's.
     settings: Settings | None = None
 
@@ -150,7 +158,10 @@ class Transport(ABC):
 
     def own_store_url(self) -> str | None:
         """The store this transport's broker holds by its nature (its own URL for Redis,
-        its file for SQLite), or None when it has none."""
+        its file for SQLite), the state directory's file (:attr:`state_on_host`), or None
+        when it has none."""
+        if self.state_on_host:
+            return (self.settings or Settings()).state_store_url(self.prefix)
         return None
 
     @classmethod

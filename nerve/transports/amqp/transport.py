@@ -89,6 +89,7 @@ class AMQPTransport(Transport):
     """
 
     durable = True
+    state_on_host = True  # no lookups by event id: nerve's state goes to a file
     name = "AMQP"
     #: wait_idle polls this often, and wants this many idle looks in a row: a message between
     #: two places (dead-lettered from a wait queue, or pushed to a consumer but not yet read)
@@ -140,17 +141,6 @@ class AMQPTransport(Transport):
         transport = cls(url)
         transport.settings = settings
         return transport
-
-    def own_store_url(self) -> str:
-        """A SQLite file named for the prefix, in the state directory.
-
-        RabbitMQ cannot hold the store (it needs lookups by event id), so a bus on it with
-        no ``store=`` argument and no ``NERVE_STORE_URL`` keeps its done marks and dead
-        letters in ``{NERVE_STATE_DIR}/nerve-{prefix}.db`` (default state directory:
-        ``~/.local/state/nerve``): durable and shared by the processes of one host.
-        Workers on several hosts need a shared store: PostgreSQL or Redis.
-        """
-        return (self.settings or Settings()).state_store_url(self.prefix)
 
     # lifecycle
 

@@ -64,6 +64,7 @@ class KafkaTransport(Transport):
     """
 
     durable = True
+    state_on_host = True  # no lookups by event id: nerve's state goes to a file
     name = "Kafka"
     idle_poll = 0.05
 
@@ -93,17 +94,6 @@ class KafkaTransport(Transport):
         transport = cls(url)
         transport.settings = settings
         return transport
-
-    def own_store_url(self) -> str:
-        """A SQLite file named for the prefix, in the state directory.
-
-        Kafka cannot hold the store (it needs lookups by event id), so a bus on Kafka with
-        no ``store=`` argument and no ``NERVE_STORE_URL`` keeps its done marks and dead
-        letters in ``{NERVE_STATE_DIR}/nerve-{prefix}.db`` (default state directory:
-        ``~/.local/state/nerve``): durable and shared by the processes of one host.
-        Workers on several hosts need a shared store: PostgreSQL or Redis.
-        """
-        return (self.settings or Settings()).state_store_url(self.prefix)
 
     # lifecycle
 
