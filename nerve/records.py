@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nerve.events import Event
+from nerve.matching import match_key
 
 __all__ = [
     "AttemptError",
@@ -23,7 +24,9 @@ __all__ = [
     "OutcomeRow",
     "OutcomeState",
     "PublishedRow",
+    "Timer",
     "TraceNode",
+    "WaitRecord",
 ]
 
 
@@ -38,6 +41,10 @@ class DeliveryState(StrEnum):
     """At least one attempt failed; a retry is scheduled."""
     DEAD_LETTERED = "dead_lettered"
     """All attempts failed (or the event was rejected); it waits in the dead letter queue."""
+    WAITING = "waiting"
+    """The handler is suspended in ``wait_for``: a matching event or the timeout resumes it."""
+    SCHEDULED = "scheduled"
+    """Published with a delay: handed to the transport when due."""
 
 
 class AttemptError(BaseModel):
@@ -95,7 +102,7 @@ class DeadLetter(BaseModel):
 
 # the event log
 
-OutcomeState = Literal["done", "retrying", "dead_lettered"]
+OutcomeState = Literal["done", "retrying", "dead_lettered", "waiting", "cancelled"]
 
 #: One outcome as the recorder buffers and the store writes it: (subscription, event_id,
 #: attempt, state, ended_at (unix time), seconds, error type or None, error message or None).
@@ -112,7 +119,8 @@ class Outcome(BaseModel):
     subscription: str
     attempt: int = Field(description="1 for the first attempt")
     state: OutcomeState = Field(
-        description="done; retrying (failed, will be retried); dead_lettered (failed, gave up)"
+        description="done; retrying (failed, will be retried); dead_lettered (failed, gave "
+        "up); waiting (suspended in wait_for); cancelled (bus.cancel or cancel_on)"
     )
     ended_at: datetime
     seconds: float = Field(description="how long the handler ran")
@@ -173,3 +181,53 @@ class TraceNode(BaseModel):
 
     record: EventRecord
     children: list[TraceNode] = Field(default_factory=list, description="oldest first")
+
+
+# time and waiting
+
+
+class Timer(BaseModel):
+    """Something due at a time, kept in the store (:class:`nerve.stores.base.Timers`).
+
+    The id says what it is (``event:...`` a delayed event, ``wait:...`` a wait's timeout
+    or answer, ``schedule:...`` a schedule's next firing); the body is JSON for it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    timer_id: str
+    due: float = Field(description="unix time")
+    body: str
+
+
+class WaitRecord(BaseModel):
+    """A handler suspended in ``wait_for``, as the store indexes it.
+
+    ``match`` maps paths of the awaited event (``payload.refund_id``, ``correlation_id``)
+    to the values they must have; the store finds waits by ``(event_type, match key)``
+    (:func:`nerve.matching.match_key`), one lookup per shape of match in use.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    wait_id: str
+    subscription: str
+    name: str = Field(description="the wait's name within its run (wait:1, or given)")
+    event: Event[Any] = Field(description="the event whose handling is suspended")
+    event_type: str = Field(description="the awaited event's type")
+    match: dict[str, Any] = Field(default_factory=dict)
+    since: float = Field(description="events published from this unix time on can answer it")
+    deadline: float | None = Field(default=None, description="unix time it times out")
+    kind: Literal["wait", "cancel"] = "wait"
+    info: dict[str, Any] = Field(default_factory=dict, description="what it is for (shown)")
+    created_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Its match key (see :mod:`nerve.matching`)."""
+        return match_key(self.match)
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The paths it matches on, sorted."""
+        return tuple(sorted(self.match))

@@ -24,6 +24,11 @@ class every backend subclasses (one backend implements every contract):
 - :class:`SubscriptionRegistry`: the **declared subscriptions** (name -> pattern) of every
   bus that connected with this store, kept for good, so a publisher-only bus knows them.
 - :class:`Transactions`: a database transaction committed with a done mark.
+- :class:`Timers`: things due at a time (delayed events, schedules, waits' timeouts and
+  answers), each claimed by one process at a time with a lease.
+- :class:`WaitStore`: the handlers suspended in ``nerve.wait_for``, indexed by the event
+  type and match key they wait for, so a published event finds its waits in one lookup
+  per shape of match, never a scan.
 
 Step results and counters are kept at least ``window`` seconds after their last write,
 and for as long as the pair has a dead letter, however long that is: a replay finds its
@@ -48,6 +53,8 @@ from nerve.records import (
     EventRecord,
     OutcomeRow,
     PublishedRow,
+    Timer,
+    WaitRecord,
 )
 from nerve.settings import Settings
 
@@ -61,7 +68,9 @@ __all__ = [
     "StepStore",
     "Store",
     "SubscriptionRegistry",
+    "Timers",
     "Transactions",
+    "WaitStore",
 ]
 
 #: Default idempotency window: a day.
@@ -245,6 +254,80 @@ class Transactions(ABC):  # noqa: B024  # one optional method: stores without it
         )
 
 
+class Timers(ABC):
+    """Things due at a time, by id; claimed by one process at a time with a lease.
+
+    A timer whose claim was not followed by :meth:`delete_timer` (its process died)
+    comes due again when the lease ends: whatever a timer does must be safe to do twice.
+    """
+
+    @abstractmethod
+    async def add_timer(self, timer: Timer, *, replace: bool = False) -> bool:
+        """Create ``timer`` unless one with its id exists (then return False and change
+        nothing); with ``replace``, create or overwrite it. True when written.
+
+        Atomic: of concurrent adds of one id without ``replace``, exactly one wins.
+        """
+
+    @abstractmethod
+    async def claim_timers(self, now: float, lease: float, limit: int) -> list[Timer]:
+        """Up to ``limit`` timers due at ``now`` or before, earliest first, each moved to
+        ``now + lease`` so that no other caller claims it meanwhile. The timers are
+        returned as they were before the move (their ``due`` is when they were due).
+
+        Atomic: concurrent claims never return the same timer.
+        """
+
+    @abstractmethod
+    async def delete_timer(self, timer_id: str) -> bool:
+        """Forget a timer; True if it existed."""
+
+    @abstractmethod
+    async def timers(self, prefix: str = "", limit: int = 100) -> list[Timer]:
+        """Timers whose id starts with ``prefix``, earliest due first."""
+
+    @abstractmethod
+    async def timer(self, timer_id: str) -> Timer | None:
+        """One timer, or None."""
+
+
+class WaitStore(ABC):
+    """Suspended handlers, indexed by what they wait for.
+
+    A wait is found by ``(event_type, key)`` where the key is
+    :func:`nerve.matching.match_key` of its match; the store also keeps, per event type,
+    the shapes (sorted path tuples) of the waits on it, so :meth:`waits_for` costs one
+    lookup per shape in use for the event's type.
+    """
+
+    @abstractmethod
+    async def add_wait(self, wait: WaitRecord) -> None:
+        """Index a wait (replacing one with the same ``wait_id``)."""
+
+    @abstractmethod
+    async def waits_for(self, events: Sequence[Event[Any]]) -> list[tuple[WaitRecord, Event[Any]]]:
+        """The waits each event matches: (wait, event) pairs, events in the order given.
+
+        Reads only; answering a wait is :meth:`Timers.add_timer` of its answer timer.
+        """
+
+    @abstractmethod
+    async def remove_wait(self, wait_id: str) -> bool:
+        """Forget a wait; True if it existed. A shape no wait has any more may be kept."""
+
+    @abstractmethod
+    async def waits(
+        self,
+        *,
+        subscription: str | None = None,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[WaitRecord]:
+        """Waits matching the filters (``event_id`` is the suspended run's event,
+        ``event_type`` the awaited one), oldest first."""
+
+
 class Store(
     PublishRecords,
     IdempotencyStore,
@@ -253,6 +336,8 @@ class Store(
     EventLog,
     SubscriptionRegistry,
     Transactions,
+    Timers,
+    WaitStore,
 ):
     """Every contract in one: what a backend implements and a bus is given.
 

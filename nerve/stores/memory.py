@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -9,6 +10,7 @@ from typing import Any, Self
 
 from nerve import clock
 from nerve.events import Event
+from nerve.matching import event_key
 from nerve.records import (
     AttemptError,
     DeadLetter,
@@ -17,6 +19,8 @@ from nerve.records import (
     Outcome,
     OutcomeRow,
     PublishedRow,
+    Timer,
+    WaitRecord,
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
@@ -109,6 +113,13 @@ class MemoryStore(Store):
         self._steps: dict[Pair, dict[str, str]] = {}
         self._counters: dict[Pair, dict[str, dict[str, float]]] = {}  # counter -> totals
         self._touched: dict[Pair, float] = {}  # last write of a pair's steps or counters
+        self._timers: dict[str, tuple[Timer, int]] = {}  # id -> (timer, version)
+        self._due: list[tuple[float, int, str]] = []  # heap of (due, version, id)
+        self._versions = itertools.count()
+        self._waits: dict[str, WaitRecord] = {}
+        # awaited event type -> shape -> key -> wait ids
+        self._wait_index: dict[str, dict[tuple[str, ...], dict[str, set[str]]]] = {}
+        self._waiting: dict[Pair, int] = {}  # waits per suspended pair (pins its steps)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
@@ -237,7 +248,7 @@ class MemoryStore(Store):
             if at >= horizon:
                 break
             del touched[old]
-            if old in self._dead:
+            if old in self._dead or old in self._waiting:
                 touched[old] = now
             else:
                 self._steps.pop(old, None)
@@ -305,6 +316,118 @@ class MemoryStore(Store):
         newer.reverse()
         taken = [self._record(*e) for e in newer[:limit]]
         return taken, (taken[-1].cursor if taken else after)
+
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        found = [
+            self._record(*entry)
+            for entry in self._log.values()
+            if entry[2] >= since and entry[1].event_type == event_type
+        ]
+        return found[:limit]
+
+    # timers: a dict and a heap of (due, version, id); stale heap entries are skipped
+
+    async def add_timer(self, timer: Timer, *, replace: bool = False) -> bool:
+        if not replace and timer.timer_id in self._timers:
+            return False
+        self._put_timer(timer)
+        return True
+
+    def _put_timer(self, timer: Timer) -> None:
+        version = next(self._versions)
+        self._timers[timer.timer_id] = (timer, version)
+        heapq.heappush(self._due, (timer.due, version, timer.timer_id))
+
+    async def claim_timers(self, now: float, lease: float, limit: int) -> list[Timer]:
+        claimed: list[Timer] = []
+        heap = self._due
+        while heap and len(claimed) < limit and heap[0][0] <= now:
+            _due, version, timer_id = heapq.heappop(heap)
+            found = self._timers.get(timer_id)
+            if found is None or found[1] != version:
+                continue  # deleted or moved since
+            timer = found[0]
+            claimed.append(timer)
+            self._put_timer(timer.model_copy(update={"due": now + lease}))
+        return claimed
+
+    async def delete_timer(self, timer_id: str) -> bool:
+        return self._timers.pop(timer_id, None) is not None
+
+    async def timers(self, prefix: str = "", limit: int = 100) -> list[Timer]:
+        found = [t for t, _v in self._timers.values() if t.timer_id.startswith(prefix)]
+        found.sort(key=lambda t: (t.due, t.timer_id))
+        return found[:limit]
+
+    async def timer(self, timer_id: str) -> Timer | None:
+        found = self._timers.get(timer_id)
+        return None if found is None else found[0]
+
+    # waits: by awaited type, then shape, then key
+
+    async def add_wait(self, wait: WaitRecord) -> None:
+        await self.remove_wait(wait.wait_id)
+        self._waits[wait.wait_id] = wait
+        by_shape = self._wait_index.setdefault(wait.event_type, {})
+        by_shape.setdefault(wait.shape, {}).setdefault(wait.key, set()).add(wait.wait_id)
+        pair = (wait.subscription, wait.event.event_id)
+        self._waiting[pair] = self._waiting.get(pair, 0) + 1
+
+    async def waits_for(self, events: Sequence[Event[Any]]) -> list[tuple[WaitRecord, Event[Any]]]:
+        found: list[tuple[WaitRecord, Event[Any]]] = []
+        index = self._wait_index
+        for event in events:
+            by_shape = index.get(event.event_type)
+            if not by_shape:
+                continue
+            for shape, by_key in by_shape.items():
+                key = event_key(event, shape)
+                if key is None:
+                    continue
+                for wait_id in by_key.get(key, ()):
+                    found.append((self._waits[wait_id], event))
+        return found
+
+    async def remove_wait(self, wait_id: str) -> bool:
+        wait = self._waits.pop(wait_id, None)
+        if wait is None:
+            return False
+        by_shape = self._wait_index[wait.event_type]
+        by_key = by_shape[wait.shape]
+        ids = by_key[wait.key]
+        ids.discard(wait_id)
+        if not ids:
+            del by_key[wait.key]
+            if not by_key:
+                del by_shape[wait.shape]
+                if not by_shape:
+                    del self._wait_index[wait.event_type]
+        pair = (wait.subscription, wait.event.event_id)
+        left = self._waiting[pair] - 1
+        if left:
+            self._waiting[pair] = left
+        else:
+            del self._waiting[pair]
+            if pair in self._touched:
+                self._touch(pair)  # its steps: kept another window from now
+        return True
+
+    async def waits(
+        self,
+        *,
+        subscription: str | None = None,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[WaitRecord]:
+        found = [
+            w
+            for w in self._waits.values()
+            if (subscription is None or w.subscription == subscription)
+            and (event_id is None or w.event.event_id == event_id)
+            and (event_type is None or w.event_type == event_type)
+        ]
+        return found if limit is None else found[:limit]
 
     async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
         self._declared.update(subscriptions)
