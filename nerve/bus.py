@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -17,9 +18,10 @@ from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
 from nerve.history import History, HistoryRecorder
 from nerve.observe import default_observers
 from nerve.observe.observer import Observer, Observers
-from nerve.records import DeliveryState
+from nerve.records import DeliveryState, Timer, WaitRecord
 from nerve.routing import matches
 from nerve.runner import SubscriptionRunner
+from nerve.schedules import CatchUp, Schedule
 from nerve.settings import Settings
 from nerve.settler import Settler
 from nerve.stores import store_from_url
@@ -34,9 +36,11 @@ from nerve.subscription import (
     default_name,
     key_func,
 )
+from nerve.timers import TimerService
 from nerve.transports import transport_from_url
 from nerve.transports.base import Delivery, Transport
 from nerve.urls import redact
+from nerve.waits import RecentEvents, RecentMatcher, WaitService
 from nerve.watchdog import LoopWatchdog
 
 log = logging.getLogger("nerve")
@@ -119,9 +123,26 @@ class EventBus:
         history = self.settings.history
         if history is None:  # the in-process bus pays ~25% of its top rate for the log
             history = self._transport.durable
+        # Waits look back in the event log; an in-process bus without one keeps a ring of
+        # its recent events instead (every publish goes through this process).
+        recent = None if history or self._transport.durable else RecentEvents()
+        self._waits = WaitService(
+            self._ready_store,
+            self._redeliver,
+            default_timeout=self.settings.wait_timeout,
+            max_timeout=self.settings.max_wait_timeout,
+            recent=recent,
+            lookback=bool(history) or recent is not None,
+        )
         if history:
-            self._recorder = HistoryRecorder(self._store, self.settings.history_retention)
+            self._recorder = HistoryRecorder(
+                self._store, self.settings.history_retention, logged=self._waits.match
+            )
             self._observers.add(self._recorder)
+        elif recent is not None:
+            self._observers.add(RecentMatcher(self._waits))
+        self._schedules: dict[str, Schedule] = {}
+        self._timers: TimerService | None = None
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self._ready_store, self._redeliver)
         #: The event log: events published, handler outcomes, declared subscriptions.
@@ -144,6 +165,7 @@ class EventBus:
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
         blocking: bool = False,
+        cancel_on: Sequence[tuple[str, str]] = (),
     ) -> Callable[[H], H]:
         """Decorate an async handler to subscribe it to ``pattern``.
 
@@ -163,6 +185,11 @@ class EventBus:
                 executor, so the event loop (every other handler, the HTTP intake)
                 goes on meanwhile. ``timeout`` still ends the attempt (the thread itself
                 runs on to its end: Python cannot stop a thread).
+            cancel_on: ``(event type, path)`` pairs, e.g.
+                ``[("order.cancelled", "payload.order_id")]``: an event of that type
+                whose value at the path equals the handled event's cancels the run while
+                it waits (``wait_for`` raises :class:`RunCancelled` in it) or retries
+                (its next attempt does not run). A cancelled run is settled as done.
         """
 
         def register(handler: H) -> H:
@@ -178,6 +205,7 @@ class EventBus:
                 payload_model=payload_model,
                 start_from=start_from,
                 blocking=blocking,
+                cancel_on=cancel_on,
             )
             return handler
 
@@ -197,6 +225,7 @@ class EventBus:
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
         blocking: bool = False,
+        cancel_on: Sequence[tuple[str, str]] = (),
     ) -> Subscription:
         """Subscribe ``handler`` to an event type or pattern (the seed's form).
 
@@ -240,9 +269,76 @@ class EventBus:
             start_from=start_from,
             payload_model=payload_model,
             blocking=blocking,
+            cancel_on=tuple((str(t), str(p)) for t, p in cancel_on),
         )
         self._subscriptions[sub_name] = subscription
         return subscription
+
+    def schedule(
+        self,
+        name: str,
+        when: str | timedelta,
+        event: Event[Any],
+        *,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+    ) -> Schedule:
+        """Publish ``event`` at every due time of ``when`` (a cron expression in ``tz``, or
+        a period), once per due time across every process running this bus.
+
+        ``event`` is a template: each firing is a copy with an id made of ``name`` and the
+        due time. ``catch_up`` says what happens to due times missed while no bus ran:
+        ``"latest"`` fires the latest of them once, ``"all"`` each, ``"skip"`` none (see
+        :mod:`nerve.schedules`). Running buses fire schedules; declare them before start.
+
+        Raises:
+            ValueError: a bad cron expression, period, time zone or name.
+            SubscriptionError: the name is taken, or the bus is running.
+        """
+        if self._state not in ("new", "connected"):
+            raise SubscriptionError("declare schedules before the bus starts")
+        if name in self._schedules:
+            raise SubscriptionError(f"a schedule named {name!r} exists already")
+        made = Schedule.make(name, when, event, tz=tz, catch_up=catch_up)
+        self._schedules[name] = made
+        return made
+
+    def every(
+        self,
+        when: str | timedelta,
+        *,
+        event_type: str,
+        payload: Any = None,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        **options: Any,
+    ) -> Callable[[H], H]:
+        """Decorate a handler to run at every due time of ``when`` (cron or period).
+
+        Subscribes the handler to ``event_type`` (``options`` as :meth:`on` takes them)
+        and schedules that event (see :meth:`schedule`); the schedule's name is the
+        subscription's.
+
+        Example:
+            ```python
+            @bus.every("*/5 * * * *", event_type="inbox.poll", tz="Europe/Paris")
+            async def poll(event: Event) -> None: ...
+            ```
+        """
+
+        def register(handler: H) -> H:
+            sub = self.subscribe(event_type, handler, name=name, **options)
+            self.schedule(
+                sub.name.replace(":", "."),
+                when,
+                Event(event_type=event_type, payload=payload),
+                tz=tz,
+                catch_up=catch_up,
+            )
+            return handler
+
+        return register
 
     def include(self, other: EventBus) -> None:
         """Take over the subscriptions of ``other`` (an app split over modules).
@@ -292,8 +388,22 @@ class EventBus:
 
     # publishing
 
-    async def publish(self, event: Event[Any], *, timeout: float | None = _UNSET) -> Event[Any]:
+    async def publish(
+        self,
+        event: Event[Any],
+        *,
+        timeout: float | None = _UNSET,
+        delay: timedelta | float | None = None,
+        at: datetime | None = None,
+    ) -> Event[Any]:
         """Hand an event to every matching subscription; return the event as published.
+
+        With ``delay`` (seconds or a timedelta) or ``at`` (an aware datetime), the event is
+        kept in the store and handed to the transport when due, by whichever running bus
+        claims it (within ``settings.timer_poll`` of the due time): durable on a durable
+        store, never early, its ``event_id`` fixed now (so ``status`` shows it
+        ``scheduled`` and :meth:`cancel_scheduled` can take it back). Scheduling the same
+        event id twice keeps the first.
 
         Inside a handler, the event is stamped with ``causation_id`` (the handled event)
         and ``correlation_id`` (its chain) unless it carries them already. Returns once the
@@ -307,12 +417,14 @@ class EventBus:
                 (the handler's own event is then dead-lettered, unless it catches this).
         """
         if self._host is not None:
-            return await self._host.publish(event, timeout=timeout)
+            return await self._host.publish(event, timeout=timeout, delay=delay, at=at)
         if self._state not in ("connected", "running", "stopping"):
             await self._connect()
         ctx = current()
         if ctx is not None and event.causation_id is None:
             event = self._caused_by(event, ctx.event)
+        if delay is not None or at is not None:
+            return await self._schedule_event(event, delay, at)
         if self._observers:
             event = self._observers.publishing(event)
         await self._store.record_published(event)
@@ -362,6 +474,83 @@ class EventBus:
             self._observers.published(batch)
         return batch
 
+    async def _schedule_event(
+        self, event: Event[Any], delay: timedelta | float | None, at: datetime | None
+    ) -> Event[Any]:
+        if delay is not None and at is not None:
+            raise ValueError("give publish a delay or a time (at), not both")
+        now = clock.time()
+        if at is not None:
+            if at.tzinfo is None:
+                raise ValueError("publish(at=...) takes an aware datetime (with a tz)")
+            due = at.timestamp()
+        else:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+            if seconds < 0:
+                raise ValueError(f"publish delay must be >= 0, got {seconds}s")
+            due = now + seconds
+        await self._store.record_published(event)
+        timer = Timer(timer_id=f"event:{event.event_id}", due=due, body=event.model_dump_json())
+        await self._store.add_timer(timer)
+        if self._timers is not None and due - now < self.settings.timer_poll:
+            self._timers.wake()
+        return event
+
+    async def cancel_scheduled(self, event_id: str) -> bool:
+        """Take back an event published with a delay that is not due yet; True if it was
+        still scheduled (then no subscription will get it)."""
+        if self._host is not None:
+            return await self._host.cancel_scheduled(event_id)
+        store = await self._ready_store()
+        return await store.delete_timer(f"event:{event_id}")
+
+    async def scheduled(self, limit: int = 100) -> list[tuple[Event[Any], datetime]]:
+        """Events published with a delay and not due yet, earliest first, with due times."""
+        store = await self._ready_store()
+        return [
+            (Event.model_validate_json(t.body), datetime.fromtimestamp(t.due, UTC))
+            for t in await store.timers("event:", limit)
+        ]
+
+    async def waits(
+        self,
+        *,
+        subscription: str | None = None,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        limit: int | None = 100,
+    ) -> list[WaitRecord]:
+        """Runs suspended in ``wait_for`` (their cancellation listeners left out), oldest
+        first: ``event_id`` is the run's event, ``event_type`` the awaited one."""
+        store = await self._ready_store()
+        found = await store.waits(
+            subscription=subscription, event_id=event_id, event_type=event_type, limit=None
+        )
+        waiting = [w for w in found if w.kind == "wait"]
+        return waiting if limit is None else waiting[:limit]
+
+    async def cancel(
+        self, event_id: str, subscription: str | None = None, *, reason: str = "cancelled"
+    ) -> int:
+        """Cancel the runs of an event that wait (``wait_for``) or retry: a waiting run
+        resumes into :class:`RunCancelled` (settled as done); a retrying one is settled
+        at its next attempt. Returns how many waiting or retrying runs were found."""
+        if self._host is not None:
+            return await self._host.cancel(event_id, subscription, reason=reason)
+        store = await self._ready_store()
+        states = await store.states(event_id)
+        runs: dict[str, Event[Any]] = {}
+        for wait in await store.waits(event_id=event_id, subscription=subscription):
+            runs[wait.subscription] = wait.event
+        record = await self.history.event(event_id)
+        for name, state in states.items():
+            retrying = state is DeliveryState.FAILED and subscription in (None, name)
+            if retrying and name not in runs and record is not None:
+                runs[name] = record.event
+        for name, run in runs.items():
+            await self._waits.cancel_run(name, run, reason=reason)
+        return len(runs)
+
     def _caused_by(self, event: Event[Any], parent: Event[Any]) -> Event[Any]:
         depth = parent.chain_depth + 1
         if depth > self.settings.chain_limit:
@@ -393,10 +582,27 @@ class EventBus:
         self._settler = Settler(self._store, self._transport, on_released=self._forget)
         self._runners = {
             name: SubscriptionRunner(
-                sub, self._transport, self._store, self._settler, Observers(self._observers.members)
+                sub,
+                self._transport,
+                self._store,
+                self._settler,
+                Observers(self._observers.members),
+                self._waits,
             )
             for name, sub in self._subscriptions.items()
         }
+        await self._install_schedules()
+        self._timers = TimerService(
+            self._store,
+            {
+                "event:": self._due_event,
+                "wait:": self._waits.on_timer,
+                "schedule:": self._due_schedule,
+            },
+            poll=self.settings.timer_poll,
+        )
+        self._waits.wake_timers = self._timers.wake
+        self._timers.start()
         if self._runners:
             self._watchdog = LoopWatchdog.acquire(self.settings.loop_watchdog)
         for runner in self._runners.values():
@@ -437,6 +643,10 @@ class EventBus:
             return
         grace = self.settings.shutdown_grace if grace is None else grace
         self._state = "stopping"
+        if self._timers is not None:
+            await self._timers.stop()
+            self._timers = None
+            self._waits.wake_timers = lambda: None
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners.values()))
         if self._settler is not None:
             await self._settler.close()
@@ -510,13 +720,18 @@ class EventBus:
             return await self._host.status(event_id)
         store = await self._ready_store()
         states = await store.states(event_id)
+        for wait in await store.waits(event_id=event_id):
+            if wait.kind == "wait" and states.get(wait.subscription) is not DeliveryState.DONE:
+                states[wait.subscription] = DeliveryState.WAITING
         event_type = await store.event_type(event_id)
         if event_type is not None:
             patterns = await store.subscriptions()
             patterns.update((sub.name, sub.pattern) for sub in self._subscriptions.values())
+            later = await store.timer(f"event:{event_id}") is not None
+            fresh = DeliveryState.SCHEDULED if later else DeliveryState.PENDING
             for name, pattern in patterns.items():
                 if name not in states and matches(pattern, event_type):
-                    states[name] = DeliveryState.PENDING
+                    states[name] = fresh
         return EventStatus(event_id=event_id, event_type=event_type, subscriptions=states)
 
     # internals
@@ -556,6 +771,35 @@ class EventBus:
         elif self._state == "stopped":
             await self._store.open()  # dead letters and status outlive the bus's run
         return self._store
+
+    async def _install_schedules(self) -> None:
+        """Store each schedule's timer, unless the same definition is there already (a
+        restart keeps its due time: nothing skipped, nothing repeated)."""
+        now = clock.time()
+        for sched in self._schedules.values():
+            stored = await self._store.timer(sched.timer_id)
+            if stored is not None and sched.same_as(stored):
+                continue
+            await self._store.add_timer(sched.timer(sched.next_after(now)), replace=True)
+
+    async def _due_event(self, timer: Timer) -> None:
+        """A delayed event is due: publish it, then forget its timer."""
+        event = Event.model_validate_json(timer.body)
+        if self._observers:
+            event = self._observers.publishing(event)
+        await self._store.record_published(event)
+        await self._transport.publish(event, timeout=self.settings.publish_timeout)
+        if self._observers:
+            self._observers.published((event,))
+        await self._store.delete_timer(timer.timer_id)
+
+    async def _due_schedule(self, timer: Timer) -> None:
+        """A schedule is due: publish its firing(s), then move its timer on."""
+        sched = Schedule.model_validate_json(timer.body)  # the stored definition rules
+        events, following = sched.firings(timer.due, clock.time())
+        if events:
+            await self.publish_many(events)
+        await self._store.add_timer(sched.timer(following), replace=True)
 
     async def _redeliver(self, event: Event[Any], subscription: str) -> None:
         if self._state not in ("connected", "running", "stopping"):

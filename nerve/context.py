@@ -7,10 +7,10 @@ handler spawns inherit the context, and with it the chain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nerve.events import Event
 from nerve.exceptions import NerveError
@@ -19,20 +19,43 @@ if TYPE_CHECKING:
     from nerve.stores.base import Store
 
 
+class Waiter(Protocol):
+    """What ``nerve.wait_for`` asks of the bus running the handler (``nerve.waits``)."""
+
+    async def wait(
+        self,
+        ctx: HandlerContext,
+        event_type: str,
+        match: Mapping[str, Any],
+        timeout: float | None,
+        name: str | None,
+        info: Mapping[str, Any],
+    ) -> Event[Any] | None: ...
+
+
 class HandlerContext:
     """The delivery a handler is running for: its event, subscription and attempt.
 
     ``extensions`` holds what layers above the core keep per attempt, by a key of their
     own (``nerve.llm`` keeps the attempt's model usage there: ``nerve.llm.usage()``).
+    ``waiter`` is the bus's wait service (``nerve.wait_for`` suspends through it).
     """
 
-    __slots__ = ("attempt", "event", "extensions", "store", "subscription")
+    __slots__ = ("attempt", "event", "extensions", "store", "subscription", "waiter")
 
-    def __init__(self, event: Event[Any], subscription: str, attempt: int, store: Store) -> None:
+    def __init__(
+        self,
+        event: Event[Any],
+        subscription: str,
+        attempt: int,
+        store: Store,
+        waiter: Waiter | None = None,
+    ) -> None:
         self.event = event
         self.subscription = subscription
         self.attempt = attempt
         self.store = store
+        self.waiter = waiter
         self.extensions: dict[str, Any] = {}
 
     def __repr__(self) -> str:

@@ -156,5 +156,10 @@ class ModelUnavailable(Retry):
     """
 
 
+class RunCancelled(HandlerError):
+    """The run was cancelled (``bus.cancel`` or a subscription's ``cancel_on``): raised by
+    ``wait_for`` in the resumed handler; the event is settled as done, not retried."""
+
+
 class HandlerTimeout(HandlerError, TimeoutError):
     """The handler ran longer than its subscription's ``timeout``; a retryable failure."""

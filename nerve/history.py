@@ -140,10 +140,18 @@ class HistoryRecorder(Observer):
     Args:
         store: where the history goes (the bus's store).
         retention: seconds records are kept; older ones are trimmed as time goes.
+        logged: called with each batch of events once it is in the log (the bus matches
+            them to waiting handlers then: see ``nerve.waits``).
     """
 
-    def __init__(self, store: EventLog, retention: float) -> None:
+    def __init__(
+        self,
+        store: EventLog,
+        retention: float,
+        logged: Callable[[Sequence[Event[Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
+        self._logged = logged
         self._retention = retention
         self._events: list[PublishedRow] = []
         self._outcomes: list[OutcomeRow] = []
@@ -162,12 +170,32 @@ class HistoryRecorder(Observer):
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
     ) -> None:
+        self._outcome(subscription, event, seconds, context, "done")
+
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self._outcome(subscription, event, seconds, context, "waiting")
+
+    def cancelled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self._outcome(subscription, event, seconds, context, "cancelled")
+
+    def _outcome(
+        self,
+        subscription: str,
+        event: Event[Any],
+        seconds: float,
+        context: HandlerContext,
+        state: str,
+    ) -> None:
         self._outcomes.append(
             (
                 subscription,
                 event.event_id,
                 context.attempt,
-                "done",
+                state,
                 clock.time(),
                 seconds,
                 None,
@@ -247,6 +275,11 @@ class HistoryRecorder(Observer):
                     len(events),
                     len(outcomes),
                 )
+            if events and self._logged is not None:
+                try:
+                    await self._logged([row[0] for row in events])
+                except Exception:
+                    log.exception("could not match %d events to waiting handlers", len(events))
         now = clock.time()
         if now - self._trimmed >= TRIM_EVERY:
             self._trimmed = now

@@ -21,13 +21,21 @@ from typing import Any, TypeVar, cast
 from nerve import clock, constants
 from nerve.context import HandlerContext, handling
 from nerve.events import Event
-from nerve.exceptions import AlreadyHandled, CrashLoop, HandlerTimeout, Reject, Retry
+from nerve.exceptions import (
+    AlreadyHandled,
+    CrashLoop,
+    HandlerTimeout,
+    Reject,
+    Retry,
+    RunCancelled,
+)
 from nerve.observe.observer import Observers
 from nerve.records import AttemptError, DeadLetter
 from nerve.settler import Settler, acknowledge
 from nerve.stores.base import Store
 from nerve.subscription import Subscription
 from nerve.transports.base import Delivery, Transport
+from nerve.waits import CANCELLED_STEP, Suspended, WaitService
 from nerve.watchdog import watch_frames_of
 
 log = logging.getLogger("nerve")
@@ -55,8 +63,10 @@ class SubscriptionRunner:
         store: Store,
         settler: Settler,
         observers: Observers | None = None,
+        waits: WaitService | None = None,
     ) -> None:
         self.subscription = subscription
+        self._waits = waits
         self._observers = observers or Observers()
         self._transport = transport
         self._store = store
@@ -298,11 +308,13 @@ class SubscriptionRunner:
         observers = self._observers
         try:
             if attempt > 1 and (
-                await self._dead_already(delivery) or await self._crash_loop(delivery)
+                await self._dead_already(delivery)
+                or await self._crash_loop(delivery)
+                or await self._cancelled_already(delivery)
             ):
                 return
             while True:
-                ctx = HandlerContext(event, sub.name, attempt, self._store)
+                ctx = HandlerContext(event, sub.name, attempt, self._store, self._waits)
                 token = handling.set(ctx)
                 if observers:
                     observers.started(sub.name, event, ctx)
@@ -315,11 +327,24 @@ class SubscriptionRunner:
                 except AlreadyHandled:
                     await delivery.ack()  # its transaction found another worker's mark
                     return
+                except Suspended:
+                    if observers:
+                        observers.waiting(sub.name, event, time.perf_counter() - started, ctx)
+                    await self._suspend(delivery, ctx)
+                    return
+                except RunCancelled:
+                    if observers:
+                        observers.cancelled(sub.name, event, time.perf_counter() - started, ctx)
+                    await self._finished(ctx)
+                    await self._settler.done(delivery)
+                    return
                 except Exception as exc:  # noqa: BLE001  # any handler failure is data
                     error = exc
                 else:
                     if observers:
                         observers.handled(sub.name, event, time.perf_counter() - started, ctx)
+                    if sub.cancel_on and (attempt > 1 or "nerve.waits" in ctx.extensions):
+                        await self._finished(ctx)
                     recent = self._recent
                     recent.add(event_id)
                     if len(recent) > self._recent_max:
@@ -333,6 +358,11 @@ class SubscriptionRunner:
                 delay = await self._failed(event, error, attempt)
                 if observers:
                     observers.failed(sub.name, event, error, seconds, ctx, retry_in=delay)
+                if sub.cancel_on:
+                    if delay is None:  # dead-lettered: it listens no more
+                        await self._finished(ctx)
+                    elif attempt == 1 and self._waits is not None:  # retried: it listens
+                        await self._waits.watch_cancel(self._store, event, sub.name, sub.cancel_on)
                 if delay is None:
                     await delivery.reject()
                     return
@@ -346,6 +376,41 @@ class SubscriptionRunner:
             waiter = active.pop(event_id, None)
             if waiter is not None:
                 waiter.set_result(None)
+
+    async def _suspend(self, delivery: Delivery, ctx: HandlerContext) -> None:
+        """The handler waits (``wait_for``): settle the delivery, holding nothing.
+
+        Acknowledged without a done mark: the wait's answer redelivers the event, and
+        the handler runs again then. With ``cancel_on``, the run listens for its
+        cancellation meanwhile.
+        """
+        sub = self.subscription
+        if sub.cancel_on and self._waits is not None:
+            await self._waits.watch_cancel(self._store, ctx.event, sub.name, sub.cancel_on)
+        await delivery.ack()
+
+    async def _finished(self, ctx: HandlerContext) -> None:
+        """The run ended: forget the cancellations it listened for."""
+        sub = self.subscription
+        if sub.cancel_on and self._waits is not None:
+            await self._waits.unwatch_cancel(self._store, ctx.event, sub.name, len(sub.cancel_on))
+
+    async def _cancelled_already(self, delivery: Delivery) -> bool:
+        """Whether this retried run was cancelled (``cancel_on``) meanwhile; then settle
+        it as done without running it. Asked only of subscriptions with ``cancel_on``."""
+        sub = self.subscription
+        if not sub.cancel_on:
+            return False
+        event = delivery.event
+        if await self._store.step_result(sub.name, event.event_id, CANCELLED_STEP) is None:
+            return False
+        log.info("%s: %s %s was cancelled", sub.name, event.event_type, event.event_id)
+        ctx = HandlerContext(event, sub.name, delivery.attempt, self._store, self._waits)
+        if self._observers:
+            self._observers.cancelled(sub.name, event, 0.0, ctx)
+        await self._finished(ctx)
+        await self._settler.done(delivery)
+        return True
 
     async def _dead_already(self, delivery: Delivery) -> bool:
         """Whether this redelivered event is dead-lettered here already; then settle it.

@@ -104,6 +104,22 @@ class Settings(BaseSettings):
         description="Record published events and handler outcomes in the store's event log "
         "(NERVE_HISTORY); by default on for durable transports, off for memory://.",
     )
+    wait_timeout: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Timeout of a wait_for given none, in seconds (NERVE_WAIT_TIMEOUT).",
+    )
+    max_wait_timeout: float = Field(
+        default=90 * 24 * 3600.0,
+        gt=0,
+        description="Longest timeout a wait_for may ask for, in seconds (NERVE_MAX_WAIT_TIMEOUT).",
+    )
+    timer_poll: float = Field(
+        default=0.25,
+        gt=0,
+        description="Seconds between a running bus's looks for due timers: delayed events, "
+        "schedules, waits' timeouts (NERVE_TIMER_POLL).",
+    )
     history_retention: float = Field(
         default=7 * 24 * 3600.0,
         gt=0,

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from nerve.events import Event
 from nerve.exceptions import PayloadInvalid, SubscriptionError
+from nerve.matching import check_paths
 from nerve.routing import validate_pattern
 
 Handler = Callable[[Any], Awaitable[object]] | Callable[[Any], object]
@@ -62,6 +63,9 @@ class Subscription:
     start_from: StartFrom = "earliest"
     payload_model: type[Any] | None = None
     blocking: bool = False
+    #: ``(event type, path)`` pairs: an event of that type whose value at ``path`` equals
+    #: the handled event's cancels the run while it waits or retries.
+    cancel_on: tuple[tuple[str, str], ...] = ()
     _event_class: type[Event[Any]] | None = field(default=None, repr=False)
     _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -73,6 +77,16 @@ class Subscription:
             raise SubscriptionError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.timeout is not None and self.timeout <= 0:
             raise SubscriptionError(f"timeout must be > 0 seconds, got {self.timeout}")
+        for event_type, path in self.cancel_on:
+            validate_pattern(event_type)
+            if any(c in event_type for c in "*#"):
+                raise SubscriptionError(
+                    f"cancel_on takes event types, not patterns: {event_type!r}"
+                )
+            try:
+                check_paths({path: None})
+            except ValueError as exc:
+                raise SubscriptionError(f"cancel_on: {exc}") from None
         if self.payload_model is None:
             self._event_class, self.payload_model = _declared_event_class(self.handler)
         elif self._event_class is None:

@@ -65,6 +65,16 @@ class Observer:
     ) -> None:
         """An attempt failed; ``retry_in`` seconds until the next, None if dead-lettered."""
 
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        """The handler suspended in ``wait_for``: the event waits, settled but not done."""
+
+    def cancelled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        """The run was cancelled (``bus.cancel``, ``cancel_on``): settled, not retried."""
+
     def blocked(self, subscription: str, event: Event[Any], seconds: float) -> None:
         """The subscription's handler held the event loop ``seconds`` (at least the loop
         watchdog's threshold) handling ``event``: nothing else ran meanwhile."""
@@ -96,6 +106,8 @@ class Observers(Observer):
         self._handled = self._hooks.get("handled", ())
         self._failed = self._hooks.get("failed", ())
         self._blocked = self._hooks.get("blocked", ())
+        self._waiting = self._hooks.get("waiting", ())
+        self._cancelled = self._hooks.get("cancelled", ())
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -147,6 +159,24 @@ class Observers(Observer):
             except Exception:
                 log.exception("observer hook %r failed", hook)
 
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        for hook in self._waiting:
+            try:
+                hook(subscription, event, seconds, context)
+            except Exception:
+                log.exception("observer hook %r failed", hook)
+
+    def cancelled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        for hook in self._cancelled:
+            try:
+                hook(subscription, event, seconds, context)
+            except Exception:
+                log.exception("observer hook %r failed", hook)
+
     def blocked(self, subscription: str, event: Event[Any], seconds: float) -> None:
         for hook in self._blocked:
             try:
@@ -155,4 +185,13 @@ class Observers(Observer):
                 log.exception("observer hook %r failed", hook)
 
 
-_HOOKS = ("publishing", "published", "started", "handled", "failed", "blocked")
+_HOOKS = (
+    "publishing",
+    "published",
+    "started",
+    "handled",
+    "failed",
+    "blocked",
+    "waiting",
+    "cancelled",
+)
