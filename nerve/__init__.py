@@ -25,6 +25,7 @@ from nerve.exceptions import (
     PublishError,
     Reject,
     Retry,
+    RunCancelled,
     StoreError,
     SubscriptionError,
     ToolNotAllowed,
@@ -32,12 +33,21 @@ from nerve.exceptions import (
 )
 from nerve.history import History
 from nerve.observe.observer import Observer
-from nerve.records import AttemptError, DeadLetter, DeliveryState, EventRecord, Outcome, TraceNode
+from nerve.records import (
+    AttemptError,
+    DeadLetter,
+    DeliveryState,
+    EventRecord,
+    Outcome,
+    TraceNode,
+    WaitRecord,
+)
 from nerve.settings import Settings
 from nerve.steps import step
 from nerve.stores.base import Store
 from nerve.subscription import Backoff, Subscription
 from nerve.transports.base import Delivery, Transport
+from nerve.waits import wait_for
 
 __version__ = "0.1.0"
 
@@ -74,6 +84,7 @@ __all__ = [
     "PublishError",
     "Reject",
     "Retry",
+    "RunCancelled",
     "Settings",
     "Store",
     "StoreError",
@@ -83,8 +94,10 @@ __all__ = [
     "TraceNode",
     "Transport",
     "TransportError",
+    "WaitRecord",
     "__version__",
     "current",
     "step",
     "transaction",
+    "wait_for",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -16,9 +16,10 @@ from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
 from nerve.history import History, HistoryRecorder
+from nerve.later import Later, due_time
 from nerve.observe import default_observers
 from nerve.observe.observer import Observer, Observers
-from nerve.records import DeliveryState, Timer, WaitRecord
+from nerve.records import DeliveryState, WaitRecord
 from nerve.routing import matches
 from nerve.runner import SubscriptionRunner
 from nerve.schedules import CatchUp, Schedule
@@ -141,7 +142,7 @@ class EventBus:
             self._observers.add(self._recorder)
         elif recent is not None:
             self._observers.add(RecentMatcher(self._waits))
-        self._schedules: dict[str, Schedule] = {}
+        self._later = Later(self._ready_store, self.publish, self.publish_many)
         self._timers: TimerService | None = None
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
         self.dlq = DeadLetterQueue(self._ready_store, self._redeliver)
@@ -297,10 +298,8 @@ class EventBus:
         """
         if self._state not in ("new", "connected"):
             raise SubscriptionError("declare schedules before the bus starts")
-        if name in self._schedules:
-            raise SubscriptionError(f"a schedule named {name!r} exists already")
         made = Schedule.make(name, when, event, tz=tz, catch_up=catch_up)
-        self._schedules[name] = made
+        self._later.add_schedule(made)
         return made
 
     def every(
@@ -424,7 +423,12 @@ class EventBus:
         if ctx is not None and event.causation_id is None:
             event = self._caused_by(event, ctx.event)
         if delay is not None or at is not None:
-            return await self._schedule_event(event, delay, at)
+            now = clock.time()
+            due = due_time(delay, at, now)
+            await self._later.schedule_event(event, due)
+            if self._timers is not None and due - now < self.settings.timer_poll:
+                self._timers.wake()
+            return event
         if self._observers:
             event = self._observers.publishing(event)
         await self._store.record_published(event)
@@ -474,43 +478,16 @@ class EventBus:
             self._observers.published(batch)
         return batch
 
-    async def _schedule_event(
-        self, event: Event[Any], delay: timedelta | float | None, at: datetime | None
-    ) -> Event[Any]:
-        if delay is not None and at is not None:
-            raise ValueError("give publish a delay or a time (at), not both")
-        now = clock.time()
-        if at is not None:
-            if at.tzinfo is None:
-                raise ValueError("publish(at=...) takes an aware datetime (with a tz)")
-            due = at.timestamp()
-        else:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
-            if seconds < 0:
-                raise ValueError(f"publish delay must be >= 0, got {seconds}s")
-            due = now + seconds
-        await self._store.record_published(event)
-        timer = Timer(timer_id=f"event:{event.event_id}", due=due, body=event.model_dump_json())
-        await self._store.add_timer(timer)
-        if self._timers is not None and due - now < self.settings.timer_poll:
-            self._timers.wake()
-        return event
-
     async def cancel_scheduled(self, event_id: str) -> bool:
         """Take back an event published with a delay that is not due yet; True if it was
         still scheduled (then no subscription will get it)."""
         if self._host is not None:
             return await self._host.cancel_scheduled(event_id)
-        store = await self._ready_store()
-        return await store.delete_timer(f"event:{event_id}")
+        return await self._later.cancel(event_id)
 
     async def scheduled(self, limit: int = 100) -> list[tuple[Event[Any], datetime]]:
         """Events published with a delay and not due yet, earliest first, with due times."""
-        store = await self._ready_store()
-        return [
-            (Event.model_validate_json(t.body), datetime.fromtimestamp(t.due, UTC))
-            for t in await store.timers("event:", limit)
-        ]
+        return await self._later.scheduled(limit)
 
     async def waits(
         self,
@@ -591,13 +568,13 @@ class EventBus:
             )
             for name, sub in self._subscriptions.items()
         }
-        await self._install_schedules()
+        await self._later.install()
         self._timers = TimerService(
             self._store,
             {
-                "event:": self._due_event,
+                "event:": self._later.due_event,
                 "wait:": self._waits.on_timer,
-                "schedule:": self._due_schedule,
+                "schedule:": self._later.due_schedule,
             },
             poll=self.settings.timer_poll,
         )
@@ -727,7 +704,7 @@ class EventBus:
         if event_type is not None:
             patterns = await store.subscriptions()
             patterns.update((sub.name, sub.pattern) for sub in self._subscriptions.values())
-            later = await store.timer(f"event:{event_id}") is not None
+            later = await self._later.is_scheduled(event_id)
             fresh = DeliveryState.SCHEDULED if later else DeliveryState.PENDING
             for name, pattern in patterns.items():
                 if name not in states and matches(pattern, event_type):
@@ -771,35 +748,6 @@ class EventBus:
         elif self._state == "stopped":
             await self._store.open()  # dead letters and status outlive the bus's run
         return self._store
-
-    async def _install_schedules(self) -> None:
-        """Store each schedule's timer, unless the same definition is there already (a
-        restart keeps its due time: nothing skipped, nothing repeated)."""
-        now = clock.time()
-        for sched in self._schedules.values():
-            stored = await self._store.timer(sched.timer_id)
-            if stored is not None and sched.same_as(stored):
-                continue
-            await self._store.add_timer(sched.timer(sched.next_after(now)), replace=True)
-
-    async def _due_event(self, timer: Timer) -> None:
-        """A delayed event is due: publish it, then forget its timer."""
-        event = Event.model_validate_json(timer.body)
-        if self._observers:
-            event = self._observers.publishing(event)
-        await self._store.record_published(event)
-        await self._transport.publish(event, timeout=self.settings.publish_timeout)
-        if self._observers:
-            self._observers.published((event,))
-        await self._store.delete_timer(timer.timer_id)
-
-    async def _due_schedule(self, timer: Timer) -> None:
-        """A schedule is due: publish its firing(s), then move its timer on."""
-        sched = Schedule.model_validate_json(timer.body)  # the stored definition rules
-        events, following = sched.firings(timer.due, clock.time())
-        if events:
-            await self.publish_many(events)
-        await self._store.add_timer(sched.timer(following), replace=True)
 
     async def _redeliver(self, event: Event[Any], subscription: str) -> None:
         if self._state not in ("connected", "running", "stopping"):

@@ -169,7 +169,7 @@ class Schedule(BaseModel):
             payload=self.payload,
             source=self.source,
             event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nerve-schedule:{self.name}@{due!r}")),
-            timestamp=at,
+            timestamp=at.isoformat(),
             metadata={
                 **self.metadata,
                 SCHEDULE_KEY: self.name,

@@ -129,20 +129,37 @@ def timeout_timer_id(wait_id: str) -> str:
 
 
 class RecentEvents:
-    """The events this process published lately, for a bus with no event log (the
-    in-process transport: every publish goes through this process)."""
+    """The events this process published lately, by type, for a bus with no event log
+    (the in-process transport: every publish goes through this process)."""
 
     def __init__(self, size: int = RING_SIZE, age: float = RING_AGE) -> None:
-        self._ring: deque[tuple[float, Event[Any]]] = deque(maxlen=size)
+        self._by_type: dict[str, deque[tuple[float, Event[Any]]]] = {}
+        self._size = size
         self._age = age
 
     def add(self, events: Sequence[Event[Any]]) -> None:
         now = clock.time()
-        self._ring.extend((now, e) for e in events)
+        by_type = self._by_type
+        for event in events:
+            ring = by_type.get(event.event_type)
+            if ring is None:
+                if len(by_type) >= self._size:  # a flood of types: start afresh
+                    by_type.clear()
+                ring = by_type[event.event_type] = deque(maxlen=self._size)
+            ring.append((now, event))
 
     def since(self, event_type: str, since: float) -> list[Event[Any]]:
+        ring = self._by_type.get(event_type)
+        if not ring:
+            return []
         horizon = max(since, clock.time() - self._age)
-        return [e for at, e in self._ring if at >= horizon and e.event_type == event_type]
+        found: list[Event[Any]] = []
+        for at, event in reversed(ring):  # newest first: stop at the horizon
+            if at < horizon:
+                break
+            found.append(event)
+        found.reverse()
+        return found
 
 
 class RecentMatcher(Observer):
