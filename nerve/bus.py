@@ -130,6 +130,7 @@ class EventBus:
         self._waits = WaitService(
             self._ready_store,
             self._redeliver,
+            self.publish,
             default_timeout=self.settings.wait_timeout,
             max_timeout=self.settings.max_wait_timeout,
             recent=recent,

@@ -32,6 +32,10 @@ class Waiter(Protocol):
         info: Mapping[str, Any],
     ) -> Event[Any] | None: ...
 
+    async def publish(self, event: Event[Any]) -> Event[Any]:
+        """Publish through the bus running the handler (a request its wait answers)."""
+        ...
+
 
 class HandlerContext:
     """The delivery a handler is running for: its event, subscription and attempt.

@@ -194,6 +194,7 @@ class WaitService:
     Args:
         store: the bus's store, ready (a callable: the bus connects it lazily).
         redeliver: hands a run's event to one subscription again (the resume).
+        publish: the bus's publish (for handlers that ask before they wait).
         settings_timeout: (default, maximum) wait timeouts in seconds.
         recent: the in-process ring to look back in, when the bus keeps no event log.
         lookback: False when neither an event log nor a ring is there to look back in.
@@ -203,6 +204,7 @@ class WaitService:
         self,
         store: Callable[[], Awaitable[Store]],
         redeliver: Callable[[Event[Any], str], Awaitable[None]],
+        publish: Callable[[Event[Any]], Awaitable[Event[Any]]],
         *,
         default_timeout: float,
         max_timeout: float,
@@ -211,6 +213,7 @@ class WaitService:
     ) -> None:
         self._store = store
         self._redeliver = redeliver
+        self._publish = publish
         self._default_timeout = default_timeout
         self._max_timeout = max_timeout
         self._recent = recent
@@ -218,6 +221,10 @@ class WaitService:
         self.wake_timers: Callable[[], None] = lambda: None
 
     # in the handler
+
+    async def publish(self, event: Event[Any]) -> Event[Any]:
+        """Publish through the bus (a request that a wait of the run answers)."""
+        return await self._publish(event)
 
     async def wait(
         self,
@@ -308,9 +315,11 @@ class WaitService:
         if not remembered:
             self.remember(events)
         store = await self._store()
+        answered: set[str] = set()
         for wait, event in await store.waits_for(events):
-            if event.event_id == wait.event.event_id:
+            if event.event_id == wait.event.event_id or wait.wait_id in answered:
                 continue
+            answered.add(wait.wait_id)
             if wait.kind == "cancel":
                 await self.cancel_run(wait.subscription, wait.event, reason=_cancel_reason(event))
             else:
@@ -327,6 +336,10 @@ class WaitService:
     ) -> bool:
         """Try to answer ``wait``; True if this call won (then, with ``resume``, the run
         is resumed now; a crash leaves the answer timer to finish it)."""
+        run = wait.event
+        step = ANSWER_STEP + wait.name
+        if await store.step_result(wait.subscription, run.event_id, step) is not None:
+            return False  # answered and settled already (its answer timer is gone)
         answer = _answer_json(event)
         if cancelled is not None:
             answer = {"cancelled": True, "reason": cancelled}
