@@ -65,6 +65,11 @@ class LLMMetrics(Observer):
     ) -> None:
         self._count(subscription, context)
 
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self._count(subscription, context)
+
     def failed(
         self,
         subscription: str,

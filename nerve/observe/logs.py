@@ -1,8 +1,9 @@
 """Structured logs: one line per event outcome, and a JSON formatter for them.
 
 :class:`EventLog` is an observer that logs to the ``nerve.events`` logger each time a
-subscription is done with an attempt: ``handled`` (INFO), ``retrying`` (INFO) or
-``dead_lettered`` (WARNING). The fields ride on the record as ``extra`` attributes, so any
+subscription is done with an attempt: ``handled`` (INFO), ``retrying`` (INFO),
+``dead_lettered`` (WARNING), ``waiting`` (INFO: suspended in ``wait_for``) or
+``cancelled`` (INFO). The fields ride on the record as ``extra`` attributes, so any
 JSON formatter picks them up; :class:`JSONFormatter` is one that is ready to use.
 
 Fields: ``outcome``, ``event_id``, ``event_type``, ``correlation_id``, ``causation_id``,
@@ -97,6 +98,40 @@ class EventLog(Observer):
             fields["duration_ms"],
             extra=fields,
         )
+
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self._settled(
+            "waiting", "%s %s in %s waits (attempt %d)", subscription, event, seconds, context
+        )
+
+    def cancelled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        self._settled(
+            "cancelled",
+            "%s %s in %s was cancelled (attempt %d)",
+            subscription,
+            event,
+            seconds,
+            context,
+        )
+
+    def _settled(
+        self,
+        outcome: str,
+        message: str,
+        subscription: str,
+        event: Event[Any],
+        seconds: float,
+        context: HandlerContext,
+    ) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        fields = _fields(outcome, subscription, event, seconds, context)
+        where = (event.event_type, event.event_id, subscription, context.attempt)
+        self.logger.info(message, *where, extra=fields)
 
     def failed(
         self,

@@ -198,6 +198,20 @@ class Tracing(Observer):
         if handling is not None:
             _finish(handling, "handled")
 
+    def waiting(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        handling = _handling.get()
+        if handling is not None:
+            _finish(handling, "waiting")
+
+    def cancelled(
+        self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
+    ) -> None:
+        handling = _handling.get()
+        if handling is not None:
+            _finish(handling, "cancelled")
+
     def failed(
         self,
         subscription: str,
