@@ -498,14 +498,11 @@ class EventBus:
         event_type: str | None = None,
         limit: int | None = 100,
     ) -> list[WaitRecord]:
-        """Runs suspended in ``wait_for`` (their cancellation listeners left out), oldest
-        first: ``event_id`` is the run's event, ``event_type`` the awaited one."""
-        store = await self._ready_store()
-        found = await store.waits(
-            subscription=subscription, event_id=event_id, event_type=event_type, limit=None
+        """Runs suspended in ``wait_for``, oldest first: ``event_id`` is the run's event,
+        ``event_type`` the awaited one (see :mod:`nerve.waits`)."""
+        return await self._waits.waiting(
+            subscription=subscription, event_id=event_id, event_type=event_type, limit=limit
         )
-        waiting = [w for w in found if w.kind == "wait"]
-        return waiting if limit is None else waiting[:limit]
 
     async def cancel(
         self, event_id: str, subscription: str | None = None, *, reason: str = "cancelled"
@@ -515,19 +512,9 @@ class EventBus:
         at its next attempt. Returns how many waiting or retrying runs were found."""
         if self._host is not None:
             return await self._host.cancel(event_id, subscription, reason=reason)
-        store = await self._ready_store()
-        states = await store.states(event_id)
-        runs: dict[str, Event[Any]] = {}
-        for wait in await store.waits(event_id=event_id, subscription=subscription):
-            runs[wait.subscription] = wait.event
-        record = await self.history.event(event_id)
-        for name, state in states.items():
-            retrying = state is DeliveryState.FAILED and subscription in (None, name)
-            if retrying and name not in runs and record is not None:
-                runs[name] = record.event
-        for name, run in runs.items():
-            await self._waits.cancel_run(name, run, reason=reason)
-        return len(runs)
+        return await self._waits.cancel_event(
+            event_id, subscription, reason=reason, logged=self.history.event
+        )
 
     def _caused_by(self, event: Event[Any], parent: Event[Any]) -> Event[Any]:
         depth = parent.chain_depth + 1

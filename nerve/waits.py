@@ -51,7 +51,7 @@ from nerve.events import Event
 from nerve.exceptions import ConfigurationError, NerveError, RunCancelled
 from nerve.matching import check_paths, matches, value_at
 from nerve.observe.observer import Observer
-from nerve.records import Timer, WaitRecord
+from nerve.records import DeliveryState, EventRecord, Timer, WaitRecord
 from nerve.stores.base import Store
 
 log = logging.getLogger("nerve")
@@ -435,6 +435,49 @@ class WaitService:
         """Forget the cancellations a finished run listened for."""
         for index in range(count):
             await store.remove_wait(wait_id(subscription, run.event_id, f"cancel:{index}"))
+
+    async def waiting(
+        self,
+        *,
+        subscription: str | None,
+        event_id: str | None,
+        event_type: str | None,
+        limit: int | None,
+    ) -> list[WaitRecord]:
+        """The runs suspended in ``wait_for`` (cancellation listeners left out)."""
+        store = await self._store()
+        found = await store.waits(
+            subscription=subscription, event_id=event_id, event_type=event_type, limit=None
+        )
+        waiting = [w for w in found if w.kind == "wait"]
+        return waiting if limit is None else waiting[:limit]
+
+    async def cancel_event(
+        self,
+        event_id: str,
+        subscription: str | None,
+        *,
+        reason: str,
+        logged: Callable[[str], Awaitable[EventRecord | None]],
+    ) -> int:
+        """Cancel the waiting or retrying runs of an event (``bus.cancel``); a retrying
+        run's event is found in the event log (``logged``)."""
+        store = await self._store()
+        runs: dict[str, Event[Any]] = {}
+        for wait in await store.waits(event_id=event_id, subscription=subscription):
+            runs[wait.subscription] = wait.event
+        retrying = [
+            name
+            for name, state in (await store.states(event_id)).items()
+            if state is DeliveryState.FAILED and subscription in (None, name) and name not in runs
+        ]
+        if retrying:
+            record = await logged(event_id)
+            if record is not None:
+                runs.update(dict.fromkeys(retrying, record.event))
+        for name, run in runs.items():
+            await self.cancel_run(name, run, reason=reason)
+        return len(runs)
 
     async def cancel_run(self, subscription: str, run: Event[Any], *, reason: str) -> bool:
         """Cancel a run: a waiting one resumes into :class:`RunCancelled`; a retrying one
