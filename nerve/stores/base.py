@@ -220,6 +220,11 @@ class EventLog(ABC):
         only when the log is empty). Cursors are opaque strings, ordered by logging.
         """
 
+    @abstractmethod
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        """Up to ``limit`` logged events of ``event_type`` published at ``since`` (unix
+        time) or later, oldest first, with their outcomes (a wait's lookback)."""
+
 
 class SubscriptionRegistry(ABC):
     """The subscriptions declared by every bus that connected with this store."""
