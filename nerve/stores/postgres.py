@@ -1,11 +1,13 @@
 """``postgresql://user@host:port/db``: a store in PostgreSQL, shared by every process.
 
-Marks, failures, dead letters and publish records live in tables of one schema
-(``nerve`` by default, or the URL's ``?schema=``), created by :meth:`PostgresStore.open`
-if missing. A committed
-write survives a crash of any process and of the server (PostgreSQL's own durability).
-Time is the server's clock (``now()``), so processes with skewed clocks agree on the
-window.
+Marks, failures, dead letters, publish records, step results, counters, the event log
+(events, with their type for lookbacks by type, and outcomes), declared subscriptions,
+and the timers and waits of :mod:`nerve.stores.postgres_waits` live in tables of one
+schema (``nerve`` by default, or the URL's ``?schema=``), created by
+:meth:`PostgresStore.open` if missing; a schema made by an older nerve is brought up to
+date. A committed write survives a crash of any process and of the server (PostgreSQL's
+own durability). Time is the server's clock (``now()``), so processes with skewed clocks
+agree on the window.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
-from nerve.stores.postgres_sql import TABLE_NAMES, Statements, filters
+from nerve.stores.postgres_sql import MISSING, TABLE_NAMES, Statements, filters
+from nerve.stores.postgres_waits import PostgresTimersAndWaits
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -55,8 +58,9 @@ _VENDOR_ERRORS = (
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
-class PostgresStore(Store):
-    """Idempotency marks, failures and dead letters in PostgreSQL.
+class PostgresStore(PostgresTimersAndWaits, Store):
+    """Idempotency marks, failures, dead letters, steps, the event log, timers and waits
+    in PostgreSQL.
 
     Every method is one round trip on a pooled connection; :meth:`transaction` commits a
     handler's own writes together with its done mark, for exactly-once effects.
@@ -159,13 +163,9 @@ class PostgresStore(Store):
                     # Only when something is missing: CREATE ... IF NOT EXISTS needs the
                     # right to create even when all exists, and a role that may only use
                     # tables made for it beforehand must still be able to open the store.
-                    found = await conn.fetchval(
-                        "SELECT count(*) FROM pg_tables WHERE schemaname = $1 "
-                        "AND tablename = ANY($2::text[])",
-                        self.schema,
-                        list(TABLE_NAMES),
-                    )
-                    if found < len(TABLE_NAMES):
+                    # (A schema made by an older nerve misses tables: the script adds
+                    # them, and the columns added since.)
+                    if await conn.fetchval(MISSING, self.schema, list(TABLE_NAMES)):
                         await conn.execute(self._sql.tables)
         except BaseException:
             pool.terminate()
@@ -386,6 +386,7 @@ class PostgresStore(Store):
                         [e.correlation_id for e, _ in events],
                         [at for _, at in events],
                         [e.model_dump_json() for e, _ in events],
+                        [e.event_type for e, _ in events],
                     )
                 if outcomes:
                     await conn.executemany(
@@ -417,6 +418,14 @@ class PostgresStore(Store):
 
     async def history_chain(self, correlation_id: str) -> list[EventRecord]:
         return await self._log_records("WHERE correlation_id = $1 ORDER BY seq", correlation_id)
+
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        return await self._log_records(
+            "WHERE event_type = $1 AND published_at >= $2 ORDER BY published_at, seq LIMIT $3",
+            event_type,
+            since,
+            limit,
+        )
 
     async def history_after(
         self, after: str | None, limit: int

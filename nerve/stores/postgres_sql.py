@@ -10,12 +10,14 @@ import re
 
 from nerve.exceptions import ConfigurationError
 
-__all__ = ["TABLE_NAMES", "Statements", "filters"]
+__all__ = ["MISSING", "TABLE_NAMES", "Statements", "filters"]
 
 # ``{s}`` is the quoted schema. The entry and error columns are ``json``, not ``jsonb``:
 # jsonb rejects ``\u0000`` (an event payload or an error message may hold one, and a dead
 # letter must never be lost to its content) and reorders keys; json keeps pydantic's text
-# as written and is still queryable with ``->`` / ``->>``.
+# as written and is still queryable with ``->`` / ``->>`` (but ``->>`` fails on a document
+# holding ``\u0000`` anywhere: the log's backfill of event types reads nerve's own JSON,
+# which starts with the type, by pattern first).
 _TABLES = """
 CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE IF NOT EXISTS {s}.done (
@@ -46,9 +48,14 @@ CREATE TABLE IF NOT EXISTS {s}.counters (
 CREATE INDEX IF NOT EXISTS counters_at ON {s}.counters (at);
 CREATE TABLE IF NOT EXISTS {s}.log_events (
     seq bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, correlation_id text NOT NULL,
-    published_at float8 NOT NULL, event text NOT NULL);
+    published_at float8 NOT NULL, event text NOT NULL, event_type text);
 CREATE INDEX IF NOT EXISTS log_events_chain ON {s}.log_events (correlation_id);
 CREATE INDEX IF NOT EXISTS log_events_at ON {s}.log_events (published_at);
+ALTER TABLE {s}.log_events ADD COLUMN IF NOT EXISTS event_type text;
+UPDATE {s}.log_events SET event_type = coalesce(
+    substring(event from '^[{{]"event_type":"([^"\\\\]*)"'), event::json ->> 'event_type')
+    WHERE event_type IS NULL;
+CREATE INDEX IF NOT EXISTS log_events_type ON {s}.log_events (event_type, published_at);
 CREATE TABLE IF NOT EXISTS {s}.log_outcomes (
     id bigserial PRIMARY KEY, subscription text NOT NULL, event_id text NOT NULL,
     attempt integer NOT NULL, state text NOT NULL, ended_at float8 NOT NULL,
@@ -57,6 +64,19 @@ CREATE INDEX IF NOT EXISTS log_outcomes_event ON {s}.log_outcomes (event_id);
 CREATE INDEX IF NOT EXISTS log_outcomes_at ON {s}.log_outcomes (ended_at);
 CREATE TABLE IF NOT EXISTS {s}.declared (
     name text PRIMARY KEY, pattern text NOT NULL, declared_at timestamptz NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS {s}.timer_seq;
+CREATE TABLE IF NOT EXISTS {s}.timers (
+    timer_id text COLLATE "C" PRIMARY KEY, due float8 NOT NULL, body text NOT NULL,
+    seq bigint NOT NULL DEFAULT nextval('{s}.timer_seq'));
+CREATE INDEX IF NOT EXISTS timers_due ON {s}.timers (due, seq);
+CREATE TABLE IF NOT EXISTS {s}.waits (
+    wait_id text PRIMARY KEY, event_type text NOT NULL, match_key text NOT NULL,
+    subscription text NOT NULL, event_id text NOT NULL, body json NOT NULL,
+    created_at timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS waits_key ON {s}.waits (event_type, match_key);
+CREATE INDEX IF NOT EXISTS waits_pair ON {s}.waits (event_id, subscription);
+CREATE TABLE IF NOT EXISTS {s}.wait_shapes (
+    event_type text NOT NULL, shape text NOT NULL, PRIMARY KEY (event_type, shape));
 """
 
 #: The tables of the schema: open() creates them when one is missing.
@@ -70,6 +90,17 @@ TABLE_NAMES = (
     "log_events",
     "log_outcomes",
     "declared",
+    "timers",
+    "waits",
+    "wait_shapes",
+)
+
+#: Whether a table of the schema ($1), or a column added since, is missing.
+MISSING = (
+    "SELECT count(*) < cardinality($2::text[]) OR NOT EXISTS (SELECT 1 FROM "
+    "information_schema.columns WHERE table_schema = $1 AND table_name = 'log_events' "
+    "AND column_name = 'event_type') FROM pg_tables WHERE schemaname = $1 "
+    "AND tablename = ANY($2::text[])"
 )
 
 #: ``$n`` seconds before now: the oldest mark still within the window.
@@ -181,10 +212,13 @@ class Statements:
             f"WHERE event_id = $2 AND subscription = $1 AND counter = $3 "
             f"AND name <> ALL($4::text[])"
         )
-        # Older than the window, unless the pair has a dead letter (a replay needs them).
+        # Older than the window, unless the pair has a dead letter or a wait (a replay, a
+        # resumed run, needs them).
         kept = (
             "NOT EXISTS (SELECT 1 FROM {s}.dead_letters d "
-            "WHERE d.event_id = {t}.event_id AND d.subscription = {t}.subscription)"
+            "WHERE d.event_id = {t}.event_id AND d.subscription = {t}.subscription) "
+            "AND NOT EXISTS (SELECT 1 FROM {s}.waits w "
+            "WHERE w.event_id = {t}.event_id AND w.subscription = {t}.subscription)"
         )
         self.prune_steps = (
             f"WITH gone AS (DELETE FROM {s}.steps "  # noqa: S608
@@ -193,9 +227,10 @@ class Statements:
             f"WHERE at < {_HORIZON.format(n='$1')} AND {kept.format(s=s, t='counters')}"
         )
         self.log_events = (
-            f"INSERT INTO {s}.log_events (event_id, correlation_id, published_at, event) "  # noqa: S608
-            f"SELECT e, c, a, b FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) "
-            f"WITH ORDINALITY AS x(e, c, a, b, n) ORDER BY n ON CONFLICT (event_id) DO NOTHING"
+            f"INSERT INTO {s}.log_events "  # noqa: S608
+            f"(event_id, correlation_id, published_at, event, event_type) SELECT e, c, a, b, t "
+            f"FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[]) "
+            f"WITH ORDINALITY AS x(e, c, a, b, t, n) ORDER BY n ON CONFLICT (event_id) DO NOTHING"
         )
         self.log_outcome = (
             f"INSERT INTO {s}.log_outcomes (subscription, event_id, attempt, state, ended_at, "  # noqa: S608
@@ -210,6 +245,7 @@ class Statements:
             f"WITH gone AS (DELETE FROM {s}.log_events WHERE published_at < $1) "  # noqa: S608
             f"DELETE FROM {s}.log_outcomes WHERE ended_at < $1"
         )
+        self._timers_and_waits(s)
         self.last_seq = f"SELECT max(seq) FROM {s}.log_events"  # noqa: S608
         self.subscriptions = f"SELECT name, pattern FROM {s}.declared ORDER BY name"  # noqa: S608
         self.declare = (
@@ -220,6 +256,70 @@ class Statements:
         self.prune = (
             f"WITH marks AS (DELETE FROM {s}.done WHERE at < {_HORIZON.format(n='$1')}) "  # noqa: S608
             f"DELETE FROM {s}.published WHERE at < {_HORIZON.format(n='$1')}"
+        )
+
+    def _timers_and_waits(self, s: str) -> None:
+        columns = "timer_id, due, body"
+        self.add_timer = (
+            f"INSERT INTO {s}.timers ({columns}) VALUES ($1, $2, $3) "  # noqa: S608
+            f"ON CONFLICT (timer_id) DO NOTHING RETURNING 1"
+        )
+        # A replaced timer is the newest of those due at its time.
+        self.replace_timer = (
+            f"INSERT INTO {s}.timers ({columns}) VALUES ($1, $2, $3) "  # noqa: S608
+            f"ON CONFLICT (timer_id) DO UPDATE SET "
+            f"due = excluded.due, body = excluded.body, seq = excluded.seq RETURNING 1"
+        )
+        # One statement: the due rows no other claim holds are locked, given new seqs in
+        # their order (so they stay in it) and moved to $1 + $2; returned as they were.
+        self.claim_timers = (
+            f"WITH found AS (SELECT timer_id, due, seq FROM {s}.timers WHERE due <= $1 "  # noqa: S608
+            f"ORDER BY due, seq LIMIT $3 FOR UPDATE SKIP LOCKED), "
+            f"moved AS (SELECT timer_id, due, nextval('{s}.timer_seq') AS seq FROM found "
+            f"ORDER BY found.due, found.seq) "
+            f"UPDATE {s}.timers t SET due = $1 + $2, seq = moved.seq FROM moved "
+            f"WHERE t.timer_id = moved.timer_id RETURNING t.timer_id, moved.due, t.body, moved.seq"
+        )
+        self.delete_timer = f"DELETE FROM {s}.timers WHERE timer_id = $1 RETURNING 1"  # noqa: S608
+        self.timers = (
+            f"SELECT {columns} FROM {s}.timers WHERE starts_with(timer_id, $1) "  # noqa: S608
+            f"ORDER BY due, seq LIMIT $2"
+        )
+        self.timer = f"SELECT {columns} FROM {s}.timers WHERE timer_id = $1"  # noqa: S608
+        # One statement: the shape is known before the wait can be found.
+        self.add_wait = (
+            f"WITH shape AS (INSERT INTO {s}.wait_shapes VALUES ($2, $7) "  # noqa: S608
+            f"ON CONFLICT DO NOTHING) "
+            f"INSERT INTO {s}.waits VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) "
+            f"ON CONFLICT (wait_id) DO UPDATE SET event_type = excluded.event_type, "
+            f"match_key = excluded.match_key, subscription = excluded.subscription, "
+            f"event_id = excluded.event_id, body = excluded.body, created_at = excluded.created_at"
+        )
+        self.wait_shapes = (
+            f"SELECT event_type, shape FROM {s}.wait_shapes "  # noqa: S608
+            f"WHERE event_type = ANY($1::text[])"
+        )
+        self.keyed_waits = (
+            f"SELECT w.body, w.event_type, w.match_key "  # noqa: S608
+            f"FROM unnest($1::text[], $2::text[]) AS k(t, m) JOIN {s}.waits w "
+            f"ON w.event_type = k.t AND w.match_key = k.m ORDER BY w.created_at, w.wait_id"
+        )
+        # One statement: the pair's steps and counters are kept another window from now.
+        self.remove_wait = (
+            f"WITH gone AS (DELETE FROM {s}.waits WHERE wait_id = $1 "  # noqa: S608
+            f"RETURNING event_id, subscription), "
+            f"stepped AS (UPDATE {s}.steps t SET at = now() FROM gone "
+            f"WHERE t.event_id = gone.event_id AND t.subscription = gone.subscription), "
+            f"counted AS (UPDATE {s}.counters c SET at = now() FROM gone "
+            f"WHERE c.event_id = gone.event_id AND c.subscription = gone.subscription) "
+            f"SELECT count(*) FROM gone"
+        )
+
+    def waits(self, where: str, limit: int) -> str:
+        """The waits ``where`` selects, oldest first, at most ``$limit``."""
+        return (
+            f"SELECT body FROM {self.s}.waits {where} "  # noqa: S608
+            f"ORDER BY created_at, wait_id LIMIT ${limit}"
         )
 
     def dead_letters(self, where: str, limit: int) -> str:

@@ -2,6 +2,12 @@
 
 A committed write survives a crash of the process (see ``nerve.sqlitedb`` for the
 connection's settings); a power loss may take the last few transactions.
+
+A table per kind of record: done marks, publish records, failures, dead letters, step
+results, counters, the event log (events, with their type for lookbacks by type, and
+outcomes), declared subscriptions; and the timers and waits of
+:mod:`nerve.stores.sqlite_waits`. A file made by an older nerve is brought up to date
+when opened.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
+from nerve.stores.sqlite_waits import SCHEMA as WAITS_SCHEMA
+from nerve.stores.sqlite_waits import SQLiteTimersAndWaits
 
 T = TypeVar("T")
 
@@ -59,7 +67,8 @@ CREATE TABLE IF NOT EXISTS nerve_counters (
 CREATE INDEX IF NOT EXISTS nerve_counters_at ON nerve_counters (at);
 CREATE TABLE IF NOT EXISTS nerve_log_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-    correlation_id TEXT NOT NULL, published_at REAL NOT NULL, event TEXT NOT NULL);
+    correlation_id TEXT NOT NULL, published_at REAL NOT NULL, event TEXT NOT NULL,
+    event_type TEXT);
 CREATE INDEX IF NOT EXISTS nerve_log_events_chain ON nerve_log_events (correlation_id);
 CREATE INDEX IF NOT EXISTS nerve_log_events_at ON nerve_log_events (published_at);
 CREATE TABLE IF NOT EXISTS nerve_log_outcomes (
@@ -72,19 +81,24 @@ CREATE TABLE IF NOT EXISTS nerve_declared (
     name TEXT PRIMARY KEY, pattern TEXT NOT NULL, declared_at REAL NOT NULL) WITHOUT ROWID;
 """
 
-# Step results and counters older than the window, unless their pair has a dead letter.
+# Step results and counters older than the window, unless their pair has a dead letter
+# or a wait (a replay, a resumed run, needs them).
 _PRUNE_STEPS = """
 DELETE FROM {table} WHERE at < ? AND NOT EXISTS (
     SELECT 1 FROM nerve_dead_letters d
     WHERE d.event_id = {table}.event_id AND d.subscription = {table}.subscription)
+AND NOT EXISTS (
+    SELECT 1 FROM nerve_waits w
+    WHERE w.event_id = {table}.event_id AND w.subscription = {table}.subscription)
 """
 
 #: Expired marks are deleted once every this many done marks.
 _PRUNE_EVERY = 1000
 
 
-class SQLiteStore(Store):
-    """Idempotency marks, failures and dead letters in a SQLite file.
+class SQLiteStore(SQLiteTimersAndWaits, Store):
+    """Idempotency marks, failures, dead letters, steps, the event log, timers and waits
+    in a SQLite file.
 
     Args:
         url: ``sqlite:///path.db``.
@@ -94,7 +108,7 @@ class SQLiteStore(Store):
     def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
         self.path = sqlite_path(url)
         self.window = window
-        self._db = SQLiteDatabase(self.path, _SCHEMA, StoreError)
+        self._db = SQLiteDatabase(self.path, _SCHEMA + WAITS_SCHEMA, StoreError)
         self._writes = 0
         self._step_writes = 0
 
@@ -103,7 +117,25 @@ class SQLiteStore(Store):
         return cls(url, window=settings.idempotency_window)
 
     async def open(self) -> None:
-        await self._db.open()
+        if not self._db.is_open:
+            await self._db.open()
+            await self._run(self._upgrade)
+
+    def _upgrade(self) -> None:
+        """Bring a file made by an older nerve up to date: its log gets the event type."""
+        conn = self._db.conn
+        if not _has_event_type(conn):
+            with self._db.transaction() as db:
+                if not _has_event_type(db):  # not added meanwhile by another process
+                    db.execute("ALTER TABLE nerve_log_events ADD COLUMN event_type TEXT")
+                    db.execute(
+                        "UPDATE nerve_log_events "
+                        "SET event_type = json_extract(event, '$.event_type')"
+                    )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS nerve_log_events_type "
+            "ON nerve_log_events (event_type, published_at)"
+        )
 
     async def close(self) -> None:
         await self._db.close()
@@ -348,14 +380,18 @@ class SQLiteStore(Store):
     async def record_history(
         self, events: Sequence[PublishedRow], outcomes: Sequence[OutcomeRow]
     ) -> None:
-        rows = [(e.event_id, e.correlation_id, at, e.model_dump_json()) for e, at in events]
+        rows = [
+            (e.event_id, e.correlation_id, at, e.model_dump_json(), e.event_type)
+            for e, at in events
+        ]
         await self._run(self._record_history, rows, list(outcomes))
 
     def _record_history(self, rows: list[tuple[Any, ...]], outcomes: list[OutcomeRow]) -> None:
         with self._db.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO nerve_log_events "
-                "(event_id, correlation_id, published_at, event) VALUES (?, ?, ?, ?)",
+                "(event_id, correlation_id, published_at, event, event_type) "
+                "VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
             db.executemany(
@@ -394,6 +430,13 @@ class SQLiteStore(Store):
             return newest, str(last)
         found = self._log_records("WHERE seq > ? ORDER BY seq LIMIT ?", (int(after), limit))
         return found, (found[-1].cursor if found else after)
+
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        return await self._run(
+            self._log_records,
+            "WHERE event_type = ? AND published_at >= ? ORDER BY published_at, seq LIMIT ?",
+            (event_type, since, limit),
+        )
 
     def _log_records(self, where: str, params: tuple[Any, ...]) -> list[EventRecord]:
         conn = self._db.conn
@@ -487,6 +530,11 @@ class SQLiteTransaction:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows`` in the transaction."""
         await self._db.run(self._db.conn.executemany, sql, rows)
+
+
+def _has_event_type(conn: sqlite3.Connection) -> bool:
+    columns = conn.execute("PRAGMA table_info(nerve_log_events)").fetchall()
+    return any(column[1] == "event_type" for column in columns)
 
 
 def _filters(event_id: str | None, subscription: str | None) -> tuple[str, tuple[Any, ...]]:

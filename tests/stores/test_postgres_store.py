@@ -28,7 +28,7 @@ from nerve import (
     MissingDependency,
     StoreError,
 )
-from nerve.records import AttemptError, DeadLetter
+from nerve.records import AttemptError, DeadLetter, Timer
 from nerve.stores import postgres as postgres_module
 from nerve.stores import store_from_url
 from nerve.stores.postgres import PostgresStore
@@ -178,6 +178,38 @@ async def test_two_stores_opening_a_new_schema_at_once_both_succeed(schema: str)
     await stores[0].mark_done("s", "e")
     assert all([await s.is_done("s", "e") for s in stores])
     await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_schema_from_before_timers_and_waits_is_brought_up_to_date(
+    schema: str,
+) -> None:
+    first = PostgresStore(POSTGRES_URL, schema=schema)
+    await first.open()
+    await first.close()
+    # as an older nerve left it: no timers or waits, a log without event types
+    await sql(f'DROP TABLE "{schema}".timers, "{schema}".waits, "{schema}".wait_shapes')
+    await sql(f'ALTER TABLE "{schema}".log_events DROP COLUMN event_type')
+    old = Event(event_type="refund.approval.decided", payload={"note": "nul\x00here"})
+    await sql(
+        f'INSERT INTO "{schema}".log_events (event_id, correlation_id, published_at, event) '  # noqa: S608
+        "VALUES ($1, $2, $3, $4)",
+        old.event_id,
+        old.correlation_id,
+        100.0,
+        old.model_dump_json(),
+    )
+    new = Event(event_type="refund.approval.decided", payload={})
+    store = PostgresStore(POSTGRES_URL, schema=schema)
+    await store.open()
+    try:
+        await store.record_history([(new, 200.0)], [])
+        found = await store.history_of_type("refund.approval.decided", 0, 10)
+        assert [r.event for r in found] == [old, new]
+        assert await store.history_of_type("refund.approval.decided", 150, 10) == found[1:]
+        assert await store.add_timer(Timer(timer_id="t", due=1.0, body="{}"))
+        assert [t.timer_id for t in await store.claim_timers(2.0, 30, 10)] == ["t"]
+    finally:
+        await store.close()
 
 
 async def test_open_and_close_are_idempotent(schema: str) -> None:
