@@ -8,6 +8,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
@@ -21,10 +22,11 @@ import pytest
 from nerve import DeadLetter, DeliveryState, Event, Settings, StoreError, clock
 from nerve.connections.nats import nats_options, nats_prefix
 from nerve.exceptions import ConfigurationError, MissingDependency
-from nerve.records import AttemptError
+from nerve.records import AttemptError, Timer, WaitRecord
 from nerve.stores import store_from_url
 from nerve.stores.nats import NATSStore
 from nerve.stores.nats.layout import MIN_AGE, Layout, token, untoken
+from nerve.stores.nats.timers import minute
 from tests.servers import answers, free_ports, wait_up
 from tests.stores.test_store_from_url import NotInstalled
 
@@ -320,6 +322,121 @@ async def test_trimming_walks_past_a_page_of_old_events(store: NATSStore) -> Non
     assert records[0].final_states() == {"s": "done"}  # its outcome was not trimmed
     await store.trim_history(200.0)  # nothing more to trim
     assert len((await store.history_after(None, 100))[0]) == 1
+
+
+async def test_a_type_lookback_searches_a_long_index(store: NATSStore) -> None:
+    wanted = [Event(event_type="wanted", payload={"n": n}) for n in range(120)]
+    noise = [Event(event_type="noise") for _ in range(240)]
+    rows = [(e, 1000.0 + n) for n, e in enumerate(wanted)]
+    rows += [(e, 1000.0 + n / 2) for n, e in enumerate(noise)]
+    rows.sort(key=lambda row: row[1])  # logged in publish order, types interleaved
+    for start in range(0, len(rows), 50):
+        await store.record_history(rows[start : start + 50], [])
+    found = await store.history_of_type("wanted", 1090.0, 100)
+    assert [r.event.payload for r in found] == [{"n": n} for n in range(90, 120)]
+    assert len(await store.history_of_type("wanted", 0.0, 7)) == 7
+    assert await store.history_of_type("wanted", 2000.0, 10) == []
+
+
+# timers and waits
+
+
+def timer(timer_id: str, due: float) -> Timer:
+    return Timer(timer_id=timer_id, due=due, body="{}")
+
+
+async def test_timers_due_before_the_floor_or_far_behind_are_claimed(store: NATSStore) -> None:
+    now = time.time()
+    assert await store.add_timer(timer("soon", now + 600))
+    assert await store.claim_timers(now, lease=30, limit=10) == []  # sets the floor
+    layout = Layout(store.prefix)
+    floor = await store._opened().wire.last(
+        [(layout.timers.stream, layout.timers.subject("floor"))]
+    )
+    assert floor[0] is not None
+    assert int(floor[0].data) == minute(now) - 2
+    assert await store.add_timer(timer("late", now - 7200))  # below the floor: lowers it
+    claimed = await store.claim_timers(now, lease=30, limit=10)
+    assert [t.timer_id for t in claimed] == ["late"]
+    # hours later (a claimer down meanwhile): one listing of every entry catches up
+    claimed = await store.claim_timers(now + 3 * 3600, lease=30, limit=10)
+    assert [t.timer_id for t in claimed] == ["late", "soon"]  # late: leased to now + 30
+
+
+async def test_moved_and_deleted_timers_leave_no_claimable_entry(store: NATSStore) -> None:
+    now = time.time()
+    await store.add_timer(timer("moved", now - 5))
+    await store.add_timer(timer("moved", now + 3600), replace=True)  # its old entry: stale
+    await store.add_timer(timer("gone", now - 5))
+    assert await store.delete_timer("gone")
+    await store.add_timer(timer("due", now - 1))
+    assert [t.timer_id for t in await store.claim_timers(now, 30, 10)] == ["due"]
+    layout = Layout(store.prefix)
+    entries = await store._opened().wire.subjects(
+        layout.timers.stream, layout.timers.subject("d", ">")
+    )
+    minutes = sorted(int(layout.timers.tokens(s)[1]) for s in entries)
+    assert minutes == [minute(now + 30), minute(now + 3600)]  # stale ones purged
+
+
+def waiting(wait_id: str, run: str = "run") -> WaitRecord:
+    return WaitRecord(
+        wait_id=wait_id,
+        subscription="s",
+        name="wait:1",
+        event=Event(event_type="asked", event_id=run),
+        event_type="answered",
+        match={"correlation_id": run},
+        since=0.0,
+    )
+
+
+async def test_the_last_wait_removed_keeps_steps_and_counters_another_window(
+    url: str, later: Later
+) -> None:
+    store = NATSStore(url, window=60.0)
+    await store.open()
+    try:
+        await store.record_step("s", "run", "draft", '"text"')
+        await store.add_wait(waiting("w1"))
+        await store.add_wait(waiting("w2"))
+        await store.add_to("s", "run", "spend", {"tokens": 5})
+        later.ahead = 120.0  # past the window: kept while it waits
+        assert await store.remove_wait("w1")
+        assert await store.step_result("s", "run", "draft") == '"text"'
+        assert await store.remove_wait("w2")  # the last: another window from now
+        assert await store.waits(event_id="run") == []
+        assert await store.step_result("s", "run", "draft") == '"text"'
+        assert await store.add_to("s", "run", "spend", {}) == {"tokens": 5.0}
+        later.ahead = 240.0
+        assert await store.step_result("s", "run", "draft") is None
+    finally:
+        await store.close()
+
+
+async def test_a_dead_letter_taken_while_the_pair_waits_keeps_its_steps(
+    url: str, later: Later
+) -> None:
+    store = NATSStore(url, window=60.0)
+    await store.open()
+    try:
+        await store.add_wait(waiting("w1"))
+        await store.record_step("s", "run", "draft", '"text"')
+        await store.add_to("s", "run", "spend", {"tokens": 5})
+        event = Event(event_type="asked", event_id="run")
+        await store.add_dead_letter(
+            DeadLetter(event=event, subscription="s", attempts=1, errors=[])
+        )
+        assert len(await store.take_dead_letters(event_id="run")) == 1
+        later.ahead = 120.0
+        assert await store.step_result("s", "run", "draft") == '"text"'  # still waiting
+        assert await store.add_to("s", "run", "spend", {}) == {}  # a replay counts afresh
+        assert [
+            w.wait_id
+            for w, _e in await store.waits_for([Event(event_type="answered", correlation_id="run")])
+        ] == ["w1"]
+    finally:
+        await store.close()
 
 
 # a broker restart

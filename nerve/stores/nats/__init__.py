@@ -9,11 +9,16 @@ What it keeps, where, for how long (the layout on the server is in :mod:`.layout
   without a write: the done mark is newer than them (:mod:`.marks`).
 - **dead letters**: ``{prefix}_dead``, until taken (replayed or purged).
 - **step results and counters**: ``{prefix}_steps``, a window after the pair's last
-  write, and ``{prefix}_kept`` (no expiry) while the pair has a dead letter; taking it
-  forgets the pair's counters and keeps its steps another window (:mod:`.kept`).
+  write, and ``{prefix}_kept`` (no expiry) while the pair has a dead letter or a wait;
+  taking the dead letter forgets the pair's counters and keeps its steps another window,
+  removing the last wait keeps both another window (:mod:`.kept`).
 - **the event log**: the streams ``{prefix}-log`` and ``{prefix}-log-index``, kept
   ``history_retention`` (their max age) and trimmed by publish time (:mod:`.log`).
 - **declared subscriptions**: ``{prefix}_subscriptions``, for good.
+- **timers**: ``{prefix}_timers``, until deleted, with an index by due minute
+  (:mod:`.timers`).
+- **waits**: ``{prefix}_waits``, until removed, indexed by awaited type and match key
+  (:mod:`.waits`).
 - transactions: none (:meth:`nerve.Store.transaction` raises ``ConfigurationError``).
 
 Durability is JetStream's: file storage, and the URL's ``replicas`` (the transport's
@@ -33,7 +38,8 @@ subscription, asks the server for the subjects of a bucket: a scan of its subjec
 (nats-server 2.9 keeps no tree of subjects).
 
 Modules: :mod:`.layout` (names, keys, configurations), :mod:`.wire` (batched requests),
-:mod:`.marks`, :mod:`.kept`, :mod:`.log`, :mod:`.store` (:class:`NATSStore`).
+:mod:`.marks`, :mod:`.kept`, :mod:`.log`, :mod:`.timers`, :mod:`.waits`, :mod:`.store`
+(:class:`NATSStore`).
 """
 
 from nerve.stores.nats.store import NATSStore

@@ -9,13 +9,16 @@ Step results and counters live in ``{prefix}_steps``, one key each per pair hold
 step (or every counter) of it with the time of the last write: kept a window after the
 pair's last write (its steps and its counters apart), a value older than the window being
 ignored before the server removes it. Writes are compare-and-set loops, so concurrent adds
-are all counted. While the pair has a dead letter they live in ``{prefix}_kept`` instead,
-which never expires: dead-lettering copies them there, and every write finds the dead
-letter and goes there; taking the dead letter moves the step results back (a window from
-now) and forgets every counter of the pair. (A write to a pair while that very pair is
-being dead-lettered could miss the copy: the core dead-letters a pair after its handler
-ended.) A pair's step results together must fit in
-one message (the server's ``max_payload``, 1 MB by default).
+are all counted. While the pair has a dead letter or a wait they live in ``{prefix}_kept``
+instead, which never expires: dead-lettering copies them there, and every write finds the
+dead letter (or the pair's wait ids, ``w.{event}.{subscription}``) and goes there. Taking
+the dead letter moves the step results back (a window from now) and forgets every counter
+of the pair; the pair's last wait removed moves both back, unless the pair has a dead
+letter. A pair that waits keeps its step results when its dead letter is taken. (A write
+to a pair while that very pair is being dead-lettered, or released, could miss the move:
+the core dead-letters a pair after its handler ended, and removes a wait when its run
+resumes.) A pair's step results together must fit in one message (the server's
+``max_payload``, 1 MB by default).
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from typing import Any
 from nerve import clock
 from nerve.records import DeadLetter
 from nerve.stores.nats.layout import Layout, token, untoken
-from nerve.stores.nats.wire import Stored, Wire, present
+from nerve.stores.nats.wire import EXPECTED_LAST, Stored, Wire, present
 
 #: The kinds of keys in the steps and kept buckets, their first token.
-STEPS, COUNTERS = "s", "c"
+STEPS, COUNTERS, WAITS = "s", "c", "w"
 
 Values = dict[str, Any]
 
@@ -97,19 +100,95 @@ class Kept:
 
     async def _release(self, pairs: list[tuple[str, ...]]) -> None:
         """After dead letters were taken: their pairs' step results go back to the steps
-        bucket for another window, and their counters are forgotten everywhere."""
-        found = await self._wire.last(
-            [(self._kept.stream, self._kept.subject(STEPS, *p)) for p in pairs]
-        )
+        bucket for another window (unless the pair waits), and their counters are
+        forgotten everywhere."""
+        kept_steps = [(self._kept.stream, self._kept.subject(STEPS, *p)) for p in pairs]
+        waits = [(self._kept.stream, self._kept.subject(WAITS, *p)) for p in pairs]
+        found = await self._wire.last([*kept_steps, *waits])
+        steps, pins = found[: len(pairs)], found[len(pairs) :]
+        free = {p for p, pin in zip(pairs, pins, strict=True) if present(pin) is None}
         now = clock.time()
-        kept = [(pair, m) for pair, m in zip(pairs, map(present, found), strict=True) if m]
+        kept = [(p, m) for p, m in zip(pairs, map(present, steps), strict=True) if m and p in free]
         await self._wire.put(
             [(self._steps.subject(STEPS, *p), _encode(now, _values(m)), None) for p, m in kept]
         )
-        for bucket, kinds in ((self._kept, (STEPS, COUNTERS)), (self._steps, (COUNTERS,))):
+        purged = [(self._kept, k, p) for p in pairs for k in (STEPS, COUNTERS) if p in free]
+        purged += [(self._kept, COUNTERS, p) for p in pairs if p not in free]
+        purged += [(self._steps, COUNTERS, p) for p in pairs]
+        for bucket in (self._kept, self._steps):
             await self._wire.purge(
-                bucket.stream, [(bucket.subject(k, *p), None) for p in pairs for k in kinds]
+                bucket.stream, [(bucket.subject(k, *p), None) for b, k, p in purged if b is bucket]
             )
+
+    # waits: a pair's wait ids keep its steps and counters
+
+    async def pin(self, subscription: str, event_id: str, wait_id: str) -> None:
+        """Note that the pair has the wait ``wait_id``: its steps and counters are kept
+        (copied to the kept bucket unless they are there) until its last wait goes."""
+        pair = (token(event_id), token(subscription))
+        subject = self._kept.subject(WAITS, *pair)
+        while True:
+            [found] = await self._wire.last([(self._kept.stream, subject)])
+            ids = _ids(found)
+            if wait_id in ids:
+                return
+            if await self._wire.swap(subject, _dump([*ids, wait_id]), _seq(found)):
+                break
+        if ids:
+            return  # kept already
+        where = [(self._steps.stream, self._steps.subject(k, *pair)) for k in (STEPS, COUNTERS)]
+        first = {EXPECTED_LAST: "0"}  # a write since the pin, or a dead letter's copy, wins
+        steps, counters = map(self._fresh, await self._wire.last(where))
+        copies = [
+            (self._kept.subject(kind, *pair), fresh.data, first)
+            for kind, fresh in ((STEPS, steps), (COUNTERS, counters))
+            if fresh is not None
+        ]
+        for refusal in await self._wire.publish(copies):
+            if refusal is not None and not refusal.lost_race:
+                raise refusal
+
+    async def unpin(self, subscription: str, event_id: str, wait_id: str) -> None:
+        """The wait ``wait_id`` of the pair is gone: after its last wait, the pair's steps
+        and counters go back to the steps bucket for another window, unless it has a
+        dead letter."""
+        pair = (token(event_id), token(subscription))
+        subject = self._kept.subject(WAITS, *pair)
+        while True:
+            [found] = await self._wire.last([(self._kept.stream, subject)])
+            ids = _ids(found)
+            if found is None or wait_id not in ids:
+                return
+            rest = [i for i in ids if i != wait_id]
+            if rest:
+                if await self._wire.swap(subject, _dump(rest), found.seq):
+                    return
+            elif (await self._wire.purge(self._kept.stream, [(subject, found.seq + 1)]))[0]:
+                break
+        where = [(self._kept.stream, self._kept.subject(k, *pair)) for k in (STEPS, COUNTERS)]
+        where.append((self._dead.stream, self._dead.subject(*pair)))
+        steps, counters, dead = await self._wire.last(where)
+        if present(dead) is not None:
+            return
+        now = clock.time()
+        back = [
+            (self._steps.subject(kind, *pair), _encode(now, _values(m)), None)
+            for kind, m in ((STEPS, present(steps)), (COUNTERS, present(counters)))
+            if m is not None
+        ]
+        await self._wire.put(back)
+        await self._wire.purge(self._kept.stream, [(kept, None) for _stream, kept in where[:2]])
+
+    async def waiting(self, event_id: str, subscription: str | None) -> list[str]:
+        """The ids of the waits of ``event_id``'s pairs (of one subscription, or all)."""
+        bucket = self._kept
+        if subscription is None:
+            pattern = bucket.subject(WAITS, token(event_id), "*")
+            subjects = await self._wire.subjects(bucket.stream, pattern)
+        else:
+            subjects = [bucket.subject(WAITS, token(event_id), token(subscription))]
+        found = await self._wire.last([(bucket.stream, s) for s in subjects])
+        return [wait_id for m in found for wait_id in _ids(m)]
 
     # step results and counters
 
@@ -145,18 +224,20 @@ class Kept:
         change: Callable[[Values], Values] | None,
     ) -> Values:
         """Read the pair's steps or counters and write ``change(values)`` back (None:
-        only read), where they live: kept while the pair has a dead letter."""
+        only read), where they live: kept while the pair has a dead letter or a wait."""
         pair = (token(event_id), token(subscription))
         where = [(b.stream, b.subject(kind, *pair)) for b in (self._steps, self._kept)]
         where.append((self._dead.stream, self._dead.subject(*pair)))
+        where.append((self._kept.stream, self._kept.subject(WAITS, *pair)))
         while True:
-            steps, kept, dead = await self._wire.last(where)
-            # A kept pair starts from its steps only if dead-lettering found none to copy.
-            found = (present(kept) or self._fresh(steps)) if present(dead) else self._fresh(steps)
+            steps, kept, dead, waits = await self._wire.last(where)
+            pinned = present(dead) is not None or present(waits) is not None
+            # A kept pair starts from its steps only if nothing was copied or written there.
+            found = (present(kept) or self._fresh(steps)) if pinned else self._fresh(steps)
             values = {} if found is None else _values(found)
             if change is None:
                 return values
-            target, last = (where[1][1], kept) if present(dead) else (where[0][1], steps)
+            target, last = (where[1][1], kept) if pinned else (where[0][1], steps)
             changed = change(values)
             seq = 0 if last is None else last.seq
             if await self._wire.swap(target, _encode(clock.time(), changed), seq):
@@ -177,3 +258,18 @@ def _values(found: Stored) -> Values:
 
 def _encode(at: float, values: Values) -> bytes:
     return json.dumps({"at": at, "v": values}, separators=(",", ":")).encode()
+
+
+def _ids(found: Stored | None) -> list[str]:
+    """The wait ids of a pair's ``w.`` key (none when it has none)."""
+    value = present(found)
+    ids: list[str] = [] if value is None else json.loads(value.data)
+    return ids
+
+
+def _dump(ids: list[str]) -> bytes:
+    return json.dumps(ids, separators=(",", ":")).encode()
+
+
+def _seq(found: Stored | None) -> int:
+    return 0 if found is None else found.seq

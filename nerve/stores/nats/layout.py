@@ -11,22 +11,35 @@ Layout (every name under the URL's ``prefix``, default ``nerve``)::
     KV bucket {prefix}_steps           kept the window
         s.{event}.{subscription}       step results {"at": unix time, "v": {step: JSON}}
         c.{event}.{subscription}       counters {"at": ..., "v": {counter: {name: total}}}
-    KV bucket {prefix}_kept            kept until the pair's dead letter is taken
-        s.{event}.{subscription}       the same, for a pair with a dead letter
+    KV bucket {prefix}_kept            kept while the pair has a dead letter or a wait
+        s.{event}.{subscription}       the same, for a pair with a dead letter or a wait
         c.{event}.{subscription}
+        w.{event}.{subscription}       the ids of the pair's waits (JSON list)
     KV bucket {prefix}_subscriptions   kept for good
         {subscription}                 its pattern
+    KV bucket {prefix}_timers          kept until deleted
+        t.{timer}                      a timer {"due": unix time, "body": text}
+        d.{minute}.{timer}             due index: the timer is due in that minute (unix
+                                       time // 60, in decimal), maybe stale (:mod:`.timers`)
+        floor                          the earliest minute the due index may hold
+    KV bucket {prefix}_waits           kept until removed
+        w.{wait}                       a wait (WaitRecord JSON)
+        s.{event type}                 the shapes of the waits on the type (JSON list)
+        k.{event type}.{key hash}      the ids of the waits on the type and match key
     stream {prefix}-log                kept history_retention (max age)
         {prefix}.log.ev.{event}        "{published at}\\n{event JSON}", once per event
     stream {prefix}-log-index          kept history_retention (max age)
         {prefix}.log.idx.o.{event}     an outcome (a JSON row), one message per attempt
         {prefix}.log.idx.c.{chain}     [published at, event id]: a chain's events but its root
+        {prefix}.log.idx.t.{type}      [published at, event id]: the events of a type
 
 A KV bucket ``B`` is the stream ``KV_B`` on subjects ``$KV.B.<key>``, one message per key
 (``nats kv get {prefix}_done <key>`` reads it). Every ``{...}`` above is the string
 base64url-encoded without padding (``=`` for the empty string): keys and subject tokens
 allow only ``[-/_=a-zA-Z0-9]``, while subscriptions, event and correlation ids, step and
 counter names may hold any printable character.
+
+Minutes are decimal numbers and key hashes hex (:mod:`.waits`), as they are.
 
 A root event (its event id is its correlation id) has no chain entry: it is found by its
 id. Replicas: every bucket and stream takes the URL's ``replicas``, the count the
@@ -101,15 +114,26 @@ class Layout:
         self.steps = Bucket(f"{prefix}_steps")
         self.kept = Bucket(f"{prefix}_kept")
         self.subscriptions = Bucket(f"{prefix}_subscriptions")
+        self.timers = Bucket(f"{prefix}_timers")
+        self.waits = Bucket(f"{prefix}_waits")
         self.log = f"{prefix}-log"
         self.log_index = f"{prefix}-log-index"
         self._event = f"{prefix}.log.ev."
         self._outcome = f"{prefix}.log.idx.o."
         self._chain = f"{prefix}.log.idx.c."
+        self._type = f"{prefix}.log.idx.t."
 
     @property
     def buckets(self) -> tuple[Bucket, ...]:
-        return (self.done, self.dead, self.steps, self.kept, self.subscriptions)
+        return (
+            self.done,
+            self.dead,
+            self.steps,
+            self.kept,
+            self.subscriptions,
+            self.timers,
+            self.waits,
+        )
 
     def streams(self) -> list[str]:
         """Every stream the store makes (for tools and tests that delete them)."""
@@ -124,12 +148,15 @@ class Layout:
     def chain_subject(self, correlation_id: str) -> str:
         return self._chain + token(correlation_id)
 
+    def type_subject(self, event_type: str) -> str:
+        return self._type + token(event_type)
+
     def log_config(self, *, retention: float, replicas: int, direct: bool) -> StreamConfig:
         """The stream of logged events (its sequences are the feed's cursors)."""
         return self._stream(self.log, self._event + "*", retention, replicas, direct)
 
     def index_config(self, *, retention: float, replicas: int, direct: bool) -> StreamConfig:
-        """The stream of outcomes and chain entries."""
+        """The stream of outcomes, chain entries and type entries."""
         return self._stream(self.log_index, f"{self.prefix}.log.idx.>", retention, replicas, direct)
 
     def _stream(

@@ -1,5 +1,6 @@
 """The event log on two streams: ``{prefix}-log`` (events) and ``{prefix}-log-index``
-(outcomes, and the chain entries of events other than a chain's root).
+(outcomes, the chain entries of events other than a chain's root, and the type entries
+of every event).
 
 An event is published on its own subject with ``Nats-Expected-Last-Subject-Sequence: 0``,
 so the first record of it wins and a later one is refused; its stream sequence is its
@@ -11,7 +12,11 @@ the first message that was not.
 Reads are direct gets by subject and sequence. An event's outcomes, or a chain's
 entries, are read one message per request (``next_by_subj``: JetStream 2.9 has no batch
 get), the events of a page together: a page of events with at most ``k`` outcomes each
-takes ``k + 3`` round trips.
+takes ``k + 3`` round trips. A type's events since a time are found by a search over the
+index's sequences, probing :data:`_PROBES` at a time for the type's first entry after
+each (a few round trips for millions of entries), then read one entry per round trip
+from :data:`_REORDER` seconds before the time on (events are logged in batches, nearly
+in publish order) up to the limit.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from nerve.stores.nats.wire import EXPECTED_LAST, Request, Stored, Wire
 
 #: Messages read at a time while trimming from the front of a stream.
 _TRIM_PAGE = 64
+
+#: Sequences probed at once while searching the index for a time.
+_PROBES = 16
+#: Seconds before a lookback's start its search begins: events logged out of publish order.
+_REORDER = 1.0
 
 #: When a message of a log stream was published (an event) or ended (an outcome).
 _TimeOf = Callable[[Stored], float]
@@ -44,9 +54,10 @@ class Log:
         for event, at in events:
             body = f"{at!r}\n{event.model_dump_json()}".encode()
             items.append((layout.event_subject(event.event_id), body, first))
+            entry = json.dumps([at, event.event_id]).encode()
             if event.correlation_id != event.event_id:  # a root is found by its id
-                entry = json.dumps([at, event.event_id]).encode()
                 items.append((layout.chain_subject(event.correlation_id), entry, None))
+            items.append((layout.type_subject(event.event_type), entry, None))
         for row in outcomes:
             items.append((layout.outcome_subject(row[1]), json.dumps(row).encode(), None))
         for refusal in await self._wire.publish(items):
@@ -100,6 +111,44 @@ class Log:
             seqs = range(start, min(last, start + limit - 1) + 1)
             cursor = str(seqs[-1]) if seqs else after
         return await self._records(await self._wire.at(self._layout.log, seqs)), cursor
+
+    async def of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        """Events of a type published at ``since`` or later, in logging order."""
+        if limit <= 0:
+            return []
+        stream, subject = self._layout.log_index, self._layout.type_subject(event_type)
+        seq = await self._search(stream, subject, since - _REORDER)
+        ids: dict[str, None] = {}  # an event recorded twice has two entries
+        while len(ids) < limit:
+            [found] = await self._wire.next_after(stream, [(subject, seq)])
+            if found is None:
+                break
+            at, event_id = json.loads(found.data)
+            if at >= since:
+                ids[event_id] = None
+            seq = found.seq + 1
+        layout = self._layout
+        return await self._records(
+            await self._wire.last([(layout.log, layout.event_subject(i)) for i in ids])
+        )
+
+    async def _search(self, stream: str, subject: str, since: float) -> int:
+        """A sequence of ``stream`` from which ``subject``'s entries ([time, ...]) are at
+        ``since`` or later, as their times grow with their sequences."""
+        first, last, _count = await self._wire.state(stream)
+        low, high = first, last + 1  # the answer is in [low, high]
+        while low < high:
+            step = max(1, (high - low) // _PROBES)
+            probes = range(low, high, step)
+            found = await self._wire.next_after(stream, [(subject, p) for p in probes])
+            for probe, entry in zip(probes, found, strict=True):
+                if entry is None or json.loads(entry.data)[0] >= since:
+                    high = probe  # no entry after it is older
+                    break
+                low = entry.seq + 1
+            if step == 1:
+                break
+        return min(low, high)
 
     async def _records(self, found: Sequence[Stored | None]) -> list[EventRecord]:
         """The records of the logged events ``found`` (None: not logged), with outcomes."""

@@ -1,8 +1,9 @@
 """The NATS store: connecting, making its buckets and streams, and every contract.
 
 The parts live apart (:mod:`.marks`: done marks, failures, publish records; :mod:`.kept`:
-dead letters, step results, counters; :mod:`.log`: the event log); this module opens
-them on one connection and translates what NATS raises into :class:`nerve.StoreError`.
+dead letters, step results, counters; :mod:`.log`: the event log; :mod:`.timers`;
+:mod:`.waits`); this module opens them on one connection and translates what NATS
+raises into :class:`nerve.StoreError`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from nerve.records import (
     EventRecord,
     OutcomeRow,
     PublishedRow,
+    Timer,
+    WaitRecord,
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
@@ -45,6 +48,8 @@ from nerve.stores.nats.kept import Kept
 from nerve.stores.nats.layout import Layout, token, untoken
 from nerve.stores.nats.log import Log
 from nerve.stores.nats.marks import Marks
+from nerve.stores.nats.timers import Timers
+from nerve.stores.nats.waits import Waits
 from nerve.stores.nats.wire import JetStreamError, Wire, present
 from nerve.urls import integer_option, number_option
 
@@ -63,11 +68,14 @@ class _Open:
     marks: Marks
     kept: Kept
     log: Log
+    timers: Timers
+    waits: Waits
 
 
 class NATSStore(Store):
-    """Done marks, failures, dead letters, step results, counters, the event log and the
-    declared subscriptions in NATS JetStream (key-value buckets and streams).
+    """Done marks, failures, dead letters, step results, counters, the event log, the
+    declared subscriptions, timers and waits in NATS JetStream (key-value buckets and
+    streams).
 
     Args:
         url: ``nats://user:password@host:4222?prefix=nerve&replicas=1`` (the transport's
@@ -144,12 +152,15 @@ class NATSStore(Store):
             self._closing = True
             await client.close()
             raise
+        kept = Kept(wire, self.layout, self.window)
         self._open = _Open(
             client=client,
             wire=wire,
             marks=Marks(wire, self.layout, self.window),
-            kept=Kept(wire, self.layout, self.window),
+            kept=kept,
             log=Log(wire, self.layout),
+            timers=Timers(wire, self.layout),
+            waits=Waits(wire, self.layout, kept),
         )
 
     async def close(self) -> None:
@@ -309,6 +320,59 @@ class NATSStore(Store):
     ) -> tuple[list[EventRecord], str | None]:
         with self._translate("reading the feed"):
             return await self._opened().log.after(after, limit)
+
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        with self._translate("reading the events of a type"):
+            return await self._opened().log.of_type(event_type, since, limit)
+
+    # timers
+
+    async def add_timer(self, timer: Timer, *, replace: bool = False) -> bool:
+        with self._translate("adding a timer"):
+            return await self._opened().timers.add(timer, replace)
+
+    async def claim_timers(self, now: float, lease: float, limit: int) -> list[Timer]:
+        with self._translate("claiming timers"):
+            return await self._opened().timers.claim(now, lease, limit)
+
+    async def delete_timer(self, timer_id: str) -> bool:
+        with self._translate("deleting a timer"):
+            return await self._opened().timers.delete(timer_id)
+
+    async def timers(self, prefix: str = "", limit: int = 100) -> list[Timer]:
+        with self._translate("listing timers"):
+            return await self._opened().timers.listed(prefix, limit)
+
+    async def timer(self, timer_id: str) -> Timer | None:
+        with self._translate("reading a timer"):
+            return await self._opened().timers.get(timer_id)
+
+    # waits
+
+    async def add_wait(self, wait: WaitRecord) -> None:
+        with self._translate("adding a wait"):
+            await self._opened().waits.add(wait)
+
+    async def waits_for(self, events: Sequence[Event[Any]]) -> list[tuple[WaitRecord, Event[Any]]]:
+        if not events:
+            return []
+        with self._translate("finding waits"):
+            return await self._opened().waits.matching(events)
+
+    async def remove_wait(self, wait_id: str) -> bool:
+        with self._translate("removing a wait"):
+            return await self._opened().waits.remove(wait_id)
+
+    async def waits(
+        self,
+        *,
+        subscription: str | None = None,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[WaitRecord]:
+        with self._translate("listing waits"):
+            return await self._opened().waits.listed(subscription, event_id, event_type, limit)
 
     # subscriptions
 
