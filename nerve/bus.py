@@ -19,6 +19,7 @@ from nerve.history import History, HistoryRecorder
 from nerve.later import Later, due_time
 from nerve.observe import default_observers
 from nerve.observe.observer import Observer, Observers
+from nerve.parked import ParkedFiler, file_parked
 from nerve.records import DeliveryState, WaitRecord
 from nerve.routing import matches
 from nerve.runner import SubscriptionRunner
@@ -116,6 +117,7 @@ class EventBus:
         self._runners: dict[str, SubscriptionRunner] = {}
         self._settler: Settler | None = None
         self._watchdog: LoopWatchdog | None = None
+        self._filer: ParkedFiler | None = None  # files what the broker parks (nerve.parked)
         self._state: _State = "new"
         self._connecting = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -146,7 +148,7 @@ class EventBus:
         self._later = Later(self._ready_store, self.publish, self.publish_many)
         self._timers: TimerService | None = None
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
-        self.dlq = DeadLetterQueue(self._ready_store, self._redeliver)
+        self.dlq = DeadLetterQueue(self._ready_store, self._redeliver, self._file_parked)
         #: The event log: events published, handler outcomes, declared subscriptions.
         self.history = History(self._history_store)
         #: Deliveries an in-process transport still held when the bus stopped (lost).
@@ -572,6 +574,9 @@ class EventBus:
             self._watchdog = LoopWatchdog.acquire(self.settings.loop_watchdog)
         for runner in self._runners.values():
             runner.start()
+        if self._runners and self._transport.parks:
+            self._filer = ParkedFiler(self._file_parked_now)
+            self._filer.start()
         self._state = "running"
 
     def _forget(self, deliveries: Sequence[Delivery]) -> None:
@@ -612,6 +617,9 @@ class EventBus:
             await self._timers.stop()
             self._timers = None
             self._waits.wake_timers = lambda: None
+        if self._filer is not None:
+            await self._filer.stop()
+            self._filer = None
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners.values()))
         if self._settler is not None:
             await self._settler.close()
@@ -736,6 +744,15 @@ class EventBus:
         elif self._state == "stopped":
             await self._store.open()  # dead letters and status outlive the bus's run
         return self._store
+
+    async def _file_parked(self) -> None:
+        """File what the broker parked as dead letters (:mod:`nerve.parked`), if it parks
+        and this bus is connected to it (not once it has stopped)."""
+        if self._transport.parks and self._state in ("connected", "running"):
+            await self._file_parked_now()
+
+    async def _file_parked_now(self) -> None:
+        await file_parked(self._transport, self._store, self._observers)
 
     async def _redeliver(self, event: Event[Any], subscription: str) -> None:
         if self._state not in ("connected", "running", "stopping"):

@@ -15,18 +15,30 @@ class DeadLetterQueue:
     """Events that a subscription gave up on, with every attempt's error.
 
     Reached as ``bus.dlq``. Entries are keyed by ``(subscription, event_id)``: one event
-    can be dead in one subscription and done in another.
+    can be dead in one subscription and done in another. Events the broker gave up on by
+    itself (RabbitMQ's parked queue) are filed here before each read (:mod:`nerve.parked`).
     """
 
     def __init__(
         self,
         store: Callable[[], Awaitable[DeadLetterStore]],
         redeliver: Callable[[Event[Any], str], Awaitable[None]],
+        file_parked: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         #: The store, ready to use (connected on first use, reopened after a stop).
         self._store = store
         #: Deliver an event again to one subscription only.
         self._redeliver = redeliver
+        #: File what the broker parked by itself as dead letters (nerve.parked), so that
+        #: they are listed and replayed like the others.
+        self._file_parked = file_parked
+
+    async def _ready(self) -> DeadLetterStore:
+        """The store, with what the broker parked filed in it."""
+        store = await self._store()
+        if self._file_parked is not None:
+            await self._file_parked()
+        return store
 
     async def list(
         self,
@@ -36,7 +48,7 @@ class DeadLetterQueue:
         limit: int | None = 100,
     ) -> builtins.list[DeadLetter]:
         """Dead letters, newest first, optionally filtered."""
-        store = await self._store()
+        store = await self._ready()
         return await store.dead_letters(event_id=event_id, subscription=subscription, limit=limit)
 
     async def get(self, event_id: str, *, subscription: str | None = None) -> DeadLetter | None:
@@ -53,7 +65,7 @@ class DeadLetterQueue:
         starts again at attempt 1, and if it fails to the end it comes back with its new
         errors. Returns the entries replayed.
         """
-        store = await self._store()
+        store = await self._ready()
         taken = await store.take_dead_letters(event_id=event_id, subscription=subscription)
         for index, entry in enumerate(taken):
             try:
@@ -68,5 +80,5 @@ class DeadLetterQueue:
 
     async def purge(self, event_id: str | None = None, *, subscription: str | None = None) -> int:
         """Delete dead letters (all of them with no arguments); return how many."""
-        store = await self._store()
+        store = await self._ready()
         return len(await store.take_dead_letters(event_id=event_id, subscription=subscription))

@@ -18,6 +18,7 @@ from nerve.bus import EventBus
 from nerve.cli.operator_bus import bus_of
 from nerve.cli.options import AppArg, JSONObjectOption, URLOption
 from nerve.cli.output import print_json, show, stderr
+from nerve.cli.state import check_processes, host_local_store, memory_store_warning
 from nerve.exceptions import ConfigurationError, NerveError
 from nerve.loading import load_bus
 from nerve.observe.logs import configure_logging
@@ -69,11 +70,13 @@ def serve(
             f"{workers} workers cannot share {scheme_of(bus.url)}:// (in-process): "
             "use a durable transport, e.g. --url sqlite:///nerve.db"
         )
+    check_processes(bus, workers, "nerve serve")
     grace = int(bus.settings.shutdown_grace) + 1
     stderr().print(
         f"nerve serve: {len(bus.subscriptions)} subscriptions on {redact(bus.url)}; "
         f"POST events to http://{host}:{port}/events"
     )
+    _state_warnings(bus)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
     options |= server_options(HTTPSettings(), host)  # limits; loopback only without a key
     if json_logs:
@@ -104,6 +107,7 @@ def worker(
     """
     configure_logging()
     bus = load_bus(target)  # fail here, once, if the app cannot load
+    check_processes(bus, workers, "nerve worker")
     if not bus.transport.durable:
         where = f"{scheme_of(bus.url)}:// (in-process)"
         if workers > 1:  # N buses of their own, each receiving nothing from outside
@@ -121,9 +125,20 @@ def worker(
             f"nerve worker {os.getpid()}: {len(bus.subscriptions)} subscriptions on "
             f"{redact(bus.url)}"
         )
+        _state_warnings(bus)
         asyncio.run(_serve(bus))
         return
     _supervise(target, workers)
+
+
+def _state_warnings(bus: EventBus) -> None:
+    """Say at start where the state would not last or not be shared (nerve.cli.state)."""
+    warning = memory_store_warning(bus)
+    if warning:
+        stderr().print(f"warning: {warning}")
+    note = host_local_store(bus)
+    if note:
+        stderr().print(f"note: {note}")
 
 
 async def _serve(bus: EventBus) -> None:
@@ -189,7 +204,8 @@ def doctor(
 
 async def _doctor(bus: EventBus) -> dict[str, Any]:
     transport: dict[str, Any] = {"url": redact(bus.url), "ok": True, "error": None}
-    store: dict[str, Any] = {"url": bus.store_url, "ok": True, "error": None}
+    note = memory_store_warning(bus) or host_local_store(bus)
+    store: dict[str, Any] = {"url": bus.store_url, "ok": True, "error": None, "note": note}
     try:
         await bus.transport.connect()
         await bus.transport.close()
@@ -216,6 +232,8 @@ def _doctor_table(report: dict[str, Any]) -> Table:
             result = Text(check["error"], style="red")
         elif what == "store":
             result = Text.assemble(("ok", "green"), f", {check['dead_letters']} dead letter(s)")
+            if check["note"]:
+                result.append(f"; {check['note']}", style="yellow")
         else:
             result = Text("ok", style="green")
         table.add_row(f"{what} {check['url']}", result)

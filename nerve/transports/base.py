@@ -96,6 +96,38 @@ class Delivery(ABC):
     async def _reject(self) -> None: ...
 
 
+class Parked(ABC):
+    """An event the broker itself gave up on for one subscription, waiting to be filed.
+
+    A broker that bounds redeliveries (RabbitMQ's ``x-delivery-limit``) sets aside a
+    message that kept coming back unsettled: every process that took it died. The core
+    files each one as a dead letter in its store (:mod:`nerve.parked`), then calls
+    :meth:`settle`: a crash in between leaves it parked, to be filed again.
+
+    Attributes:
+        event: the event parked.
+        subscription: the subscription it was parked from.
+        attempts: its deliveries to that subscription, as far as the broker tells.
+        reason: what the broker did, in words, for the dead letter's error.
+    """
+
+    __slots__ = ("attempts", "event", "reason", "subscription")
+
+    def __init__(self, event: Event[Any], subscription: str, attempts: int, reason: str) -> None:
+        self.event = event
+        self.subscription = subscription
+        self.attempts = attempts
+        self.reason = reason
+
+    @abstractmethod
+    async def settle(self) -> None:
+        """Filed: remove it from the broker's parked messages."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Not filed (the store failed): leave it parked, for another take."""
+
+
 class Transport(ABC):
     """A broker, seen from nerve. One module per broker, chosen by URL scheme.
 
@@ -105,6 +137,8 @@ class Transport(ABC):
 
     #: Whether accepted events survive the process (and are redelivered after a crash).
     durable: ClassVar[bool] = False
+    #: Whether the broker parks events by itself (:meth:`take_parked` may return some).
+    parks: ClassVar[bool] = False
     #: How errors name it: "the Redis transport is closed".
     name: ClassVar[str] = "transport"
     #: Seconds between two looks at the broker in the default :meth:`wait_idle`.
@@ -223,6 +257,17 @@ class Transport(ABC):
     @abstractmethod
     async def receive(self, subscription: str, max_items: int) -> Sequence[Delivery]:
         """Wait for at least one delivery for ``subscription``; return up to ``max_items``."""
+
+    async def take_parked(self, max_items: int) -> Sequence[Parked]:
+        """Up to ``max_items`` events the broker parked, as many as are there now (never
+        waits for more). Each is held (no other caller gets it) until settled or until
+        the connection closes. Transports that never park return nothing.
+
+        What the broker parked that the core cannot file (a message that is no event, or
+        from no subscription it can name) stays parked for an operator, and is not
+        returned.
+        """
+        return ()
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge many deliveries (transports override it with one round trip).

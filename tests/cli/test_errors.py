@@ -183,7 +183,7 @@ def test_doctor_takes_a_url_and_prints_json(tmp_path: Path) -> None:
     assert json.loads(bare.stdout) == {
         "ok": True,
         "transport": {"url": url, "ok": True, "error": None},
-        "store": {"url": url, "ok": True, "error": None, "dead_letters": 0},
+        "store": {"url": url, "ok": True, "error": None, "note": None, "dead_letters": 0},
         "subscriptions": [],
     }
     # an app's bus, --url standing for NERVE_URL as it is imported

@@ -48,10 +48,12 @@ The attempt number is the ``nerve-attempt`` header of a re-published retry (1 if
 plus the quorum queue's ``x-delivery-count``: a delivery returned to the queue (its
 process died, its channel closed) comes back counted. A broker-side ``x-delivery-limit``
 (``delivery_limit``, default 20 returns) stops a message that kills every worker that
-takes it: the queue then dead-letters it to ``{prefix}.parked``, where an operator sees it
-(``rabbitmqctl list_queues``) and can move it back; nerve never handles or drops it
-silently. Malformed messages (not a nerve event) are parked too. Dead letters decided by
-the core are in nerve's store; their deliveries are simply acknowledged.
+takes it: the queue then dead-letters it to ``{prefix}.parked``. :meth:`take_parked` hands
+what is parked there to the core (``parked``), which files each event as a dead letter of
+the subscription its queue names, then has it acknowledged: listed and replayed like the
+others. Malformed messages (not a nerve event) are parked too, and stay there for an
+operator (``rabbitmqctl list_queues``). Dead letters decided by the core are in nerve's
+store; their deliveries are simply acknowledged.
 
 Connections: aio-pika's robust connection reconnects after a broker restart or a network
 cut (``reconnect_interval``, default 5 s) and re-declares the exchanges, queues, bindings,
@@ -84,6 +86,7 @@ The modules, one thing each::
                    idleness and lag
     consumer.py    SubscriptionQueue: a subscription's queue as consumed here, its buffer
     delivery.py    AMQPDelivery: a consumed message, settled by the transport
+    parked.py      the parked queue: what the broker gave up on, handed up to be filed
     waits.py       the wait queues of retries: declaring them, holding a retry's original
                    while its wait queue is new, checking (and deleting) a leaderless one
     wire.py        names, headers and messages on the wire; the URL's options

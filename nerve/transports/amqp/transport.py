@@ -41,6 +41,7 @@ from nerve.transports.amqp.client import (
 )
 from nerve.transports.amqp.consumer import SubscriptionQueue
 from nerve.transports.amqp.delivery import AMQPDelivery
+from nerve.transports.amqp.parked import ParkedQueue
 from nerve.transports.amqp.waits import MIN_DELAY, WaitQueues
 from nerve.transports.amqp.wire import (
     DEFAULT_PREFIX,
@@ -55,7 +56,7 @@ from nerve.transports.amqp.wire import (
     queue_name,
     quorum_queue,
 )
-from nerve.transports.base import Delivery, Transport, each_then_raise
+from nerve.transports.base import Delivery, Parked, Transport, each_then_raise
 from nerve.urls import integer_option
 
 __all__ = ["DEFAULT_DELIVERY_LIMIT", "PUBLISH_CHUNK", "AMQPTransport"]
@@ -89,6 +90,7 @@ class AMQPTransport(Transport):
     """
 
     durable = True
+    parks = True  # x-delivery-limit: a message every consumer died holding
     state_on_host = True  # no lookups by event id: nerve's state goes to a file
     name = "AMQP"
     #: wait_idle polls this often, and wants this many idle looks in a row: a message between
@@ -130,9 +132,11 @@ class AMQPTransport(Transport):
         self._control: AbstractRobustChannel | None = None  # declarations
         self._stats: AbstractRobustChannel | None = None  # idle checks (declares nothing)
         self._publisher: AbstractRobustChannel | None = None  # confirms; returns raise
+        self._parking: AbstractRobustChannel | None = None  # takes from the parked queue
         self._events: AbstractExchange | None = None
         self._subs: dict[str, SubscriptionQueue] = {}
         self._waits = WaitQueues(self.prefix, self._client_url, self._where)
+        self._parked = ParkedQueue(self.parked_name, self.prefix, self.delivery_limit)
         self._in_flight: dict[AMQPDelivery, None] = {}  # consumed here, not settled
         self._closed = False
 
@@ -161,6 +165,7 @@ class AMQPTransport(Transport):
             self._control = await connection.channel(publisher_confirms=False)
             self._stats = await connection.channel(publisher_confirms=False)
             self._publisher = await connection.channel(on_return_raises=True)
+            self._parking = await connection.channel(publisher_confirms=False)
             await self._control.declare_exchange(self.events_name, ExchangeType.TOPIC, durable=True)
             # Published through the confirming channel: an exchange object publishes on
             # the channel that made it, and the control channel does not confirm.
@@ -180,7 +185,7 @@ class AMQPTransport(Transport):
         # Held originals stay unacknowledged: closing the connection returns them.
         await self._waits.close()
         connection, self._connection = self._connection, None
-        self._control = self._stats = self._publisher = self._events = None
+        self._control = self._stats = self._publisher = self._parking = self._events = None
         if connection is not None:
             # Unsettled deliveries go back to their queues as the connection closes.
             with suppress(*CLIENT_ERRORS):
@@ -305,6 +310,13 @@ class AMQPTransport(Transport):
 
         with translate(self._where, f"consuming {sub.queue!r}"):
             await sub.consume(connection, prefetch, take)
+
+    async def take_parked(self, max_items: int) -> Sequence[Parked]:
+        """Events parked in ``{prefix}.parked`` (see :mod:`nerve.transports.amqp.parked`)."""
+        self._check_open()
+        known = {sub.queue: sub.name for sub in self._subs.values()}
+        with translate(self._where, f"taking from {self.parked_name!r}"):
+            return await self._parked.take(self._channel(self._parking), max_items, known)
 
     # settling
 

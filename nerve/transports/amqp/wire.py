@@ -18,6 +18,7 @@ from nerve.urls import split_options
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "DEATH_HEADER",
     "DEFAULT_PREFIX",
     "DELAY_HEADER",
     "DELAY_NAME",
@@ -33,6 +34,7 @@ __all__ = [
     "message_of",
     "queue_name",
     "quorum_queue",
+    "subscription_of",
 ]
 
 # Wire names, in one place.
@@ -45,6 +47,7 @@ PARKED_NAME: Final = "{prefix}.parked"
 ATTEMPT_HEADER: Final = "nerve-attempt"
 DELAY_HEADER: Final = "nerve-delay"
 DELIVERY_COUNT_HEADER: Final = "x-delivery-count"  # set by quorum queues on redeliveries
+DEATH_HEADER: Final = "x-death"  # set by dead-lettering: queue and reason, newest first
 
 _NAME_SAFE = re.compile(r"[a-zA-Z0-9\-_.:@#,/ ]")
 _PREFIX_SAFE = re.compile(r"[a-zA-Z0-9\-_.]{1,100}")
@@ -91,6 +94,30 @@ def queue_name(prefix: str, subscription: str) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         name = f"{name[: _NAME_MAX - 17]}.{digest}"
     return name
+
+
+def subscription_of(prefix: str, queue: str) -> str | None:
+    """The subscription whose queue is ``queue`` (:func:`queue_name` undone), or None if
+    it is no subscription's queue under ``prefix`` or was cut to fit (its name is lost)."""
+    head = QUEUE_NAME.format(prefix=prefix, name="")
+    if not queue.startswith(head):
+        return None
+    encoded, decoded, at = queue[len(head) :], bytearray(), 0
+    while at < len(encoded):
+        if encoded[at] == "+":
+            try:
+                decoded.append(int(encoded[at + 1 : at + 3], 16))
+            except ValueError:
+                return None
+            at += 3
+        else:
+            decoded += encoded[at].encode()
+            at += 1
+    try:
+        name = decoded.decode()
+    except UnicodeDecodeError:
+        return None
+    return name if queue_name(prefix, name) == queue else None
 
 
 def quorum_queue(arguments: dict[str, Any]) -> dict[str, Any]:
