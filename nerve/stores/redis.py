@@ -15,19 +15,36 @@ constants below)::
     {prefix}:log:event:{event_id}    hash  e -> event JSON, at -> published at, seq -> feed id
     {prefix}:log:outcomes:{event_id} list of outcome rows (JSON arrays), oldest first
     {prefix}:log:chain:{corr_id}     sorted set of the chain's event ids, by publish time
+    {prefix}:log:type:{event_type}   sorted set of the type's event ids, by publish time
+    {prefix}:log:types               set of the types with such an index (for trimming)
     {prefix}:subscriptions           hash  subscription -> pattern (every declared one)
+    {prefix}:timers                  sorted set of "seq:timer id" entries, by due time
+                                     (seq: writes so far, zero-padded: ties in write order)
+    {prefix}:timers:bodies           hash  timer id -> body
+    {prefix}:timers:entries          hash  timer id -> its entry in {prefix}:timers
+    {prefix}:timers:writes           counter of timer writes (the entries' seq)
+    {prefix}:waits                   hash  wait id -> wait JSON
+    {prefix}:waits:order             sorted set of wait ids, by created_at
+    {prefix}:waits:where             hash  wait id -> JSON [run's event id, awaited type,
+                                     shape, key]: its index entries, to remove them
+    {prefix}:waits:shapes:{type}     hash  shape (JSON list of paths) -> its waits on type
+    {prefix}:waits:key:{type}:{key}  set of the ids of the waits on (type, match key)
+    {prefix}:waits:run:{event_id}    set of the ids of the waits of a suspended run
+
+Timers and waits are :mod:`nerve.stores.redis_waits`'s (its ``*_KEY`` constants).
 
 One hash per event keeps :meth:`RedisStore.states` one lookup per kind. Done marks and
 publish records expire ``window`` seconds after they were written, and a done mark older
 than the window is ignored even while its hash lives on (a later mark of the same event by
 another subscription extends the hash's TTL); failure lists expire after the window too,
 so an event abandoned mid-retries leaves nothing behind for long. The event log's keys
-expire ``history_retention`` seconds after their last write, and the feed is trimmed to
-that age by :meth:`RedisStore.trim_history`. Dead letters never
-expire: they wait to be replayed or purged. Step results and counters expire ``window``
-seconds after the event's last step or counter write, except while the event has a dead
-letter in any subscription: then they are kept until the last of them is taken. Writes
-survive what Redis's persistence settings make survive (``appendonly`` for every write).
+expire ``history_retention`` seconds after their last write, and the feed and the
+per-type indexes are trimmed to that age by :meth:`RedisStore.trim_history`. Dead
+letters, timers and waits never expire: they are kept until taken, deleted or removed.
+Step results and counters expire ``window`` seconds after the event's last step or
+counter write, except while the event has a dead letter or a wait in any subscription:
+then they are kept until the last of them is taken or removed. Writes survive what
+Redis's persistence settings make survive (``appendonly`` for every write).
 
 The Lua scripts are in ``lua/`` next to this module, read once when it is imported.
 """
@@ -58,6 +75,7 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
+from nerve.stores.redis_waits import WAIT_RUN_KEY, RedisTimersAndWaits
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
 FAILURES_KEY: Final = "{prefix}:failures:{event_id}"
@@ -71,6 +89,7 @@ LOG_FEED_KEY: Final = "{prefix}:log"
 LOG_EVENT_KEY: Final = "{prefix}:log:event:{event_id}"
 LOG_OUTCOMES_KEY: Final = "{prefix}:log:outcomes:{event_id}"
 LOG_CHAIN_KEY: Final = "{prefix}:log:chain:{correlation_id}"
+LOG_TYPE_KEY: Final = "{prefix}:log:type:{event_type}"
 SUBSCRIPTIONS_KEY: Final = "{prefix}:subscriptions"
 _SEP: Final = "\x00"  # between the parts of a member or field: none can contain it
 
@@ -94,6 +113,7 @@ def _load_scripts() -> dict[str, str]:
         "mark_done",
         "record_published",
         "record_history",
+        "trim_history",
         *_KEEPING,
     ):
         text = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
@@ -104,8 +124,9 @@ def _load_scripts() -> dict[str, str]:
 _SCRIPTS: Final = _load_scripts()
 
 
-class RedisStore(Store):
-    """Idempotency marks, failures, dead letters and publish records in Redis.
+class RedisStore(RedisTimersAndWaits, Store):
+    """Idempotency marks, failures, dead letters, publish records, step results and
+    counters, the event log, timers and waits in Redis.
 
     Args:
         url: ``redis://host:port/db?prefix=nerve`` (the transport's URL works as is).
@@ -162,6 +183,8 @@ class RedisStore(Store):
         self._add_to = client.register_script(_SCRIPTS["add_to"])
         self._release_steps = client.register_script(_SCRIPTS["release_steps"])
         self._record_history = client.register_script(_SCRIPTS["record_history"])
+        self._trim_history = client.register_script(_SCRIPTS["trim_history"])
+        self._open_timers_and_waits(client)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -344,6 +367,7 @@ class RedisStore(Store):
                             self._key(STEPS_KEY, event_id),
                             self._key(COUNTERS_KEY, event_id),
                             self._key(DLQ_EVENT_KEY, event_id),
+                            self._key(WAIT_RUN_KEY, event_id),
                         ],
                         args=[self._window_ms, *subscriptions],
                         client=pipe,
@@ -362,7 +386,7 @@ class RedisStore(Store):
     async def record_step(self, subscription: str, event_id: str, step: str, result: str) -> None:
         with self._translate("recording a step result"):
             await self._record_step(
-                keys=[self._key(STEPS_KEY, event_id), self._key(DLQ_EVENT_KEY, event_id)],
+                keys=self._keeping(STEPS_KEY, event_id),
                 args=[self._window_ms, f"{subscription}{_SEP}{step}", result],
                 client=self._client(),
             )
@@ -375,11 +399,19 @@ class RedisStore(Store):
             args += (name, repr(float(amount)))
         with self._translate("adding to a counter"):
             flat: list[str] = await self._add_to(
-                keys=[self._key(COUNTERS_KEY, event_id), self._key(DLQ_EVENT_KEY, event_id)],
+                keys=self._keeping(COUNTERS_KEY, event_id),
                 args=args,
                 client=self._client(),
             )
         return {name: float(total) for name, total in zip(flat[0::2], flat[1::2], strict=True)}
+
+    def _keeping(self, template: str, event_id: str) -> list[str]:
+        """The keys of a script that writes steps or counters (see keep.lua)."""
+        return [
+            self._key(template, event_id),
+            self._key(DLQ_EVENT_KEY, event_id),
+            self._key(WAIT_RUN_KEY, event_id),
+        ]
 
     # status
 
@@ -403,7 +435,13 @@ class RedisStore(Store):
     ) -> None:
         args: list[Any] = [self.prefix, self._history_ms, len(events)]
         for event, at in events:
-            args += (event.event_id, event.correlation_id, repr(at), event.model_dump_json())
+            args += (
+                event.event_id,
+                event.correlation_id,
+                event.event_type,
+                repr(at),
+                event.model_dump_json(),
+            )
         for row in outcomes:
             args += (row[1], json.dumps(row))
         with self._translate("recording history"):
@@ -411,8 +449,10 @@ class RedisStore(Store):
 
     async def trim_history(self, before: float) -> None:
         with self._translate("trimming history"):
-            await self._client().xtrim(
-                self._feed, minid=f"{max(0, int(before * 1000))}-0", approximate=False
+            await self._trim_history(
+                keys=[self._feed],
+                args=[self.prefix, f"{max(0, int(before * 1000))}-0", repr(before)],
+                client=self._client(),
             )
 
     async def _log_records(self, event_ids: Sequence[str]) -> list[EventRecord]:
@@ -458,6 +498,15 @@ class RedisStore(Store):
                 entries = await client.xrange(self._feed, min=f"({after}", count=limit)
                 cursor = entries[-1][0] if entries else after
         return await self._log_records([fields["id"] for _id, fields in entries]), cursor
+
+    async def history_of_type(self, event_type: str, since: float, limit: int) -> list[EventRecord]:
+        """Logged events of a type published at ``since`` or later, oldest first."""
+        if limit <= 0:
+            return []
+        key = LOG_TYPE_KEY.format(prefix=self.prefix, event_type=event_type)
+        with self._translate("reading history by type"):
+            ids: Any = await self._client().zrangebyscore(key, repr(since), "+inf", 0, limit)
+        return await self._log_records(list(ids))
 
     async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
         if subscriptions:
