@@ -1,5 +1,6 @@
 """The bus a command acts on (the operator commands' ``publish``, ``dlq``, ``status``,
-``trace``, ``tail``, and ``doctor``), and running the command's work on it to an exit code."""
+``trace``, ``tail``, ``waits``, ``approvals``, and ``doctor``), and running the command's
+work on it to an exit code."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 from nerve import __version__
 from nerve.bus import EventBus
 from nerve.exceptions import ConfigurationError
-from nerve.http import admin, apidocs, events, ui, webhooks
+from nerve.http import admin, apidocs, events, ui, waiting, webhooks
 from nerve.http.fastpath import IntakeFastPath
 from nerve.http.intake import Intake
 from nerve.http.problems import HTTPProblem
@@ -69,6 +69,7 @@ def _build(
         events.routes(intake),
         webhooks.routes(intake),
         admin.routes(intake),
+        waiting.routes(intake),
         ui.routes(intake),
     ):
         top.routes.extend(part.routes)

@@ -45,7 +45,8 @@ WATCH_SECONDS = 600.0
 #: Seconds the subscriptions' names and patterns are cached by a stream.
 SUBSCRIPTIONS_TTL = 10.0
 
-SETTLED = frozenset({"done", "dead_lettered"})
+#: Outcomes after which an event is not followed any more (a waiting run is: it resumes).
+SETTLED = frozenset({"done", "dead_lettered", "cancelled"})
 
 
 def states(record: EventRecord, subscriptions: Mapping[str, str]) -> dict[str, str]:

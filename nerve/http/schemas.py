@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from nerve import constants
+from nerve.approvals import Decision, PendingApproval
 from nerve.records import DeadLetter, DeliveryState
 
 __all__ = [
     "Accepted",
+    "Approvals",
     "BatchAccepted",
     "DeadLetter",
     "DeadLetters",
+    "Decision",
+    "DecisionIn",
     "EventIdPath",
     "EventIdQuery",
     "EventIn",
@@ -23,6 +28,8 @@ __all__ = [
     "Problem",
     "Purged",
     "SubscriptionQuery",
+    "WaitOut",
+    "Waits",
     "json_body",
     "problem_responses",
     "request_body",
@@ -140,6 +147,47 @@ class DeadLetters(BaseModel):
 
 class Purged(BaseModel):
     purged: int
+
+
+class Approvals(BaseModel):
+    """The approvals runs wait for, oldest first."""
+
+    approvals: list[PendingApproval]
+
+
+class DecisionIn(BaseModel):
+    """A person's decision on a pending approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    by: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=constants.PRINTABLE_RE,
+        description="Who decides (kept in the decision). Printable.",
+    )
+    comment: str | None = Field(
+        default=None, max_length=4000, description="Why, for the run and the record."
+    )
+
+
+class WaitOut(BaseModel):
+    """A run suspended in ``wait_for``: whose, for what, since and until when."""
+
+    subscription: str
+    event_id: str = Field(description="The waiting run's event.")
+    event_type: str = Field(description="The waiting run's event type.")
+    name: str = Field(description="The wait's name within its run (wait:1, approval:...).")
+    awaited: str = Field(description="The event type that resumes it.")
+    match: dict[str, Any] = Field(description="Paths of the awaited event and their values.")
+    since: datetime = Field(description="Events published from then on can answer it.")
+    deadline: datetime | None = Field(description="When it times out (null: never).")
+    info: dict[str, Any] = Field(description="What it is for, as the handler said.")
+
+
+class Waits(BaseModel):
+    waits: list[WaitOut]
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

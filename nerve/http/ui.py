@@ -2,7 +2,8 @@
 
 The page and its files are public (they hold no data); everything under ``/ui/api`` takes
 an admin key (``Authorization: Bearer``), as ``/dlq`` does: the feed shows every event.
-The page also uses ``GET /dlq`` and ``POST /dlq/{event_id}/replay``. None of these routes
+The page also uses ``GET /dlq``, ``POST /dlq/{event_id}/replay``, ``GET /waits``,
+``GET /approvals`` and ``POST /approvals/{approval_id}``. None of its own routes
 is in the OpenAPI schema: they serve the page and may change with it.
 
 Routes:

@@ -82,9 +82,12 @@ def test_build_app_makes_a_new_app_with_every_command() -> None:
         "status",
         "trace",
         "tail",
+        "waits",
         "dlq",
+        "approvals",
     ]
     assert list(commands["dlq"].commands) == ["list", "show", "replay", "purge"]
+    assert list(commands["approvals"].commands) == ["list", "approve", "reject"]
 
 
 @pytest.fixture

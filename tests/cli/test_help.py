@@ -25,6 +25,11 @@ USAGES = {
     ("dlq", "show"): "nerve dlq show [OPTIONS] EVENT_ID",
     ("dlq", "replay"): "nerve dlq replay [OPTIONS] [EVENT_ID]",
     ("dlq", "purge"): "nerve dlq purge [OPTIONS] [EVENT_ID]",
+    ("waits",): "nerve waits [OPTIONS]",
+    ("approvals",): "nerve approvals [OPTIONS] COMMAND [ARGS]...",
+    ("approvals", "list"): "nerve approvals list [OPTIONS]",
+    ("approvals", "approve"): "nerve approvals approve [OPTIONS] APPROVAL_ID",
+    ("approvals", "reject"): "nerve approvals reject [OPTIONS] APPROVAL_ID",
 }
 
 
@@ -38,7 +43,8 @@ def test_every_command_is_covered() -> None:
     root = get_command(build_app())
     found: set[tuple[str, ...]] = {()}
     found |= {(name,) for name in root.commands}  # type: ignore[attr-defined]
-    found |= {("dlq", name) for name in root.commands["dlq"].commands}  # type: ignore[attr-defined]
+    for group in ("dlq", "approvals"):
+        found |= {(group, name) for name in root.commands[group].commands}  # type: ignore[attr-defined]
     assert found == set(USAGES)
 
 
@@ -67,10 +73,19 @@ def test_a_flag_takes_no_value() -> None:
 def test_json_says_what_it_prints() -> None:
     assert re.search(r"--json\s+print JSON, one object a line", help_of("dlq", "list"))
     assert re.search(r"--json\s+print JSON, one object a line", help_of("tail"))
+    assert re.search(r"--json\s+print JSON, one object a line", help_of("waits"))
+    assert re.search(r"--json\s+print JSON, one object a line", help_of("approvals", "list"))
     trace = help_of("trace")
     assert "one object a line" not in trace
     assert re.search(r"--json\s+print the chain as one JSON array of trees", trace)
-    for command in (("status",), ("doctor",), ("dlq", "purge"), ("dlq", "replay")):
+    for command in (
+        ("status",),
+        ("doctor",),
+        ("dlq", "purge"),
+        ("dlq", "replay"),
+        ("approvals", "approve"),
+        ("approvals", "reject"),
+    ):
         assert re.search(r"--json\s+print one JSON object", help_of(*command)), command
 
 

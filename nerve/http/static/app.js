@@ -8,6 +8,7 @@
 "use strict";
 
 const KEY_ITEM = "nerve.apiKey";
+const BY_ITEM = "nerve.decidedBy"; // the name decisions are signed with: not a secret
 const BASE = new URL(".", window.location.href); // works under a mount prefix too
 const FEED_LIMIT = 200;
 const POLL_MS = 2000;
@@ -21,6 +22,8 @@ const state = {
   polling: null,
   rows: new Map(), // event_id -> <tr> in the feed
   dlq: "", // what the dead letter table shows, to re-render only on change
+  waits: "", // the same for the waiting runs
+  approvals: new Map(), // approval_id -> <tr>, kept while pending (a comment typed stays)
   epoch: 0,
 };
 
@@ -42,7 +45,9 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error(body.detail || `HTTP ${response.status}`);
+    const failure = new Error(body.detail || `HTTP ${response.status}`);
+    failure.status = response.status;
+    throw failure;
   }
   return response.json();
 }
@@ -94,11 +99,26 @@ function breakable(name) {
   return nodes;
 }
 
+// A time that may be days away (a wait's deadline): the date too.
+function stamp(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
 function short(id) {
   return id && id.length > 13 ? `…${id.slice(-12)}` : id || "";
 }
 
-const LABELS = { done: "done", pending: "pending", retrying: "retrying", dead_lettered: "dead" };
+const LABELS = {
+  done: "done",
+  pending: "pending",
+  retrying: "retrying",
+  dead_lettered: "dead",
+  waiting: "waiting",
+  cancelled: "cancelled",
+};
 
 function badges(states) {
   const names = Object.keys(states || {}).sort();
@@ -173,7 +193,8 @@ function showInFeed(item) {
 function unsettled() {
   const ids = [];
   for (const [id, row] of state.rows) {
-    if (row.querySelector('.badge[data-state="pending"], .badge[data-state="retrying"]')) ids.push(id);
+    const open = '.badge[data-state="pending"], .badge[data-state="retrying"], .badge[data-state="waiting"]';
+    if (row.querySelector(open)) ids.push(id);
   }
   return ids.slice(-100);
 }
@@ -367,6 +388,164 @@ async function loadDeadLetters() {
   $("dlq-count").classList.toggle("some", entries.length > 0);
 }
 
+// ---- approvals and waiting runs (polled) ----------------------------------------------------
+
+function said(message, kind = "info") {
+  const line = $("approvals-said");
+  line.dataset.kind = kind;
+  line.textContent = message;
+  line.hidden = !message;
+}
+
+// The trace of a run known by its event id (the lists carry the id, the trace wants the chain).
+async function traceOfEvent(eventId) {
+  try {
+    const item = await api(`ui/api/events/${encodeURIComponent(eventId)}`);
+    await showTrace(item.correlation_id);
+  } catch (error) {
+    notice(`Could not load the trace: ${error.message}`);
+  }
+}
+
+function runCell(label, subscription, eventId, eventType) {
+  return el(
+    "td",
+    { class: "run", "data-label": label },
+    el("div", { class: "subscription" }, ...breakable(subscription)),
+    eventType ? el("div", { class: "type" }, ...breakable(eventType)) : null,
+    el("a", { class: "link id", title: eventId, text: short(eventId), onclick: () => traceOfEvent(eventId) }),
+  );
+}
+
+function payloadSummary(payload) {
+  const text = JSON.stringify(payload);
+  return text && text.length > 60 ? `${text.slice(0, 59)}…` : text || "null";
+}
+
+function approvalRow(item) {
+  const comment = el("input", {
+    class: "comment",
+    placeholder: "comment (optional)",
+    maxlength: "4000",
+    spellcheck: "false",
+    "aria-label": `comment on ${item.name}`,
+  });
+  const approve = el("button", { class: "small", type: "button", text: "Approve" });
+  const reject = el("button", { class: "small quiet danger", type: "button", text: "Reject" });
+  const row = el(
+    "tr",
+    { "data-approval-id": item.approval_id, "data-event-id": item.event_id },
+    el("td", { class: "time", "data-label": "asked", text: stamp(item.requested_at) }),
+    el(
+      "td",
+      { class: "approval", "data-label": "approval" },
+      el("div", { class: "type" }, ...breakable(item.name)),
+      el(
+        "details",
+        {},
+        el("summary", { class: "mono", text: payloadSummary(item.payload) }),
+        el("pre", { text: JSON.stringify(item.payload, null, 2) }),
+      ),
+    ),
+    runCell("run", item.subscription, item.event_id, null),
+    el("td", { class: "time", "data-label": "until", text: item.expires_at ? stamp(item.expires_at) : "never" }),
+    el("td", { class: "decide" }, comment, el("div", { class: "buttons" }, approve, reject)),
+  );
+  approve.addEventListener("click", () => decide(item, "approve", row));
+  reject.addEventListener("click", () => decide(item, "reject", row));
+  return row;
+}
+
+async function decide(item, decision, row) {
+  const buttons = [...row.querySelectorAll("button")];
+  for (const button of buttons) button.disabled = true;
+  const by = $("by").value.trim();
+  const comment = row.querySelector("input.comment").value.trim();
+  try {
+    const got = await api(`approvals/${encodeURIComponent(item.approval_id)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ decision, by: by || null, comment: comment || null }),
+    });
+    said(`${item.name}: ${got.status}${got.by ? ` by ${got.by}` : ""}.`);
+    forgetApproval(item.approval_id);
+  } catch (error) {
+    if (error.status === 409) {
+      said(`${item.name} was not pending any more: ${error.message}`, "error");
+      forgetApproval(item.approval_id);
+    } else {
+      for (const button of buttons) button.disabled = false;
+      said(`Could not ${decision} ${item.name}: ${error.message}`, "error");
+    }
+  }
+  await Promise.all([loadApprovals(), loadWaits()]).catch(() => {});
+}
+
+function forgetApproval(approvalId) {
+  const row = state.approvals.get(approvalId);
+  if (row) row.remove();
+  state.approvals.delete(approvalId);
+  countApprovals();
+}
+
+function countApprovals() {
+  const n = state.approvals.size;
+  $("approvals-empty").hidden = n > 0;
+  $("approvals-count").textContent = String(n);
+  $("approvals-count").classList.toggle("asking", n > 0);
+}
+
+// Rows are added and removed one by one, never re-rendered: a comment being typed stays.
+async function loadApprovals() {
+  const body = await api("approvals", { query: { limit: 200 } });
+  const pending = new Set();
+  const rows = $("approvals").tBodies[0];
+  for (const item of body.approvals) {
+    pending.add(item.approval_id);
+    if (!state.approvals.has(item.approval_id)) {
+      const row = approvalRow(item);
+      rows.append(row);
+      state.approvals.set(item.approval_id, row);
+    }
+  }
+  for (const id of [...state.approvals.keys()]) {
+    if (!pending.has(id)) forgetApproval(id);
+  }
+  countApprovals();
+}
+
+function matchText(match) {
+  const parts = Object.entries(match || {}).map(([path, value]) => `${path} = ${JSON.stringify(value)}`);
+  return parts.length ? parts.join(", ") : "any";
+}
+
+async function loadWaits() {
+  const body = await api("waits", { query: { limit: 200 } });
+  const waits = body.waits;
+  const signature = JSON.stringify(waits.map((w) => [w.subscription, w.event_id, w.name, w.deadline]));
+  if (signature === state.waits) return;
+  state.waits = signature;
+  const rows = waits.map((w) =>
+    el(
+      "tr",
+      { "data-event-id": w.event_id, "data-subscription": w.subscription, "data-awaited": w.awaited },
+      el("td", { class: "time", "data-label": "since", text: stamp(w.since) }),
+      runCell("run", w.subscription, w.event_id, w.event_type),
+      el(
+        "td",
+        { class: "awaited", "data-label": "waiting for" },
+        el("div", { class: "type" }, ...breakable(w.awaited)),
+        el("div", { class: "mono match", text: matchText(w.match) }),
+        el("div", { class: "hint", text: w.name }),
+      ),
+      el("td", { class: "time", "data-label": "until", text: w.deadline ? stamp(w.deadline) : "never" }),
+    ),
+  );
+  $("waits").tBodies[0].replaceChildren(...rows);
+  $("waits-empty").hidden = waits.length > 0;
+  $("waits-count").textContent = String(waits.length);
+}
+
 // ---- trace ------------------------------------------------------------------------------
 
 function treeNode(node) {
@@ -426,7 +605,7 @@ async function showTrace(correlationId) {
 
 async function refresh(epoch) {
   try {
-    await Promise.all([loadSubscriptions(), loadDeadLetters()]);
+    await Promise.all([loadSubscriptions(), loadDeadLetters(), loadApprovals(), loadWaits()]);
     if (state.epoch === epoch) notice("");
   } catch (error) {
     if (state.epoch !== epoch) return;
@@ -446,6 +625,7 @@ function stopAll(message) {
 function start() {
   stopAll("");
   state.dlq = "";
+  state.waits = "";
   notice("");
   const epoch = state.epoch;
   live("retry", "connecting…");
@@ -464,6 +644,9 @@ function restartFeed() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("key").value = state.key;
+  $("by").value = localStorage.getItem(BY_ITEM) || "";
+  $("by").addEventListener("change", () => localStorage.setItem(BY_ITEM, $("by").value.trim()));
+  $("by-form").addEventListener("submit", (e) => e.preventDefault());
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.key = $("key").value.trim();
