@@ -149,7 +149,7 @@ class Answer(BaseModel):
     amount: float
     currency: str
     status: Literal["approved", "rejected", "timed_out"]
-    decided_by: str  # "policy" below the threshold, else the person (or "nobody")
+    decided_by: str  # "policy" below the threshold, else who decided ("nobody": timed out)
     reply: str
 
 
@@ -230,7 +230,7 @@ async def refund(event: Event[RefundRequest]) -> None:
         amount=request.amount,
         currency=request.currency,
         status=decision.status,
-        decided_by=decision.by or "nobody",
+        decided_by=decision.by or ("nobody" if decision.status == "timed_out" else "a person"),
         reply=reply,
     )
     await emit(
@@ -352,9 +352,12 @@ def how_to_decide(url: str, approval_id: str) -> str:
     if url.startswith("memory:"):
         return here + (
             "\n  (memory:// lives in this process; with --url sqlite:///refunds.db decide "
-            "from another terminal:\n   nerve approvals approve ID --url sqlite:///refunds.db)"
+            "from another terminal:\n   nerve approvals approve ID --url sqlite:///refunds.db "
+            "--by NAME)"
         )
-    return here + f"\n  or from another terminal: nerve approvals approve {approval_id} --url {url}"
+    return here + (
+        f"\n  or from another terminal: nerve approvals approve {approval_id} --url {url} --by NAME"
+    )
 
 
 async def run(url: str, auto_approve_after: float | None) -> dict[str, dict[str, Any]]:
