@@ -1,10 +1,14 @@
-"""The main job: both agents served over HTTP offline, a ticket sent, the answers shown.
+"""The main job: a refund waiting for approval, then the agents served over HTTP, offline.
 
-``bash scripts/demo`` runs this. It starts ``nerve serve`` with the support triage and
-deployment analyst agents on a SQLite file (``nerve.db``) and the embedded local model (no
-key, no network), sends a support ticket and a failed deployment over HTTP as any system
-would, and prints what the agents emitted. ``--serve`` keeps the server up afterwards and
-prints every answer as it comes, until Ctrl-C.
+``bash scripts/demo`` runs this. First the refund agent (``examples/refund_agent.py
+--auto-approve 2`` on ``memory://``): a small refund is answered at once, a large one waits
+for a person's approval, which a companion task gives after 2 seconds, and each customer
+gets a follow-up scheduled 24 hours later. Then it starts ``nerve serve`` with the support
+triage, deployment analyst and refund agents on a SQLite file (``nerve.db``) and the
+embedded local model (no key, no network), sends a support ticket and a failed deployment
+over HTTP as any system would, and prints what the agents emitted. ``--serve`` keeps the
+server up afterwards and prints every answer as it comes (approval requests included),
+until Ctrl-C.
 
 The answers are read by a third party on the same durable transport: this script's own
 bus subscribes to the agents' events, as any other agent or worker would.
@@ -30,7 +34,9 @@ from typing import Any
 from nerve import Event, EventBus
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ["examples.support_triage", "examples.deployment_analyst"]
+APPS = ["examples.support_triage", "examples.deployment_analyst", "examples.refund_agent"]
+#: Seconds the refund agent's companion task waits before approving a large refund.
+AUTO_APPROVE = 2
 ANSWERS = ("support.ticket.classified", "deployment.fix.suggested")
 TICKET = {"id": 4521, "body": "I was charged twice for my subscription this month, please refund"}
 DEPLOYMENT = {
@@ -72,6 +78,20 @@ threading.Thread(target=lifeline, daemon=True).start()
 from nerve.cli import main
 main()
 """
+
+
+def run_refund_agent() -> None:
+    """``examples/refund_agent.py --auto-approve 2`` on ``memory://``; it ends by itself."""
+    print(
+        f"== The refund agent (examples/refund_agent.py --auto-approve {AUTO_APPROVE}) ==",
+        flush=True,  # before the script's own output
+    )
+    command = [sys.executable, "examples/refund_agent.py", "--url", "memory://"]
+    command += ["--auto-approve", str(AUTO_APPROVE)]
+    # memory:// for every bus of the script, its module's own included.
+    env = {k: v for k, v in os.environ.items() if k not in ("NERVE_URL", "NERVE_STORE_URL")}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)  # noqa: S603
+    print("\n== The support and deployment agents, served over HTTP ==", flush=True)
 
 
 def start_server(apps: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -145,6 +165,15 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
     async def on_deploy(event: Event[Any]) -> None:
         await answers.put(event)
 
+    # With --serve: the refund agent's requests for approval and its answers, as they come.
+    @watcher.on("approval.requested", name="demo.console.approvals", start_from="latest")
+    async def on_approval(event: Event[Any]) -> None:
+        await answers.put(event)
+
+    @watcher.on("refund.answered", name="demo.console.refunds", start_from="latest")
+    async def on_refund(event: Event[Any]) -> None:
+        await answers.put(event)
+
     await watcher.start()
     env = {**os.environ, "NERVE_URL": url, "NERVE_LOG_LEVEL": "WARNING"}  # answers print here
     server = start_server(APPS, port, env)
@@ -154,7 +183,7 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
         await post_event(base, "support.ticket.created", TICKET)
         got: dict[str, Event[Any]] = {}
         async with asyncio.timeout(60):
-            while len(got) < len(ANSWERS):
+            while not all(answer in got for answer in ANSWERS):
                 event = await answers.get()
                 got[event.event_type] = event
         show(got["deployment.fix.suggested"])
@@ -166,6 +195,11 @@ async def run(keep_serving: bool, port: int) -> int:  # one linear script
             '"payload": {"id": 1, "body": "the app crashes when I export"}}\'\n'
             f"  .venv/bin/nerve publish support.ticket.created --url {url} \\\n"
             '    --payload \'{"id": 2, "body": "please add a dark mode"}\'\n'
+            "Ask for a refund above 100 EUR; it waits until you approve it (the id prints here):\n"
+            f"  .venv/bin/nerve publish refund.requested --url {url} \\\n"
+            '    --payload \'{"id": "R-7", "customer": "you@example.com", "amount": 250, '
+            '"reason": "the parcel never arrived"}\'\n'
+            f"  .venv/bin/nerve approvals approve APPROVAL_ID --url {url}\n"
             f"Watch every event: .venv/bin/nerve tail --url {url}\n"
             f"Dashboard: {base}/ui   API docs: {base}/docs   (the events live in {db})"
         )
@@ -186,6 +220,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     try:
+        run_refund_agent()
         raise SystemExit(asyncio.run(run(args.serve, free_port(args.port))))
     except KeyboardInterrupt:
         raise SystemExit(0) from None

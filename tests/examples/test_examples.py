@@ -43,7 +43,8 @@ def test_support_desk_example() -> None:
 
 
 def test_main_job_serves_both_agents_and_ends_with_a_classified_ticket(tmp_path: Path) -> None:
-    """What ``bash scripts/demo`` runs, on its own SQLite file and a free port."""
+    """What ``bash scripts/demo`` runs, on its own SQLite file and a free port: the refund
+    agent with auto-approve first, then the served agents."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("NERVE_", "OPENAI_"))},
         "NERVE_URL": f"sqlite:///{tmp_path}/demo.db",
@@ -59,6 +60,10 @@ def test_main_job_serves_both_agents_and_ends_with_a_classified_ticket(tmp_path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    refunds = out.split("== The support and deployment agents")[0]  # the refund agent's part
+    assert "refund R-1001 approved (by policy)" in refunds
+    assert "refund R-1002 approved (by auto-approver)" in refunds
+    assert refunds.count("(console.follow_ups: scheduled)") == 2
     assert "202" in out
     fix = json.loads(out.split("<- deployment.fix.suggested")[1].split("\n", 1)[1].split("\n\n")[0])
     assert fix["service"] == "checkout-api"
