@@ -26,6 +26,8 @@ class every backend subclasses (one backend implements every contract):
 - :class:`Transactions`: a database transaction committed with a done mark.
 - :class:`Timers`: things due at a time (delayed events, schedules, waits' timeouts and
   answers), each claimed by one process at a time with a lease.
+- :class:`Limits`: flow control shared by every process: slots of keyed concurrency
+  limits (held with a lease) and GCRA rate states (throttles, rate limits, model limits).
 - :class:`WaitStore`: the handlers suspended in ``nerve.wait_for``, indexed by the event
   type and match key they wait for, so a published event finds its waits in one lookup
   per shape of match, never a scan.
@@ -61,9 +63,11 @@ from nerve.settings import Settings
 __all__ = [
     "DEFAULT_HISTORY_RETENTION",
     "DEFAULT_WINDOW",
+    "RATE_EPSILON",
     "DeadLetterStore",
     "EventLog",
     "IdempotencyStore",
+    "Limits",
     "PublishRecords",
     "StepStore",
     "Store",
@@ -75,6 +79,8 @@ __all__ = [
 
 #: Default idempotency window: a day.
 DEFAULT_WINDOW = 24 * 3600.0
+#: A rate take within this many seconds of conforming conforms (float unix times).
+RATE_EPSILON = 1e-6
 #: Default time the event log keeps events and outcomes: a week.
 DEFAULT_HISTORY_RETENTION = 7 * 24 * 3600.0
 
@@ -337,6 +343,62 @@ class WaitStore(ABC):
         ``event_type`` the awaited one), oldest first."""
 
 
+class Limits(ABC):
+    """Flow control shared by every process on the store (``nerve.flow``).
+
+    Slots: ``(limiter, key)`` has at most ``limit`` holders at once; a holding lasts until
+    freed or its lease ends (a crashed holder frees its slot by itself).
+
+    Rates (GCRA): ``(limiter, key)`` keeps a theoretical arrival time (TAT). Taking
+    ``cost`` units at ``now`` with an emission interval ``interval`` (seconds per unit)
+    and a burst of ``burst`` units: ``tat = max(stored, now)``, ``new = tat + cost *
+    interval``; the units conform when ``new - now <= burst * interval`` (within
+    :data:`RATE_EPSILON`). A state whose
+    TAT is past may be forgotten (it equals a fresh one).
+    """
+
+    @abstractmethod
+    async def take_slot(
+        self, limiter: str, key: str, holder: str, *, limit: int, lease: float, now: float
+    ) -> bool:
+        """Hold a slot of ``(limiter, key)`` for ``holder`` until ``now + lease``; True if
+        held. Holdings whose lease ended do not count; a holder taking again renews its
+        lease (and counts once). Atomic across processes: never more than ``limit``."""
+
+    @abstractmethod
+    async def free_slot(self, limiter: str, key: str, holder: str) -> None:
+        """Let go of ``holder``'s slot (nothing if it holds none)."""
+
+    @abstractmethod
+    async def slots_taken(self, limiter: str, key: str, now: float) -> int:
+        """How many holders of ``(limiter, key)`` have a lease not ended at ``now``."""
+
+    @abstractmethod
+    async def take_rate(
+        self,
+        limiter: str,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        cost: float,
+        now: float,
+        force: bool = False,
+    ) -> float:
+        """Take ``cost`` units (see the class); return 0.0 if they conform (recorded), else
+        the seconds until they would (nothing recorded, unless ``force``: then they are
+        recorded anyway, as usage that happened). A negative cost gives units back (the
+        TAT goes down, never below ``now``). Atomic across processes."""
+
+    @abstractmethod
+    async def block_rate(
+        self, limiter: str, key: str, *, until: float, burst: float, interval: float
+    ) -> None:
+        """Make ``(limiter, key)`` refuse every take until ``until`` (a model's 429 with
+        Retry-After pauses every process): its TAT becomes at least ``until + burst *
+        interval``."""
+
+
 class Store(
     PublishRecords,
     IdempotencyStore,
@@ -347,6 +409,7 @@ class Store(
     Transactions,
     Timers,
     WaitStore,
+    Limits,
 ):
     """Every contract in one: what a backend implements and a bus is given.
 

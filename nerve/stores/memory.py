@@ -23,7 +23,7 @@ from nerve.records import (
     WaitRecord,
 )
 from nerve.settings import Settings
-from nerve.stores.base import DEFAULT_WINDOW, Store
+from nerve.stores.base import DEFAULT_WINDOW, RATE_EPSILON, Store
 
 Pair = tuple[str, str]
 
@@ -120,6 +120,8 @@ class MemoryStore(Store):
         # awaited event type -> shape -> key -> wait ids
         self._wait_index: dict[str, dict[tuple[str, ...], dict[str, set[str]]]] = {}
         self._waiting: dict[Pair, int] = {}  # waits per suspended pair (pins its steps)
+        self._slots: dict[tuple[str, str], dict[str, float]] = {}  # holder -> lease end
+        self._rates: dict[tuple[str, str], float] = {}  # GCRA theoretical arrival times
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> Self:
@@ -428,6 +430,55 @@ class MemoryStore(Store):
             and (event_type is None or w.event_type == event_type)
         ]
         return found if limit is None else found[:limit]
+
+    # flow control: slots with leases, GCRA states
+
+    async def take_slot(
+        self, limiter: str, key: str, holder: str, *, limit: int, lease: float, now: float
+    ) -> bool:
+        holders = self._slots.setdefault((limiter, key), {})
+        for gone in [h for h, end in holders.items() if end <= now]:
+            del holders[gone]
+        if holder not in holders and len(holders) >= limit:
+            return False
+        holders[holder] = now + lease
+        return True
+
+    async def free_slot(self, limiter: str, key: str, holder: str) -> None:
+        holders = self._slots.get((limiter, key))
+        if holders is not None:
+            holders.pop(holder, None)
+            if not holders:
+                del self._slots[(limiter, key)]
+
+    async def slots_taken(self, limiter: str, key: str, now: float) -> int:
+        holders = self._slots.get((limiter, key), {})
+        return sum(1 for end in holders.values() if end > now)
+
+    async def take_rate(
+        self,
+        limiter: str,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        cost: float,
+        now: float,
+        force: bool = False,
+    ) -> float:
+        tat = max(self._rates.get((limiter, key), now), now)
+        new = max(now, tat + cost * interval)
+        wait = new - now - burst * interval
+        if wait <= RATE_EPSILON or force:
+            self._rates[(limiter, key)] = new
+        return 0.0 if wait <= RATE_EPSILON else wait
+
+    async def block_rate(
+        self, limiter: str, key: str, *, until: float, burst: float, interval: float
+    ) -> None:
+        blocked = until + burst * interval
+        if self._rates.get((limiter, key), 0.0) < blocked:
+            self._rates[(limiter, key)] = blocked
 
     async def declare_subscriptions(self, subscriptions: Mapping[str, str]) -> None:
         self._declared.update(subscriptions)
