@@ -19,6 +19,9 @@ What it keeps, where, for how long (the layout on the server is in :mod:`.layout
   (:mod:`.timers`).
 - **waits**: ``{prefix}_waits``, until removed, indexed by awaited type and match key
   (:mod:`.waits`).
+- **slots and rate states** (``nerve.flow``): ``{prefix}_limits``, one key per
+  (limiter, key) updated by compare-and-set; a slot key goes when its last holder frees
+  it, a rate state stays (nats-server 2.9 has no per-key expiry) (:mod:`.limits`).
 - transactions: none (:meth:`nerve.Store.transaction` raises ``ConfigurationError``).
 
 Durability is JetStream's: file storage, and the URL's ``replicas`` (the transport's
@@ -32,13 +35,15 @@ together (:mod:`.wire`), or a few: per event on a bus's hot path, one publish re
 one done-mark read per subscription (per received batch), one done mark per
 subscription (per settled batch) and, with the event log on (the default on durable
 transports), one log entry and one outcome per subscription. Compare-and-set loops (a
-failure appended, a step recorded, a counter added to) read then write: two round trips
+failure appended, a step recorded, a counter added to, a slot taken or freed, a rate
+taken from) read then write: two round trips
 and one more per lost race. Listing by event (``states``), or every dead letter or
 subscription, asks the server for the subjects of a bucket: a scan of its subject index
 (nats-server 2.9 keeps no tree of subjects).
 
 Modules: :mod:`.layout` (names, keys, configurations), :mod:`.wire` (batched requests),
-:mod:`.marks`, :mod:`.kept`, :mod:`.log`, :mod:`.timers`, :mod:`.waits`, :mod:`.store`
+:mod:`.marks`, :mod:`.kept`, :mod:`.log`, :mod:`.timers`, :mod:`.waits`, :mod:`.limits`,
+:mod:`.store`
 (:class:`NATSStore`).
 """
 

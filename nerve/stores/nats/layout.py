@@ -26,6 +26,9 @@ Layout (every name under the URL's ``prefix``, default ``nerve``)::
         w.{wait}                       a wait (WaitRecord JSON)
         s.{event type}                 the shapes of the waits on the type (JSON list)
         k.{event type}.{key hash}      the ids of the waits on the type and match key
+    KV bucket {prefix}_limits          kept until freed or written again (:mod:`.limits`)
+        s.{limiter}.{key}              slots: {holder: lease end} (JSON)
+        r.{limiter}.{key}              a rate's theoretical arrival time (a float as text)
     stream {prefix}-log                kept history_retention (max age)
         {prefix}.log.ev.{event}        "{published at}\\n{event JSON}", once per event
     stream {prefix}-log-index          kept history_retention (max age)
@@ -37,7 +40,7 @@ A KV bucket ``B`` is the stream ``KV_B`` on subjects ``$KV.B.<key>``, one messag
 (``nats kv get {prefix}_done <key>`` reads it). Every ``{...}`` above is the string
 base64url-encoded without padding (``=`` for the empty string): keys and subject tokens
 allow only ``[-/_=a-zA-Z0-9]``, while subscriptions, event and correlation ids, step and
-counter names may hold any printable character.
+counter names, limiters and their keys may hold any printable character.
 
 Minutes are decimal numbers and key hashes hex (:mod:`.waits`), as they are.
 
@@ -116,6 +119,7 @@ class Layout:
         self.subscriptions = Bucket(f"{prefix}_subscriptions")
         self.timers = Bucket(f"{prefix}_timers")
         self.waits = Bucket(f"{prefix}_waits")
+        self.limits = Bucket(f"{prefix}_limits")
         self.log = f"{prefix}-log"
         self.log_index = f"{prefix}-log-index"
         self._event = f"{prefix}.log.ev."
@@ -133,6 +137,7 @@ class Layout:
             self.subscriptions,
             self.timers,
             self.waits,
+            self.limits,
         )
 
     def streams(self) -> list[str]:

@@ -2,8 +2,8 @@
 
 The parts live apart (:mod:`.marks`: done marks, failures, publish records; :mod:`.kept`:
 dead letters, step results, counters; :mod:`.log`: the event log; :mod:`.timers`;
-:mod:`.waits`); this module opens them on one connection and translates what NATS
-raises into :class:`nerve.StoreError`.
+:mod:`.waits`; :mod:`.limits`: slots and rates); this module opens them on one
+connection and translates what NATS raises into :class:`nerve.StoreError`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
 from nerve.stores.nats.kept import Kept
 from nerve.stores.nats.layout import Layout, token, untoken
+from nerve.stores.nats.limits import Limits
 from nerve.stores.nats.log import Log
 from nerve.stores.nats.marks import Marks
 from nerve.stores.nats.timers import Timers
@@ -70,12 +71,13 @@ class _Open:
     log: Log
     timers: Timers
     waits: Waits
+    limits: Limits
 
 
 class NATSStore(Store):
     """Done marks, failures, dead letters, step results, counters, the event log, the
-    declared subscriptions, timers and waits in NATS JetStream (key-value buckets and
-    streams).
+    declared subscriptions, timers, waits, slots and rate states in NATS JetStream
+    (key-value buckets and streams).
 
     Args:
         url: ``nats://user:password@host:4222?prefix=nerve&replicas=1`` (the transport's
@@ -161,6 +163,7 @@ class NATSStore(Store):
             log=Log(wire, self.layout),
             timers=Timers(wire, self.layout),
             waits=Waits(wire, self.layout, kept),
+            limits=Limits(wire, self.layout),
         )
 
     async def close(self) -> None:
@@ -373,6 +376,48 @@ class NATSStore(Store):
     ) -> list[WaitRecord]:
         with self._translate("listing waits"):
             return await self._opened().waits.listed(subscription, event_id, event_type, limit)
+
+    # flow control
+
+    async def take_slot(
+        self, limiter: str, key: str, holder: str, *, limit: int, lease: float, now: float
+    ) -> bool:
+        with self._translate("taking a slot"):
+            return await self._opened().limits.take_slot(
+                limiter, key, holder, limit=limit, lease=lease, now=now
+            )
+
+    async def free_slot(self, limiter: str, key: str, holder: str) -> None:
+        with self._translate("freeing a slot"):
+            await self._opened().limits.free_slot(limiter, key, holder)
+
+    async def slots_taken(self, limiter: str, key: str, now: float) -> int:
+        with self._translate("counting slots"):
+            return await self._opened().limits.slots_taken(limiter, key, now)
+
+    async def take_rate(
+        self,
+        limiter: str,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        cost: float,
+        now: float,
+        force: bool = False,
+    ) -> float:
+        with self._translate("taking from a rate"):
+            return await self._opened().limits.take_rate(
+                limiter, key, interval=interval, burst=burst, cost=cost, now=now, force=force
+            )
+
+    async def block_rate(
+        self, limiter: str, key: str, *, until: float, burst: float, interval: float
+    ) -> None:
+        with self._translate("pausing a rate"):
+            await self._opened().limits.block_rate(
+                limiter, key, until=until, burst=burst, interval=interval
+            )
 
     # subscriptions
 
