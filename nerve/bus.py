@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,14 +16,15 @@ from nerve.context import current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
+from nerve.flow.controls import Concurrency, Debounce, RateLimit, Throttle
 from nerve.history import History, HistoryRecorder
 from nerve.later import Later, due_time
 from nerve.observe import default_observers
 from nerve.observe.observer import Observer, Observers
 from nerve.parked import ParkedFiler, file_parked
-from nerve.records import DeliveryState, WaitRecord
+from nerve.records import DeliveryState, Timer, WaitRecord
 from nerve.routing import matches
-from nerve.runner import SubscriptionRunner
+from nerve.runner import DEFER_PREFIX, SubscriptionRunner
 from nerve.schedules import CatchUp, Schedule
 from nerve.settings import Settings
 from nerve.settler import Settler
@@ -63,6 +65,9 @@ class EventStatus:
     event_id: str
     event_type: str | None
     subscriptions: dict[str, DeliveryState] = field(default_factory=dict)
+    #: Why a subscription's run is deferred (throttled until T, debounced, waiting for
+    #: its key's slot), by subscription.
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -163,13 +168,16 @@ class EventBus:
         name: str | None = None,
         retries: int | None = None,
         timeout: float | None = _UNSET,
-        concurrency: int | None = None,
+        concurrency: int | Concurrency | None = None,
         ordered_by: str | KeyFunc | None = None,
         backoff: Backoff | None = None,
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
         blocking: bool = False,
         cancel_on: Sequence[tuple[str, str]] = (),
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
     ) -> Callable[[H], H]:
         """Decorate an async handler to subscribe it to ``pattern``.
 
@@ -178,7 +186,9 @@ class EventBus:
             name: the subscription's stable name (default: module.qualname of the handler).
             retries: attempts after the first (default ``settings.retries``).
             timeout: seconds an attempt may take; a timeout is a retryable failure.
-            concurrency: handlers of this subscription in flight at once.
+            concurrency: handlers of this subscription in flight at once in this
+                process (an int), or a :class:`nerve.flow.Concurrency`: at most that
+                many per key at once across every process (see :mod:`nerve.flow`).
             ordered_by: a payload path (``"customer.id"``) or a function of the event;
                 events with equal keys are handled one after another, in order.
             backoff: the retry schedule (default: 0.5 s doubling to 60 s, with jitter).
@@ -194,6 +204,9 @@ class EventBus:
                 whose value at the path equals the handled event's cancels the run while
                 it waits (``wait_for`` raises :class:`RunCancelled` in it) or retries
                 (its next attempt does not run). A cancelled run is settled as done.
+            throttle, rate_limit, debounce: flow controls shared by every process on
+                the store (:class:`nerve.flow.Throttle`, :class:`~nerve.flow.RateLimit`,
+                :class:`~nerve.flow.Debounce`).
         """
 
         def register(handler: H) -> H:
@@ -210,6 +223,9 @@ class EventBus:
                 start_from=start_from,
                 blocking=blocking,
                 cancel_on=cancel_on,
+                throttle=throttle,
+                rate_limit=rate_limit,
+                debounce=debounce,
             )
             return handler
 
@@ -223,13 +239,16 @@ class EventBus:
         name: str | None = None,
         retries: int | None = None,
         timeout: float | None = _UNSET,
-        concurrency: int | None = None,
+        concurrency: int | Concurrency | None = None,
         ordered_by: str | KeyFunc | None = None,
         backoff: Backoff | None = None,
         payload_model: type[Any] | None = None,
         start_from: StartFrom = "earliest",
         blocking: bool = False,
         cancel_on: Sequence[tuple[str, str]] = (),
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
     ) -> Subscription:
         """Subscribe ``handler`` to an event type or pattern (the seed's form).
 
@@ -267,7 +286,15 @@ class EventBus:
             handler=handler,
             retries=settings.retries if retries is None else retries,
             timeout=settings.timeout if timeout is _UNSET else timeout,
-            concurrency=concurrency or settings.concurrency,
+            concurrency=(
+                settings.concurrency
+                if concurrency is None or isinstance(concurrency, Concurrency)
+                else concurrency
+            ),
+            limit=concurrency if isinstance(concurrency, Concurrency) else None,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            debounce=debounce,
             backoff=backoff or Backoff(),
             ordered_by=key_func(ordered_by),
             start_from=start_from,
@@ -565,6 +592,7 @@ class EventBus:
                 "event:": self._later.due_event,
                 "wait:": self._waits.on_timer,
                 "schedule:": self._later.due_schedule,
+                DEFER_PREFIX: self._undefer,
             },
             poll=self.settings.timer_poll,
         )
@@ -693,6 +721,7 @@ class EventBus:
             return await self._host.status(event_id)
         store = await self._ready_store()
         states = await store.states(event_id)
+        reasons: dict[str, str] = {}
         for wait in await store.waits(event_id=event_id):
             if wait.kind == "wait" and states.get(wait.subscription) is not DeliveryState.DONE:
                 states[wait.subscription] = DeliveryState.WAITING
@@ -705,7 +734,13 @@ class EventBus:
             for name, pattern in patterns.items():
                 if name not in states and matches(pattern, event_type):
                     states[name] = fresh
-        return EventStatus(event_id=event_id, event_type=event_type, subscriptions=states)
+                    held = None if later else await store.timer(f"{DEFER_PREFIX}{name}:{event_id}")
+                    if held is not None:
+                        states[name] = DeliveryState.DEFERRED
+                        reasons[name] = json.loads(held.body).get("reason", "")
+        return EventStatus(
+            event_id=event_id, event_type=event_type, subscriptions=states, reasons=reasons
+        )
 
     # internals
 
@@ -753,6 +788,12 @@ class EventBus:
 
     async def _file_parked_now(self) -> None:
         await file_parked(self._transport, self._store, self._observers)
+
+    async def _undefer(self, timer: Timer) -> None:
+        """A delivery held back by a flow control is due: hand it back to its subscription."""
+        body = json.loads(timer.body)
+        await self._redeliver(Event.model_validate(body["event"]), body["subscription"])
+        await self._store.delete_timer(timer.timer_id)
 
     async def _redeliver(self, event: Event[Any], subscription: str) -> None:
         if self._state not in ("connected", "running", "stopping"):

@@ -45,6 +45,9 @@ class DeliveryState(StrEnum):
     """The handler is suspended in ``wait_for``: a matching event or the timeout resumes it."""
     SCHEDULED = "scheduled"
     """Published with a delay: handed to the transport when due."""
+    DEFERRED = "deferred"
+    """Held back by a flow control (throttled, debounced, waiting for its key's slot):
+    kept as a timer, handed back to the subscription when due."""
 
 
 class AttemptError(BaseModel):

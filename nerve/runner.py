@@ -12,6 +12,7 @@ task; a busy one reuses its tasks instead of making one per event.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -29,8 +30,10 @@ from nerve.exceptions import (
     Retry,
     RunCancelled,
 )
+from nerve.flow.controls import RateLimited
+from nerve.flow.gate import FlowGate, Verdict
 from nerve.observe.observer import Observers
-from nerve.records import AttemptError, DeadLetter
+from nerve.records import AttemptError, DeadLetter, Timer
 from nerve.settler import Settler, acknowledge
 from nerve.stores.base import Store
 from nerve.subscription import Subscription
@@ -42,6 +45,8 @@ log = logging.getLogger("nerve")
 
 T = TypeVar("T")
 
+#: Timers of deliveries held back by flow controls: ``defer:<subscription>:<event id>``.
+DEFER_PREFIX = "defer:"
 #: Deliveries a subscription takes from the transport ahead of its workers.
 MIN_PREFETCH = 128
 #: How often, and how many times, stop() repeats the cancellation of a receiver that has
@@ -67,6 +72,18 @@ class SubscriptionRunner:
     ) -> None:
         self.subscription = subscription
         self._waits = waits
+        self._gate = (
+            FlowGate(
+                subscription.name,
+                store,
+                concurrency=subscription.limit,
+                throttle=subscription.throttle,
+                rate_limit=subscription.rate_limit,
+                debounce=subscription.debounce,
+            )
+            if subscription.controlled
+            else None
+        )
         self._observers = observers or Observers()
         self._transport = transport
         self._store = store
@@ -287,7 +304,6 @@ class SubscriptionRunner:
     # one delivery
 
     async def _handle(self, delivery: Delivery) -> None:
-        sub = self.subscription
         event = delivery.event
         event_id = event.event_id
         active = self._active
@@ -305,7 +321,6 @@ class SubscriptionRunner:
             return
         active[event_id] = None
         attempt = delivery.attempt
-        observers = self._observers
         try:
             if attempt > 1 and (
                 await self._dead_already(delivery)
@@ -313,69 +328,113 @@ class SubscriptionRunner:
                 or await self._cancelled_already(delivery)
             ):
                 return
-            while True:
-                ctx = HandlerContext(event, sub.name, attempt, self._store, self._waits)
-                token = handling.set(ctx)
-                if observers:
-                    observers.started(sub.name, event, ctx)
-                started = time.perf_counter() if observers else 0.0
+            if self._gate is not None:
+                verdict = await self._gate.admit(event)
+                if verdict.action != "go":
+                    await self._held_back(delivery, verdict)
+                    return
                 try:
-                    if self._direct:
-                        await self._handler(event)
-                    else:
-                        await self._invoke(event)
-                except AlreadyHandled:
-                    await delivery.ack()  # its transaction found another worker's mark
-                    return
-                except Suspended:
-                    if observers:
-                        observers.waiting(sub.name, event, time.perf_counter() - started, ctx)
-                    await self._suspend(delivery, ctx)
-                    return
-                except RunCancelled:
-                    if observers:
-                        observers.cancelled(sub.name, event, time.perf_counter() - started, ctx)
-                    await self._finished(ctx)
-                    await self._settler.done(delivery)
-                    return
-                except Exception as exc:  # noqa: BLE001  # any handler failure is data
-                    error = exc
-                else:
-                    if observers:
-                        observers.handled(sub.name, event, time.perf_counter() - started, ctx)
-                    if sub.cancel_on and (attempt > 1 or "nerve.waits" in ctx.extensions):
-                        await self._finished(ctx)
-                    recent = self._recent
-                    recent.add(event_id)
-                    if len(recent) > self._recent_max:
-                        self._recent_old = recent
-                        self._recent = set()
-                    await self._settler.done(delivery)
-                    return
+                    await self._run(delivery, attempt)
                 finally:
-                    handling.reset(token)
-                seconds = time.perf_counter() - started if observers else 0.0
-                delay = await self._failed(event, error, attempt)
-                if observers:
-                    observers.failed(sub.name, event, error, seconds, ctx, retry_in=delay)
-                if sub.cancel_on:
-                    if delay is None:  # dead-lettered: it listens no more
-                        await self._finished(ctx)
-                    elif attempt == 1 and self._waits is not None:  # retried: it listens
-                        await self._waits.watch_cancel(self._store, event, sub.name, sub.cancel_on)
-                if delay is None:
-                    await delivery.reject()
-                    return
-                if sub.ordered_by is None:
-                    await delivery.nack(delay)
-                    return
-                # Ordered: retry in place, so later events of the same key keep waiting.
-                await clock.sleep(delay)
-                attempt += 1
+                    await self._gate.done(verdict)
+                return
+            await self._run(delivery, attempt)
         finally:
             waiter = active.pop(event_id, None)
             if waiter is not None:
                 waiter.set_result(None)
+
+    async def _run(self, delivery: Delivery, attempt: int) -> None:
+        """Run the handler (again, in place, for an ordered subscription's retries) and
+        settle the delivery."""
+        sub = self.subscription
+        event = delivery.event
+        event_id = event.event_id
+        observers = self._observers
+        while True:
+            ctx = HandlerContext(event, sub.name, attempt, self._store, self._waits)
+            token = handling.set(ctx)
+            if observers:
+                observers.started(sub.name, event, ctx)
+            started = time.perf_counter() if observers else 0.0
+            try:
+                if self._direct:
+                    await self._handler(event)
+                else:
+                    await self._invoke(event)
+            except AlreadyHandled:
+                await delivery.ack()  # its transaction found another worker's mark
+                return
+            except Suspended:
+                if observers:
+                    observers.waiting(sub.name, event, time.perf_counter() - started, ctx)
+                await self._suspend(delivery, ctx)
+                return
+            except RunCancelled:
+                if observers:
+                    observers.cancelled(sub.name, event, time.perf_counter() - started, ctx)
+                await self._finished(ctx)
+                await self._settler.done(delivery)
+                return
+            except Exception as exc:  # noqa: BLE001  # any handler failure is data
+                error = exc
+            else:
+                if observers:
+                    observers.handled(sub.name, event, time.perf_counter() - started, ctx)
+                if sub.cancel_on and (attempt > 1 or "nerve.waits" in ctx.extensions):
+                    await self._finished(ctx)
+                recent = self._recent
+                recent.add(event_id)
+                if len(recent) > self._recent_max:
+                    self._recent_old = recent
+                    self._recent = set()
+                await self._settler.done(delivery)
+                return
+            finally:
+                handling.reset(token)
+            seconds = time.perf_counter() - started if observers else 0.0
+            delay = await self._failed(event, error, attempt)
+            if observers:
+                observers.failed(sub.name, event, error, seconds, ctx, retry_in=delay)
+            if sub.cancel_on:
+                if delay is None:  # dead-lettered: it listens no more
+                    await self._finished(ctx)
+                elif attempt == 1 and self._waits is not None:  # retried: it listens
+                    await self._waits.watch_cancel(self._store, event, sub.name, sub.cancel_on)
+            if delay is None:
+                await delivery.reject()
+                return
+            if sub.ordered_by is None:
+                await delivery.nack(delay)
+                return
+            # Ordered: retry in place, so later events of the same key keep waiting.
+            await clock.sleep(delay)
+            attempt += 1
+
+    async def _held_back(self, delivery: Delivery, verdict: Verdict) -> None:
+        """Settle a delivery its flow controls hold back (see :mod:`nerve.flow.gate`)."""
+        sub = self.subscription
+        event = delivery.event
+        if verdict.action == "defer":
+            body = json.dumps(
+                {
+                    "subscription": sub.name,
+                    "event": verdict.event.model_dump(mode="json"),
+                    "reason": verdict.reason,
+                }
+            )
+            timer_id = f"{DEFER_PREFIX}{sub.name}:{event.event_id}"
+            await self._store.add_timer(
+                Timer(timer_id=timer_id, due=verdict.until, body=body), replace=True
+            )
+            await delivery.ack()
+            return
+        log.info("%s: %s %s: %s", sub.name, event.event_type, event.event_id, verdict.reason)
+        if verdict.action == "drop":
+            await self._settler.done(delivery)
+            return
+        await self._failed(event, RateLimited(verdict.reason), delivery.attempt)
+        await delivery.reject()
 
     async def _suspend(self, delivery: Delivery, ctx: HandlerContext) -> None:
         """The handler waits (``wait_for``): settle the delivery, holding nothing.

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from nerve.events import Event
 from nerve.exceptions import PayloadInvalid, SubscriptionError
+from nerve.flow.controls import Concurrency, Debounce, RateLimit, Throttle
 from nerve.matching import check_paths
 from nerve.routing import validate_pattern
 
@@ -66,6 +67,11 @@ class Subscription:
     #: ``(event type, path)`` pairs: an event of that type whose value at ``path`` equals
     #: the handled event's cancels the run while it waits or retries.
     cancel_on: tuple[tuple[str, str], ...] = ()
+    #: Flow controls, global across processes (:mod:`nerve.flow`).
+    limit: Concurrency | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
     _event_class: type[Event[Any]] | None = field(default=None, repr=False)
     _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -93,6 +99,11 @@ class Subscription:
             self._event_class = Event[self.payload_model]  # type: ignore[name-defined]  # a runtime generic alias
         if self.payload_model is not None:
             self._adapter = TypeAdapter(self.payload_model)
+
+    @property
+    def controlled(self) -> bool:
+        """Whether the subscription has flow controls (its deliveries pass a gate)."""
+        return any((self.limit, self.throttle, self.rate_limit, self.debounce))
 
     def prepare(self, event: Event[Any]) -> Event[Any]:
         """The event as the handler wants it: with its payload validated if it asked.
