@@ -79,7 +79,8 @@ class Concurrency:
 class Throttle:
     """At most ``limit`` starts per ``per`` per key; the excess is delayed, not lost.
 
-    ``burst``: how many may start at once (default: ``limit``, a full period's worth).
+    ``burst``: how many may start at once (default 1: evenly spaced, one every
+    ``per / limit``).
     """
 
     limit: int
@@ -93,7 +94,7 @@ class Throttle:
 
     @property
     def bursts(self) -> float:
-        return float(self.burst if self.burst is not None else self.limit)
+        return float(self.burst if self.burst is not None else 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,8 +171,9 @@ class FlowGate:
             marked = _marked(event, passed, {ARRIVED_KEY: repr(now)})
             return Verdict("defer", marked, until=until, reason=f"debounced (key {key!r})")
         arrived = float(arrived_text)
-        pending = await self._read(quiet_name, key, now)
-        last = pending <= RATE_EPSILON or now + pending <= arrived + bounce.seconds + 1e-3
+        # Read from its own arrival: the quiet time is still its own unless a later event
+        # pushed it on (however late this one comes back).
+        last = await self._read(quiet_name, key, arrived) <= bounce.seconds + RATE_EPSILON
         if not last:
             if bounce.longest is None:
                 return Verdict("drop", event, reason=f"superseded in its debounce (key {key!r})")
