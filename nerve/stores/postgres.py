@@ -2,12 +2,13 @@
 
 Marks, failures, dead letters, publish records, step results, counters, the event log
 (events, with their type for lookbacks by type, and outcomes), declared subscriptions,
-and the timers and waits of :mod:`nerve.stores.postgres_waits` live in tables of one
-schema (``nerve`` by default, or the URL's ``?schema=``), created by
-:meth:`PostgresStore.open` if missing; a schema made by an older nerve is brought up to
-date. A committed write survives a crash of any process and of the server (PostgreSQL's
-own durability). Time is the server's clock (``now()``), so processes with skewed clocks
-agree on the window.
+the timers and waits of :mod:`nerve.stores.postgres_waits`, and the slots and rate
+states of :mod:`nerve.stores.postgres_limits` live in tables of one schema (``nerve`` by
+default, or the URL's ``?schema=``), created by :meth:`PostgresStore.open` if missing; a
+schema made by an older nerve is brought up to date. A committed write survives a crash
+of any process and of the server (PostgreSQL's own durability). Time is the server's
+clock (``now()``), so processes with skewed clocks agree on the window (flow control
+takes the callers' times, as its contract has them).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
+from nerve.stores.postgres_limits import PostgresLimits
 from nerve.stores.postgres_sql import MISSING, TABLE_NAMES, Statements, filters
 from nerve.stores.postgres_waits import PostgresTimersAndWaits
 
@@ -58,9 +60,9 @@ _VENDOR_ERRORS = (
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
-class PostgresStore(PostgresTimersAndWaits, Store):
-    """Idempotency marks, failures, dead letters, steps, the event log, timers and waits
-    in PostgreSQL.
+class PostgresStore(PostgresTimersAndWaits, PostgresLimits, Store):
+    """Idempotency marks, failures, dead letters, steps, the event log, timers, waits and
+    flow control in PostgreSQL.
 
     Every method is one round trip on a pooled connection; :meth:`transaction` commits a
     handler's own writes together with its done mark, for exactly-once effects.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from nerve.exceptions import ConfigurationError
+from nerve.stores.base import RATE_EPSILON
 
 __all__ = ["MISSING", "TABLE_NAMES", "Statements", "filters"]
 
@@ -77,6 +78,12 @@ CREATE INDEX IF NOT EXISTS waits_key ON {s}.waits (event_type, match_key);
 CREATE INDEX IF NOT EXISTS waits_pair ON {s}.waits (event_id, subscription);
 CREATE TABLE IF NOT EXISTS {s}.wait_shapes (
     event_type text NOT NULL, shape text NOT NULL, PRIMARY KEY (event_type, shape));
+CREATE TABLE IF NOT EXISTS {s}.slots (
+    limiter text NOT NULL, key text NOT NULL, holders jsonb NOT NULL,
+    PRIMARY KEY (limiter, key));
+CREATE TABLE IF NOT EXISTS {s}.rates (
+    limiter text NOT NULL, key text NOT NULL, tat float8 NOT NULL, wait float8 NOT NULL,
+    PRIMARY KEY (limiter, key));
 """
 
 #: The tables of the schema: open() creates them when one is missing.
@@ -93,6 +100,8 @@ TABLE_NAMES = (
     "timers",
     "waits",
     "wait_shapes",
+    "slots",
+    "rates",
 )
 
 #: Whether a table of the schema ($1), or a column added since, is missing.
@@ -246,6 +255,7 @@ class Statements:
             f"DELETE FROM {s}.log_outcomes WHERE ended_at < $1"
         )
         self._timers_and_waits(s)
+        self._limits(s)
         self.last_seq = f"SELECT max(seq) FROM {s}.log_events"  # noqa: S608
         self.subscriptions = f"SELECT name, pattern FROM {s}.declared ORDER BY name"  # noqa: S608
         self.declare = (
@@ -313,6 +323,58 @@ class Statements:
             f"counted AS (UPDATE {s}.counters c SET at = now() FROM gone "
             f"WHERE c.event_id = gone.event_id AND c.subscription = gone.subscription) "
             f"SELECT count(*) FROM gone"
+        )
+
+    def _limits(self, s: str) -> None:
+        # A key's holders are one row ({holder: lease end}), so a take is one upsert under
+        # the row's lock (ON CONFLICT locks it and reads its latest version): the holders
+        # whose lease ended are dropped and the holder added, when fewer than the limit
+        # ($4) others hold a live lease at $5. A refused take returns no row.
+        live = "(e)::float8 > $5::float8 AND h <> $3::text"
+        self.take_slot = (
+            f"INSERT INTO {s}.slots SELECT $1, $2, jsonb_build_object($3::text, $6::float8) "  # noqa: S608
+            f"WHERE $4::int > 0 ON CONFLICT (limiter, key) DO UPDATE SET holders = ("
+            f"SELECT coalesce(jsonb_object_agg(h, e), '{{}}') "
+            f"FROM jsonb_each(slots.holders) AS x(h, e) WHERE {live}) "
+            f"|| jsonb_build_object($3::text, $6::float8) "
+            f"WHERE (SELECT count(*) FROM jsonb_each(slots.holders) AS x(h, e) "
+            f"WHERE {live}) < $4::int RETURNING 1"
+        )
+        self.free_slot = (
+            f"UPDATE {s}.slots SET holders = holders - $3::text "  # noqa: S608
+            f"WHERE limiter = $1 AND key = $2 AND holders ? $3::text"
+        )
+        self.slots_taken = (
+            f"SELECT count(*) FROM {s}.slots, jsonb_each(holders) AS x(h, e) "  # noqa: S608
+            f"WHERE limiter = $1 AND key = $2 AND (e)::float8 > $3::float8"
+        )
+
+        # GCRA in one upsert under the row's lock: the new TAT is written when the units
+        # conform (or are forced), and the wait always, which RETURNING gives back (a
+        # refused take of a new key leaves a TAT of now: the same as none).
+        def gcra(tat: str) -> str:
+            return (
+                f"SELECT CASE WHEN w <= {RATE_EPSILON!r} OR force THEN n ELSE {tat} END, w "  # noqa: S608  # constants only
+                f"FROM (SELECT n, n - at - room AS w, force FROM (SELECT "
+                f"greatest(at, greatest({tat}, at) + used) AS n, * FROM p) AS a) AS b"
+            )
+
+        self.take_rate = (
+            f"WITH p AS (SELECT $3::float8 * $5::float8 AS used, "  # noqa: S608
+            f"$4::float8 * $3::float8 AS room, $6::float8 AS at, $7::bool AS force) "
+            f"INSERT INTO {s}.rates SELECT $1, $2, * FROM ({gcra('(SELECT at FROM p)')}) AS g "
+            f"ON CONFLICT (limiter, key) DO UPDATE SET (tat, wait) = ({gcra('rates.tat')}) "
+            f"RETURNING wait"
+        )
+        self.block_rate = (
+            f"INSERT INTO {s}.rates VALUES ($1, $2, $3, 0) "  # noqa: S608
+            f"ON CONFLICT (limiter, key) DO UPDATE SET tat = greatest(rates.tat, excluded.tat)"
+        )
+        # Holders and rate states past $1: every key's (a key without live holders too).
+        self.prune_limits = (
+            f"WITH rated AS (DELETE FROM {s}.rates WHERE tat < $1) "  # noqa: S608
+            f"DELETE FROM {s}.slots WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(holders) "
+            f"AS x(h, e) WHERE (e)::float8 >= $1)"
         )
 
     def waits(self, where: str, limit: int) -> str:

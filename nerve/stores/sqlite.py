@@ -5,8 +5,9 @@ connection's settings); a power loss may take the last few transactions.
 
 A table per kind of record: done marks, publish records, failures, dead letters, step
 results, counters, the event log (events, with their type for lookbacks by type, and
-outcomes), declared subscriptions; and the timers and waits of
-:mod:`nerve.stores.sqlite_waits`. A file made by an older nerve is brought up to date
+outcomes), declared subscriptions; the timers and waits of
+:mod:`nerve.stores.sqlite_waits`; the slots and rate states of
+:mod:`nerve.stores.sqlite_limits`. A file made by an older nerve is brought up to date
 when opened.
 """
 
@@ -33,6 +34,8 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_WINDOW, Store
+from nerve.stores.sqlite_limits import SCHEMA as LIMITS_SCHEMA
+from nerve.stores.sqlite_limits import SQLiteLimits
 from nerve.stores.sqlite_waits import SCHEMA as WAITS_SCHEMA
 from nerve.stores.sqlite_waits import SQLiteTimersAndWaits
 
@@ -96,9 +99,9 @@ AND NOT EXISTS (
 _PRUNE_EVERY = 1000
 
 
-class SQLiteStore(SQLiteTimersAndWaits, Store):
-    """Idempotency marks, failures, dead letters, steps, the event log, timers and waits
-    in a SQLite file.
+class SQLiteStore(SQLiteTimersAndWaits, SQLiteLimits, Store):
+    """Idempotency marks, failures, dead letters, steps, the event log, timers, waits and
+    flow control in a SQLite file.
 
     Args:
         url: ``sqlite:///path.db``.
@@ -108,7 +111,7 @@ class SQLiteStore(SQLiteTimersAndWaits, Store):
     def __init__(self, url: str, *, window: float = DEFAULT_WINDOW) -> None:
         self.path = sqlite_path(url)
         self.window = window
-        self._db = SQLiteDatabase(self.path, _SCHEMA + WAITS_SCHEMA, StoreError)
+        self._db = SQLiteDatabase(self.path, _SCHEMA + WAITS_SCHEMA + LIMITS_SCHEMA, StoreError)
         self._writes = 0
         self._step_writes = 0
 
