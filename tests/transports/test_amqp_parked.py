@@ -215,13 +215,13 @@ async def test_a_handler_that_kills_its_process_is_parked_listed_and_replayed(
     cure.touch()
     replayed = await nerve_cli("dlq", "replay", "--url", url, "--all", "--yes", env=env)
     assert replayed.returncode == 0, replayed.stderr
-    worker = start_worker(app, env)
+    cured = start_worker(app, env)
     try:
         await eventually(lambda: len(lines()) == 3, timeout=30)
         assert lines()[-1] == f"{event.event_id} cured"
     finally:
-        worker.terminate()
-        await asyncio.to_thread(worker.wait, 30)
+        cured.terminate()
+        await asyncio.to_thread(cured.wait, 30)
     watcher = EventBus(url)
     try:
         status = await watcher.status(event.event_id)
