@@ -4,6 +4,7 @@ processes (two stores on one database stand for two processes)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -62,7 +63,7 @@ async def test_concurrent_takes_never_exceed_the_limit(make_store: StoreFactory)
 async def test_gcra_lets_a_burst_through_then_spaces_takes(make_store: StoreFactory) -> None:
     store = make_store()
     await store.open()
-    rate = {"interval": 1.0, "burst": 3.0}  # 1 per second, bursts of 3
+    rate: dict[str, Any] = {"interval": 1.0, "burst": 3.0}  # 1 per second, bursts of 3
     waits = [await store.take_rate("t", "k", **rate, cost=1, now=NOW) for _ in range(4)]
     assert all(w < 1e-6 for w in waits[:3])
     assert waits[3] == near(1.0)  # the fourth conforms a second later
@@ -79,7 +80,7 @@ async def test_gcra_lets_a_burst_through_then_spaces_takes(make_store: StoreFact
 async def test_gcra_force_records_and_negative_cost_gives_back(make_store: StoreFactory) -> None:
     store = make_store()
     await store.open()
-    rate = {"interval": 0.001, "burst": 1000.0}  # a token budget: 1000 per second
+    rate: dict[str, Any] = {"interval": 0.001, "burst": 1000.0}  # a token budget: 1000 per second
     assert await store.take_rate("tpm", "m", **rate, cost=800, now=NOW) < 1e-6
     assert await store.take_rate("tpm", "m", **rate, cost=400, now=NOW) == pytest.approx(
         0.2, abs=1e-5
@@ -98,7 +99,7 @@ async def test_gcra_takes_are_atomic(make_store: StoreFactory) -> None:
     two = one if isinstance(one, MemoryStore) else make_store()
     await one.open()
     await two.open()
-    rate = {"interval": 10.0, "burst": 5.0}
+    rate: dict[str, Any] = {"interval": 10.0, "burst": 5.0}
     waits = await asyncio.gather(
         *((one if i % 2 else two).take_rate("t", "k", **rate, cost=1, now=NOW) for i in range(12))
     )
@@ -108,7 +109,7 @@ async def test_gcra_takes_are_atomic(make_store: StoreFactory) -> None:
 async def test_block_rate_refuses_until_the_pause_ends(make_store: StoreFactory) -> None:
     store = make_store()
     await store.open()
-    rate = {"interval": 0.1, "burst": 10.0}
+    rate: dict[str, Any] = {"interval": 0.1, "burst": 10.0}
     await store.block_rate("llm", "gpt", until=NOW + 2, **rate)
     assert await store.take_rate("llm", "gpt", **rate, cost=1, now=NOW) == pytest.approx(
         2.1, abs=1e-5
