@@ -76,6 +76,7 @@ from nerve.records import (
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
 from nerve.stores.redis_waits import WAIT_RUN_KEY, RedisTimersAndWaits
+from nerve.transports.base import raise_if_cancelled
 
 DONE_KEY: Final = "{prefix}:done:{event_id}"
 FAILURES_KEY: Final = "{prefix}:failures:{event_id}"
@@ -202,6 +203,7 @@ class RedisStore(RedisTimersAndWaits, Store):
             yield
         except RedisError as exc:
             raise StoreError(f"Redis store at {self._where}: {doing} failed: {exc}") from exc
+        raise_if_cancelled()  # redis-py swallows a cancellation landing mid-command
 
     def _key(self, template: str, event_id: str) -> str:
         return template.format(prefix=self.prefix, event_id=event_id)
