@@ -734,10 +734,10 @@ class EventBus:
             for name, pattern in patterns.items():
                 if name not in states and matches(pattern, event_type):
                     states[name] = fresh
-                    held = None if later else await store.timer(f"{DEFER_PREFIX}{name}:{event_id}")
-                    if held is not None:
+                    held = [] if later else await store.timers(f"{DEFER_PREFIX}{name}:{event_id}:")
+                    if held:
                         states[name] = DeliveryState.DEFERRED
-                        reasons[name] = json.loads(held.body).get("reason", "")
+                        reasons[name] = json.loads(held[-1].body).get("reason", "")
         return EventStatus(
             event_id=event_id, event_type=event_type, subscriptions=states, reasons=reasons
         )

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar, cast
@@ -45,7 +46,8 @@ log = logging.getLogger("nerve")
 
 T = TypeVar("T")
 
-#: Timers of deliveries held back by flow controls: ``defer:<subscription>:<event id>``.
+#: Timers of deliveries held back by flow controls:
+#: ``defer:<subscription>:<event id>:<deferral>``.
 DEFER_PREFIX = "defer:"
 #: Deliveries a subscription takes from the transport ahead of its workers.
 MIN_PREFETCH = 128
@@ -423,10 +425,10 @@ class SubscriptionRunner:
                     "reason": verdict.reason,
                 }
             )
-            timer_id = f"{DEFER_PREFIX}{sub.name}:{event.event_id}"
-            await self._store.add_timer(
-                Timer(timer_id=timer_id, due=verdict.until, body=body), replace=True
-            )
+            # One timer per deferral: the timer loop deletes a timer it handed back, and a
+            # deferral of the same event meanwhile (in another process) must not be it.
+            timer_id = f"{DEFER_PREFIX}{sub.name}:{event.event_id}:{uuid.uuid4().hex[:12]}"
+            await self._store.add_timer(Timer(timer_id=timer_id, due=verdict.until, body=body))
             await delivery.ack()
             return
         log.info("%s: %s %s: %s", sub.name, event.event_type, event.event_id, verdict.reason)

@@ -197,7 +197,7 @@ class FlowGate:
         return await self._store.take_slot(
             f"{self._name}:deadline-run",
             key,
-            "run",
+            event.event_id,
             limit=1,
             lease=self._debounce_lease(),
             now=clock.time(),

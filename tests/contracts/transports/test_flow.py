@@ -151,7 +151,8 @@ async def test_debounce_max_wait_runs_a_key_that_never_goes_quiet(make_bus: BusF
         await bus.publish(Event(event_type="sensor.reading"))
         await asyncio.sleep(0.1)
     await eventually(lambda: len(calls) >= 3, timeout=10)
-    assert calls[0] - start < 1.6  # by max_wait, not after the burst
+    # by max_wait (1 s, plus a broker's redelivery), not after the burst (>= 3.1 s)
+    assert calls[0] - start < 2.5
     assert len(calls) <= 4
 
 
