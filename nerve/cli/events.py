@@ -162,7 +162,10 @@ async def _status(bus: EventBus, event_id: str, as_json: bool) -> int:
             columns.append(Column("why", overflow="fold"))
         table = Table(*columns)
         for name, state in sorted(found.subscriptions.items()):
-            cells = [name, Text(str(state), style=_COLOURS.get(str(state), "white"))]
+            cells: list[str | Text] = [
+                name,
+                Text(str(state), style=_COLOURS.get(str(state), "white")),
+            ]
             if found.reasons:
                 cells.append(Text(printable(found.reasons.get(name, ""))))
             table.add_row(*cells)

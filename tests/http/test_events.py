@@ -438,7 +438,7 @@ async def test_status_shows_a_deferred_run_and_why() -> None:
 
         async def deferred() -> bool:
             found.update((await client.get("/events/t-2", headers=AUTH)).json())
-            return found["subscriptions"] == {"paced": "deferred"}
+            return bool(found["subscriptions"] == {"paced": "deferred"})
 
         deadline = asyncio.get_running_loop().time() + 10
         while not await deferred():
