@@ -156,7 +156,7 @@ class EventBus:
             )
             self._observers.add(self._recorder)
         elif recent is not None:
-            self._observers.add(RecentMatcher(self._waits))
+            self._observers.add(RecentMatcher(self._waits, recent))
         self._later = Later(self._ready_store, self.publish, self.publish_many)
         self._timers: TimerService | None = None
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
@@ -605,6 +605,7 @@ class EventBus:
             for name, sub in self._subscriptions.items()
         }
         await self._later.install()
+        await self._waits.prime()
         self._timers = TimerService(
             self._store,
             {
