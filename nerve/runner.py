@@ -485,7 +485,7 @@ class SubscriptionRunner:
                     observers.handled(sub.name, event, seconds, ctx)
                 await self._settler.done(delivery)
                 continue
-            error = Reject(why)
+            error = RejectItems({event.event_id: why}, why)
             await self._failed(event, error, delivery.attempt)
             if observers:
                 observers.failed(sub.name, event, error, seconds, ctx, retry_in=None)

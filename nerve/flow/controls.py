@@ -46,12 +46,13 @@ PrioritySpec = str | Callable[[Event[Any]], int]
 PRIORITY_KEY = "nerve-priority"
 
 
-class RejectItems(Exception):  # an outcome, like Reject
+class RejectItems(Reject):
     """Raised by a batch handler: these events of the batch (event id -> why) are
-    dead-lettered, never retried; the others are done."""
+    dead-lettered, never retried; the others are done. Each dead letter's error is a
+    ``RejectItems`` whose message is its own reason."""
 
-    def __init__(self, items: Mapping[str, str]) -> None:
-        super().__init__(f"{len(items)} event(s) of the batch rejected")
+    def __init__(self, items: Mapping[str, str], message: str | None = None) -> None:
+        super().__init__(message or f"{len(items)} event(s) of the batch rejected")
         self.items = dict(items)
 
 
