@@ -469,6 +469,7 @@ class SubscriptionRunner:
                 await self._release(delivery)
         finally:
             self._held -= len(group)
+            self._ensure_receiver()  # a worker parked on a full prefetch may receive again
 
     async def _settle_batch(
         self, group: Sequence[Delivery], started: float, *, rejected: dict[str, str]
