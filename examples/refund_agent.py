@@ -1,22 +1,33 @@
-"""A refund agent that waits for a person: it drafts, asks above a threshold, answers, follows up.
+"""A refund agent that acts: it looks up the order, checks the policy, issues the refund.
 
-Subscribes to ``refund.requested`` (payload ``{"id", "customer", "amount", "currency",
-"reason"}``) and, for each request:
+Subscribes to ``refund.requested`` (payload ``{"id", "order_id", "customer", "amount",
+"currency", "reason"}``) and runs an :class:`~nerve.llm.agent.Agent` with three tools:
 
-1. drafts the reply to the customer (a recorded ``step``): the embedded model files the
-   reason under one of ``REASONS`` and the reply comes from a template per reason; with an
-   endpoint configured (``NERVE_LLM_BASE_URL`` / ``OPENAI_API_KEY``) the chat model writes
-   it, reading the request only as delimited data;
-2. above ``THRESHOLD`` (100), asks a person (``approval("refund.approve", ...)``) and waits
-   for the decision up to 3 days. While it waits the handler holds nothing (no worker, no
-   lease): the run is settled as ``waiting`` and, once decided, runs again from the top on
-   any worker, its draft replayed from the store (the model is not asked twice);
-3. answers the customer either way (``refund.answered``: approved, rejected, or still
-   under review when nobody decided within the 3 days);
-4. schedules ``refund.follow_up`` 24 hours later (``publish(..., delay=...)``), kept in the
-   store until due: asking whether the money arrived.
+- ``lookup_order``: the order (what was bought, what was paid, when it arrived);
+- ``check_refund_policy``: whether the policy allows this refund: the embedded model files
+  the reason under one of ``REASONS``, and rules decide (not more than was paid; a change
+  of mind only within 30 days of delivery);
+- ``issue_refund``: pays the money back. Above ``THRESHOLD`` (100) it needs a person's
+  approval: the run waits durably for the decision, holding nothing (no worker, no
+  lease), up to 3 days; a rejection is the tool's result, and the agent answers with it.
 
-A ``refund.withdrawn`` event with the same refund id cancels a run still waiting.
+Every model call and every tool call is a durable step: once the approval is decided, the
+run resumes on any worker and nothing that completed runs again (the order is not looked
+up twice, the model is not paid twice, the refund is never issued twice).
+
+Which "model" drives the tools:
+
+- with an endpoint configured (``NERVE_LLM_BASE_URL`` / ``OPENAI_API_KEY``, see
+  ``nerve.llm.LLMSettings``) the chat model chooses the tool calls and writes the reply,
+  reading the request only as delimited data;
+- offline (the default) a deterministic tool policy (``refund_policy``) chooses them, the
+  same tools run through the same durable path, and the reply comes from a template per
+  reason. The script says which path ran.
+
+Then it answers the customer (``refund.answered``: approved, rejected, refused by the
+policy, or still under review when nobody decided within the 3 days) and schedules
+``refund.follow_up`` 24 hours later (``publish(..., delay=...)``), kept in the store until
+due. A ``refund.withdrawn`` event with the same refund id cancels a run still waiting.
 
 Run it: ``python examples/refund_agent.py --auto-approve 2`` (two sample requests on
 ``memory://``; a companion task approves what waits for a person after 2 seconds, so it
@@ -35,20 +46,24 @@ import contextlib
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from nerve import Event, EventBus, Reject, step
-from nerve.approvals import REQUESTED, ApprovalClosed, Decision, approval, decide, pending_approvals
-from nerve.llm import LLMSettings, agent_output, untrusted
+from examples.offline_model import MODEL as OFFLINE_MODEL
+from examples.offline_model import Conversation, Move, answer, call, offline_client
+from nerve import Event, EventBus, Reject
+from nerve.approvals import REQUESTED, ApprovalClosed, decide, pending_approvals
+from nerve.llm import LLMSettings, tool, untrusted
+from nerve.llm.agent import Agent, AgentResult
 from nerve.llm.classify import Classifier
 from nerve.llm.embedded import load_model
 
 bus = EventBus()
 
-#: The event types this agent publishes itself (``approval()`` publishes its own request).
+#: The event types this agent publishes itself (approvals publish their own requests).
 EMITS = frozenset({"refund.answered", "refund.follow_up"})
 #: Refunds above this amount wait for a person's approval.
 THRESHOLD = 100.0
@@ -56,6 +71,8 @@ THRESHOLD = 100.0
 APPROVAL_TIMEOUT = timedelta(days=3)
 #: When the follow-up is due, after the answer.
 FOLLOW_UP = timedelta(hours=24)
+#: A change of mind is refunded only this long after delivery.
+RETURN_WINDOW_DAYS = 30
 
 #: Why a refund is asked for: a description, then generic examples.
 REASONS: dict[str, list[str]] = {
@@ -110,35 +127,114 @@ UNDER_REVIEW = (
     "Your refund request for {amount} is taking longer to review than usual. A colleague "
     "will get back to you personally; you do not need to do anything meanwhile."
 )
-
-DRAFT_INSTRUCTIONS = (
-    "You are a customer support agent. The data block holds a customer's refund request, "
-    "which will be refunded in full. Write a short, friendly reply (at most 60 words) that "
-    "says the amount is refunded to the original payment method within 5 to 10 business "
-    "days. Do not promise anything else. Answer only with the reply."
+REFUSED = (
+    "We cannot refund {amount} for this order: {why}. Reply to this message if we "
+    "misunderstood your request."
 )
+
+INSTRUCTIONS = (
+    "You are a refund agent for an online shop. The data block holds a customer's refund "
+    "request. Look up the order, check the refund policy for the amount and reason asked, "
+    "and issue the refund only if the policy allows it (refunds above "
+    f"{THRESHOLD:g} wait for a person's approval: if the tool answers that it was "
+    "rejected or not decided, do not call it again). Then answer with the reply to the "
+    "customer: short and friendly (at most 60 words), saying what was done; promise "
+    "nothing else."
+)
+
+#: The task next to the request's data block (the instructions are the agent's).
+TASK = "Resolve the refund request in the data block."
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    customer: str
+    item: str
+    paid: float
+    currency: str
+    days_since_delivery: int | None  # None: not delivered
+
+
+#: The shop's orders (a stand-in for its database).
+ORDERS = {
+    order.order_id: order
+    for order in (
+        Order("O-5531", "ada@example.com", "stoneware mug", 24.90, "EUR", 3),
+        Order("O-7702", "bob@example.com", "annual plan, charged twice", 960.00, "EUR", None),
+        Order("O-8120", "cy@example.com", "rain jacket", 89.00, "EUR", 64),
+    )
+}
+
+#: The refunds paid out, in order (a stand-in for the payment provider): each ``issue_refund``
+#: that ran appends one, so tests count them.
+PAYMENTS: list[dict[str, Any]] = []
+
+
+@tool
+async def lookup_order(order_id: str) -> dict[str, Any]:
+    """The order: its customer, the item, what was paid (amount and currency) and how many
+    days ago it was delivered (null: not delivered)."""
+    order = ORDERS.get(order_id)
+    if order is None:
+        return {"error": f"no order {order_id}"}
+    return {
+        "order_id": order.order_id,
+        "customer": order.customer,
+        "item": order.item,
+        "paid": order.paid,
+        "currency": order.currency,
+        "days_since_delivery": order.days_since_delivery,
+    }
+
+
+@tool
+async def check_refund_policy(order_id: str, amount: float, reason: str) -> dict[str, Any]:
+    """Whether the refund policy allows refunding ``amount`` on this order for this reason:
+    ``eligible``, ``why``, the reason's ``kind``, and whether a person must approve it."""
+    found = await classifier.classify(reason[:1000])
+    order = ORDERS.get(order_id)
+    verdict: dict[str, Any] = {"kind": found.label, "needs_approval": amount > THRESHOLD}
+    if order is None:
+        return {**verdict, "eligible": False, "why": f"there is no order {order_id}"}
+    if amount <= 0 or amount > order.paid:
+        why = f"the amount must be above 0 and at most the {order.paid:.2f} paid"
+        return {**verdict, "eligible": False, "why": why}
+    late = (order.days_since_delivery or 0) > RETURN_WINDOW_DAYS
+    if found.label == "changed_mind" and late:
+        why = f"a change of mind is refunded within {RETURN_WINDOW_DAYS} days of delivery"
+        return {**verdict, "eligible": False, "why": why}
+    return {**verdict, "eligible": True, "why": f"{found.label.replace('_', ' ')} is covered"}
+
+
+@tool(needs_approval=lambda arguments: float(arguments["amount"]) > THRESHOLD)
+async def issue_refund(order_id: str, amount: float) -> dict[str, Any]:
+    """Refund ``amount`` of the order to the customer's original payment method. Refunds
+    above the threshold wait for a person's approval first."""
+    payment = {"order_id": order_id, "amount": amount, "status": "refunded"}
+    PAYMENTS.append(payment)
+    return payment
+
+
+TOOLS = [lookup_order, check_refund_policy, issue_refund]
 
 
 class RefundRequest(BaseModel):
     id: str
+    order_id: str
     customer: str
     amount: float = Field(gt=0)
     currency: str = "EUR"
     reason: str
 
 
-class Draft(BaseModel):
-    """What the agent prepared before anyone decides: the reason's kind and the reply
-    that goes out if the refund is made."""
-
-    reason: str
-    reply: str
-
-
 class Reply(BaseModel):
-    """What the chat model answers with: the reply text and nothing else."""
+    """What the agent answers with: the reply to the customer and nothing else."""
 
     reply: str
+
+
+Status = Literal["approved", "rejected", "timed_out", "refused"]
 
 
 class Answer(BaseModel):
@@ -148,33 +244,98 @@ class Answer(BaseModel):
     customer: str
     amount: float
     currency: str
-    status: Literal["approved", "rejected", "timed_out"]
-    decided_by: str  # "policy" below the threshold, else who decided ("nobody": timed out)
+    status: Status
+    # "policy" below the threshold or when the policy refused, else who decided
+    # ("nobody": timed out)
+    decided_by: str
     reply: str
 
 
-def money(request: RefundRequest) -> str:
-    return f"{request.amount:.2f} {request.currency}"
+def money(request: RefundRequest | dict[str, Any]) -> str:
+    if isinstance(request, RefundRequest):
+        request = request.model_dump()
+    return f"{float(request['amount']):.2f} {request.get('currency', 'EUR')}"
+
+
+def refund_policy(seen: Conversation) -> Move:
+    """The offline "model": the next tool call, or the reply, from what the tools said.
+
+    Look up the order, check the policy, issue the refund if eligible, then answer with the
+    template for the outcome (a rejection or a timeout comes back as ``issue_refund``'s
+    result, as it would to a chat model).
+    """
+    request = seen.data
+    if "lookup_order" not in seen.results:
+        return call("lookup_order", order_id=request["order_id"])
+    order = seen.results["lookup_order"]
+    if "error" in order:
+        return answer({"reply": REFUSED.format(amount=money(request), why=order["error"])})
+    if "check_refund_policy" not in seen.results:
+        return call(
+            "check_refund_policy",
+            order_id=request["order_id"],
+            amount=request["amount"],
+            reason=request["reason"],
+        )
+    verdict = seen.results["check_refund_policy"]
+    if not verdict["eligible"]:
+        return answer({"reply": REFUSED.format(amount=money(request), why=verdict["why"])})
+    if "issue_refund" not in seen.results:
+        return call("issue_refund", order_id=request["order_id"], amount=request["amount"])
+    issued = seen.results["issue_refund"]
+    if isinstance(issued, dict) and issued.get("status") == "refunded":
+        opening = OPENINGS[verdict["kind"]]
+        return answer({"reply": REFUNDED.format(opening=opening, amount=money(request))})
+    if "timed out" in str(issued).lower():
+        return answer({"reply": UNDER_REVIEW.format(amount=money(request))})
+    return answer({"reply": REJECTED.format(amount=money(request))})
+
+
+def path() -> str:
+    """Which path runs: the endpoint's model or the offline tool policy."""
+    settings = LLMSettings()
+    if settings.configured:
+        where = settings.base_url or "api.openai.com"
+        return f"endpoint: {settings.model} at {where} chooses the tool calls"
+    return (
+        f"offline: the tool policy ({OFFLINE_MODEL}) and the embedded model choose the tool calls"
+    )
+
+
+def make_agent() -> Agent[Reply]:
+    """The agent: on the endpoint when one is configured, else on the tool policy."""
+    offline = not LLMSettings().configured
+    return Agent(
+        name="refund-agent",
+        instructions=INSTRUCTIONS,
+        tools=TOOLS,
+        max_turns=8,
+        output=Reply,
+        approval_timeout=APPROVAL_TIMEOUT,
+        client=offline_client(refund_policy) if offline else None,
+        model=OFFLINE_MODEL if offline else None,
+    )
+
+
+def outcome(request: RefundRequest, result: AgentResult[Reply]) -> tuple[Status, str]:
+    """The status and who decided, from what the tools did (never from the model's say):
+    ``issue_refund`` ran (approved), was rejected or timed out waiting for a person, or
+    was never called (the policy refused)."""
+    issued = [c for c in result.tool_calls if c.name == "issue_refund"]
+    if any(c.status == "ok" for c in issued):
+        return "approved", "policy" if request.amount <= THRESHOLD else "a person"
+    for found in issued:
+        if found.status == "rejected" and found.result.startswith("rejected by "):
+            return "rejected", found.result.removeprefix("rejected by ").split(":", 1)[0]
+        if found.status == "rejected":
+            return "timed_out", "nobody"
+    return "refused", "policy"
 
 
 def stable_id(*parts: str) -> str:
     """An event id made of ``parts``: a run that publishes again after a retry publishes
     the same event, which subscriptions that handled it recognise."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "refund-agent:" + "/".join(parts)))
-
-
-async def draft_refund(request: RefundRequest) -> Draft:
-    """The reason's kind (the embedded model, or the endpoint's embeddings) and the reply
-    if refunded (the chat model's when an endpoint is configured, else a template)."""
-    found = await classifier.classify(request.reason)
-    template = REFUNDED.format(opening=OPENINGS[found.label], amount=money(request))
-    settings = LLMSettings()
-    if not settings.configured:
-        return Draft(reason=found.label, reply=template)
-    data = {"reason": request.reason, "amount": money(request)}
-    messages = untrusted(DRAFT_INSTRUCTIONS, data, label="the refund request")
-    written = await agent_output(Reply, messages, settings=settings)
-    return Draft(reason=found.label, reply=written.reply.strip() or template)
 
 
 async def emit(event: Event[Any], *, delay: timedelta | None = None) -> None:
@@ -195,42 +356,24 @@ async def emit(event: Event[Any], *, delay: timedelta | None = None) -> None:
     cancel_on=[("refund.withdrawn", "payload.id")],
 )
 async def refund(event: Event[RefundRequest]) -> None:
-    """Draft, ask a person above the threshold, answer the customer, schedule a follow-up.
+    """Run the agent on the request, answer the customer, schedule a follow-up.
 
-    After a decision this runs again from the top: the draft comes back from the store,
-    the threshold test (code outside steps) runs again and gives the same answer (it reads
-    only the event), and ``approval`` returns the recorded decision without asking again.
+    After an approval is decided this runs again from the top: the agent's completed model
+    calls and tool calls come back from the store, and the loop goes on from the call that
+    waited.
     """
     request = event.payload
-    draft = await step("draft", lambda: draft_refund(request), result_type=Draft)
-    if request.amount <= THRESHOLD:
-        decision = Decision(approval_id="", status="approved", by="policy")
-    else:
-        decision = await approval(
-            "refund.approve",
-            payload={
-                "refund_id": request.id,
-                "customer": request.customer,
-                "amount": money(request),
-                "reason": request.reason[:500],
-                "kind": draft.reason,
-                "reply": draft.reply,
-            },
-            timeout=APPROVAL_TIMEOUT,
-        )
-    if decision.status == "approved":
-        reply = draft.reply
-    elif decision.status == "rejected":
-        reply = REJECTED.format(amount=money(request))
-    else:
-        reply = UNDER_REVIEW.format(amount=money(request))
+    messages = untrusted(TASK, request.model_dump(), label="the refund request")
+    result = await make_agent().run(messages)
+    status, decided_by = outcome(request, result)
+    reply = result.output.reply if isinstance(result.output, Reply) else result.output
     answer = Answer(
         refund_id=request.id,
         customer=request.customer,
         amount=request.amount,
         currency=request.currency,
-        status=decision.status,
-        decided_by=decision.by or ("nobody" if decision.status == "timed_out" else "a person"),
+        status=status,
+        decided_by=decided_by,
         reply=reply,
     )
     await emit(
@@ -256,12 +399,14 @@ async def refund(event: Event[RefundRequest]) -> None:
 SAMPLES: list[dict[str, Any]] = [
     {
         "id": "R-1001",
+        "order_id": "O-5531",
         "customer": "ada@example.com",
         "amount": 24.90,
         "reason": "The mug arrived broken into pieces, the box was crushed.",
     },
     {
         "id": "R-1002",
+        "order_id": "O-7702",
         "customer": "bob@example.com",
         "amount": 480.00,
         "reason": "I was charged twice for my annual plan this month.",
@@ -371,12 +516,12 @@ async def run(url: str, auto_approve_after: float | None) -> dict[str, dict[str,
     @app.on(REQUESTED, name="console.approvals", start_from="latest")
     async def show_request(event: Event[Any]) -> None:
         asked = event.payload
-        refund = asked["payload"]
+        call = asked["payload"]
+        arguments = call["arguments"]
         print(
-            f"\n? approval {asked['approval_id']} requested: refund {refund['refund_id']} of "
-            f"{refund['amount']} to {refund['customer']} ({refund['kind']})"
+            f"\n? approval {asked['approval_id']} requested: {call['agent']} calls "
+            f"{call['tool']}(order_id={arguments['order_id']!r}, amount={arguments['amount']})"
         )
-        print(f"  draft reply: {refund['reply']}")
         if auto_approve_after is not None:
             print(f"  auto-approving in {auto_approve_after:g}s (--auto-approve)")
         else:
@@ -398,6 +543,7 @@ async def run(url: str, auto_approve_after: float | None) -> dict[str, dict[str,
         follow_up = event.payload
         print(f"\n-> {follow_up['customer']}: did the refund {follow_up['refund_id']} arrive?")
 
+    print(f"path: {path()}")
     if not LLMSettings().configured:  # load the embedded model off the event loop, once
         await asyncio.to_thread(load_model)
     async with app:
@@ -406,7 +552,10 @@ async def run(url: str, auto_approve_after: float | None) -> dict[str, dict[str,
         elif not read_decisions(app, tasks):
             print("stdin cannot be read: decide with the nerve CLI on a shared --url")
         for sample in SAMPLES:
-            print(f"\n<- refund.requested {sample['id']}: {sample['amount']:.2f} EUR")
+            print(
+                f"\n<- refund.requested {sample['id']} (order {sample['order_id']}): "
+                f"{sample['amount']:.2f} EUR"
+            )
             await app.publish(Event(event_type="refund.requested", payload=sample))
         bound = None if auto_approve_after is None else auto_approve_after + 120
         async with asyncio.timeout(bound):
@@ -416,7 +565,7 @@ async def run(url: str, auto_approve_after: float | None) -> dict[str, dict[str,
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
-        print()
+        print(f"\nrefunds paid: {len(PAYMENTS)} (path: {path()})")
         for follow_up, due in await app.scheduled():
             status = await app.status(follow_up.event_id)
             states = ", ".join(f"{n}: {s.value}" for n, s in status.subscriptions.items())

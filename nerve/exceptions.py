@@ -18,6 +18,11 @@ NerveError
     │   ├── OutputInvalid       the model's output stayed invalid after every re-ask
     │   ├── BudgetExceeded      the event's token or time budget for model calls is spent
     │   ├── ToolNotAllowed      the model called a tool not on the handler's allow-list
+    │   ├── GuardrailTripped    an agent's input or output guardrail blocked the run
+    │   ├── AgentStopped        an agent's run ended without an answer (``messages``: so far)
+    │   │   ├── TurnsExceeded         still calling tools after ``max_turns`` model calls
+    │   │   ├── ToolArgumentsInvalid  the model's tool arguments kept failing validation
+    │   │   └── AgentBudgetExceeded   the budget ran out mid-run (also a BudgetExceeded)
     │   └── ModelRequestRejected  the model endpoint refused the request (a 4xx)
     ├── Retry                   retry (after ``delay`` seconds if given), counting an attempt
     │   └── ModelUnavailable    the model endpoint failed after the SDK's own retries
@@ -29,6 +34,9 @@ Event validation errors are pydantic's own ``ValidationError``: constructing a b
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 
 class NerveError(Exception):
@@ -129,6 +137,36 @@ class BudgetExceeded(Reject):
 
 class ToolNotAllowed(Reject):
     """The model asked for a tool that is not on the allow-list; it was not run."""
+
+
+class GuardrailTripped(Reject):
+    """An agent's input or output guardrail blocked the run (the message says why)."""
+
+
+class AgentStopped(Reject):
+    """An agent's run ended before its answer; ``messages`` is the conversation so far.
+
+    The message ends with the conversation as JSON lines, so the dead letter shows a
+    person what the model saw and did.
+    """
+
+    def __init__(self, message: str, messages: list[Any] | None = None) -> None:
+        self.messages: list[Any] = list(messages or [])
+        lines = "\n".join(json.dumps(m, default=str) for m in self.messages)
+        super().__init__(f"{message}\nconversation so far:\n{lines}" if lines else message)
+        self.reason = message
+
+
+class TurnsExceeded(AgentStopped):
+    """The model was still calling tools after the agent's ``max_turns`` model calls."""
+
+
+class ToolArgumentsInvalid(AgentStopped):
+    """The model's tool arguments failed validation more often than the agent allows."""
+
+
+class AgentBudgetExceeded(AgentStopped, BudgetExceeded):
+    """The event's budget ran out during an agent's run (a :class:`BudgetExceeded`)."""
 
 
 class ModelRequestRejected(Reject):

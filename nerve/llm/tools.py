@@ -1,24 +1,24 @@
-"""The tools a model may call: an explicit allow-list, checked before anything runs."""
+"""The tools a model may call: an explicit allow-list, checked before anything runs.
+
+The loop that calls them is :mod:`nerve.llm.agent`."""
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast, get_type_hints, overload
 
 import pydantic_core
 from openai.types.chat import (
-    ChatCompletion,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallUnion,
     ChatCompletionToolParam,
 )
 from pydantic import BaseModel, ValidationError, create_model
 
-from nerve.exceptions import ConfigurationError, OutputInvalid, ToolNotAllowed
-from nerve.llm.calls import chat
+from nerve.exceptions import ConfigurationError, ToolNotAllowed
 from nerve.llm.schema import strict_schema
 
 
@@ -189,6 +189,10 @@ class Tools:
         """The names on the allow-list."""
         return frozenset(self._tools)
 
+    def __iter__(self) -> Iterator[Tool]:
+        """The allowed tools, in the order given."""
+        return iter(self._tools.values())
+
     def definitions(self) -> list[ChatCompletionToolParam]:
         """The ``tools=`` argument of a chat completion: the allowed tools only."""
         return [tool.definition() for tool in self._tools.values()]
@@ -205,39 +209,6 @@ class Tools:
             allowed = ", ".join(sorted(self._tools)) or "none"
             raise ToolNotAllowed(f"the model called {name!r}, not on the allow-list ({allowed})")
         return await tool.run(call.function.arguments)
-
-
-async def run_agent(
-    messages: Iterable[ChatCompletionMessageParam],
-    *,
-    tools: Tools,
-    max_rounds: int = 8,
-    **options: Any,
-) -> ChatCompletion:
-    """Call the model with its allowed tools until it answers without calling one.
-
-    Each round runs the tool calls of the model's message (allowed ones only) and sends
-    their results back. ``options`` go to :func:`nerve.llm.chat` (``client``, ``settings``,
-    ``model``, ``budget``, ``temperature``...). Returns the final completion; its text is
-    ``completion.choices[0].message.content``.
-
-    Raises:
-        ToolNotAllowed: the model called a tool not in ``tools``.
-        OutputInvalid: still calling tools after ``max_rounds`` rounds.
-    """
-    history: list[ChatCompletionMessageParam] = list(messages)
-    definitions = tools.definitions()
-    for _ in range(max_rounds):
-        response = await chat(history, tools=definitions, **options)
-        message = response.choices[0].message
-        if not message.tool_calls:
-            return response
-        history.append(_assistant(message.model_dump(exclude_none=True)))
-        for call in message.tool_calls:
-            history.append(
-                {"role": "tool", "tool_call_id": call.id, "content": await tools.run(call)}
-            )
-    raise OutputInvalid(f"the model was still calling tools after {max_rounds} rounds")
 
 
 def _assistant(message: Mapping[str, Any]) -> ChatCompletionMessageParam:

@@ -21,7 +21,7 @@ from nerve import Event, EventBus, Reject
 from nerve.llm.classify import Classification
 from nerve.llm.embedded import EmbeddedModel, load_model
 from tests.conftest import eventually
-from tests.llm.openai_server import OpenAIServer, completion
+from tests.llm.openai_server import OpenAIServer, completion, tool_call
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT_VARIABLES = (
@@ -249,7 +249,7 @@ async def test_analyst_suggests_fixes_for_failed_deployments(agents: Agents) -> 
     fixes = {p["service"]: p for p in agents.of("deployment.fix.suggested")}
     assert set(fixes) == set(FAILURES)  # nothing for the successful one
     for service, payload in fixes.items():
-        assert set(payload) == {"service", "diagnosis", "suggestions"}
+        assert set(payload) == {"service", "diagnosis", "suggestions", "incident", "rollback_to"}
         title = FAILURES[service][1]
         assert payload["diagnosis"].startswith(f"{title}: "), payload
         assert payload["suggestions"]
@@ -293,20 +293,86 @@ def test_salient_lines_keep_the_errors() -> None:
     assert deployment_analyst.salient_lines("a\nb\n\nc") == ["a", "b", "c"]
 
 
-async def test_analyst_uses_the_endpoint_when_configured(
-    agents: Agents, endpoint: OpenAIServer
+async def test_the_analyst_acts_then_suggests_a_fix(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Offline, the tool policy reads the log and the last good commit (two calls at
+    once), opens one incident, then suggests a rollback first; a retry after the publish
+    fails runs no tool again (tool calls are durable steps)."""
+    monkeypatch.setattr(deployment_analyst, "INCIDENTS", [])
+    reads: list[str] = []
+    diagnose = deployment_analyst.diagnose
+
+    async def counting(logs: str) -> deployment_analyst.Diagnosis:
+        reads.append(logs)
+        return await diagnose(logs)
+
+    failures: list[str] = []
+    emit = deployment_analyst.emit
+
+    async def flaky(event_type: str, payload: dict[str, Any]) -> None:
+        if not failures:
+            failures.append(event_type)
+            raise ConnectionError("the broker hiccuped")
+        await emit(event_type, payload)
+
+    monkeypatch.setattr(deployment_analyst, "diagnose", counting)
+    monkeypatch.setattr(deployment_analyst, "emit", flaky)
+    async with agents.bus:
+        await agents.bus.publish(deployment("checkout", "failed", FAILURES["checkout"][0]))
+        await eventually(lambda: agents.of("deployment.fix.suggested"))
+    assert failures == ["deployment.fix.suggested"]  # the first attempt failed, after acting
+    (payload,) = agents.of("deployment.fix.suggested")
+    assert payload["rollback_to"] == "9c1e07b"
+    assert payload["suggestions"][0].startswith("Roll checkout back to 9c1e07b")
+    assert payload["diagnosis"].startswith("out of memory: ")
+    (incident,) = deployment_analyst.INCIDENTS  # opened once, in spite of the retry
+    assert payload["incident"] == incident["incident"]
+    assert incident["severity"] == "sev1"
+    assert reads == [FAILURES["checkout"][0]]  # the log was read once
+
+
+async def test_analyst_uses_the_endpoints_tool_calls_when_configured(
+    agents: Agents, endpoint: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deployment_analyst, "INCIDENTS", [])
     answer = {"diagnosis": "The pod ran out of memory.", "suggestions": ["Raise the limit."]}
-    endpoint.then(completion(json.dumps(answer)))
+    endpoint.then(
+        completion(
+            tool_calls=[
+                tool_call("read_deploy_log", {"service": "checkout"}, "c1"),
+                tool_call("last_good_commit", {"service": "checkout"}, "c2"),
+            ]
+        ),
+        completion(
+            tool_calls=[
+                tool_call(
+                    "open_incident",
+                    {"service": "checkout", "title": "OOM", "severity": "sev2"},
+                    "c3",
+                )
+            ]
+        ),
+        completion(json.dumps(answer)),
+    )
     async with agents.bus:
         await agents.bus.publish(deployment("checkout", "failed", FAILURES["checkout"][0]))
         await eventually(lambda: agents.of("deployment.fix.suggested"))
     (payload,) = agents.of("deployment.fix.suggested")
-    assert payload == {"service": "checkout", **answer}
-    (chat,) = endpoint.chat_requests
-    user = " ".join(m["content"] for m in chat.body["messages"] if m["role"] == "user")
-    assert "OOMKilled" in user
+    assert payload == {
+        "service": "checkout",
+        **answer,
+        "incident": "INC-1001",
+        "rollback_to": "9c1e07b",
+    }
+    assert [i["title"] for i in deployment_analyst.INCIDENTS] == ["OOM"]
+    first, second, third = endpoint.chat_requests
+    user = " ".join(m["content"] for m in first.body["messages"] if m["role"] == "user")
+    assert "OOMKilled" not in user  # the log reaches the model through the tool only
     assert "<<<DATA" in user
+    read = next(m for m in second.body["messages"] if m.get("tool_call_id") == "c1")
+    assert "OOMKilled" in read["content"]
+    assert len(third.body["messages"]) == len(second.body["messages"]) + 2
 
 
 @pytest.mark.parametrize(
@@ -316,7 +382,16 @@ async def test_analyst_uses_the_endpoint_when_configured(
             "support_triage.py",
             ["ticket 1: billing", "ticket 2: outage", "ticket 3: account_access"],
         ),
-        ("deployment_analyst.py", ["checkout: out of memory", "search: dependency or import"]),
+        (
+            "deployment_analyst.py",
+            [
+                "path: offline: the tool policy",
+                "checkout: out of memory",
+                "search: dependency or import",
+                "  incident INC-",
+                "last good commit: 9c1e07b",
+            ],
+        ),
     ],
 )
 def test_examples_run_as_scripts(script: str, expected: list[str]) -> None:

@@ -62,7 +62,7 @@ def test_main_job_serves_both_agents_and_ends_with_a_classified_ticket(tmp_path:
     out = result.stdout
     refunds = out.split("== The support and deployment agents")[0]  # the refund agent's part
     assert "refund R-1001 approved (by policy)" in refunds
-    assert "refund R-1002 approved (by auto-approver)" in refunds
+    assert "refund R-1002 approved (by a person)" in refunds
     assert refunds.count("(console.follow_ups: scheduled)") == 2
     assert "202" in out
     fix = json.loads(out.split("<- deployment.fix.suggested")[1].split("\n", 1)[1].split("\n\n")[0])

@@ -1,6 +1,8 @@
-"""examples/refund_agent.py: a refund below the threshold is answered at once, one above
-waits (holding nothing) for a person's decision and is answered after it, and a follow-up
-is scheduled 24 hours later; as a script, with --auto-approve, it ends by itself."""
+"""examples/refund_agent.py: the agent looks up the order, checks the policy and issues a
+refund below the threshold at once; above it, issue_refund waits (holding nothing) for a
+person's decision and runs once if approved, never if rejected; a follow-up is scheduled 24
+hours later. Offline a tool policy drives the loop, with an endpoint the model's tool
+calls; as a script, with --auto-approve, it ends by itself."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from nerve.approvals import REQUESTED, decide, pending_approvals
 from nerve.llm.classify import Classification
 from nerve.llm.embedded import EmbeddedModel, load_model
 from tests.conftest import eventually
-from tests.llm.openai_server import OpenAIServer, completion
+from tests.llm.openai_server import OpenAIServer, completion, tool_call
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,6 +62,7 @@ class Refunds:
         self.seen: list[Event[Any]] = []
         self.bus.subscribe("#", self._record, name="record")
         self.drafts: Counter[str] = Counter()
+        monkeypatch.setattr(refund_agent, "PAYMENTS", [])
         classify = refund_agent.classifier.classify
 
         async def counting(text: str) -> Classification:
@@ -70,6 +73,10 @@ class Refunds:
 
     async def _record(self, event: Event[Any]) -> None:
         self.seen.append(event)
+
+    def paid(self, order_id: str) -> int:
+        """Refunds issued on the order (``issue_refund`` runs)."""
+        return sum(1 for p in refund_agent.PAYMENTS if p["order_id"] == order_id)
 
     def of(self, event_type: str) -> list[Event[Any]]:
         return [e for e in self.seen if e.event_type == event_type]
@@ -116,8 +123,13 @@ async def test_below_the_threshold_at_once_above_it_after_approval(refunds: Refu
     # The big one waits for a person, holding nothing: its delivery is settled as waiting.
     await refunds.until_state(big, DeliveryState.WAITING)
     [pending] = await pending_approvals(refunds.bus)
-    assert pending.payload["refund_id"] == BIG["id"]
-    assert pending.payload["amount"] == "480.00 EUR"
+    assert pending.payload == {
+        "agent": "refund-agent",
+        "tool": "issue_refund",
+        "arguments": {"order_id": BIG["order_id"], "amount": 480.0},
+    }
+    assert refunds.paid(BIG["order_id"]) == 0  # not before the decision
+    assert refunds.paid(SMALL["order_id"]) == 1
     assert pending.expires_at is not None
     assert pending.expires_at - pending.requested_at == refund_agent.APPROVAL_TIMEOUT
     [asked] = refunds.of(REQUESTED)  # only the big one asked
@@ -131,13 +143,15 @@ async def test_below_the_threshold_at_once_above_it_after_approval(refunds: Refu
         approver.cancel()
     answered = refunds.answer(BIG["id"])
     assert answered is not None
-    assert (answered["status"], answered["decided_by"]) == ("approved", "auto-approver")
+    assert (answered["status"], answered["decided_by"]) == ("approved", "a person")
     assert "480.00 EUR" in answered["reply"]
     assert "wrong charge" in answered["reply"]  # filed under "double_charge"
     await refunds.until_state(big, DeliveryState.DONE)
     assert await refunds.state(small) is DeliveryState.DONE
-    # The draft is a step: the resumed run took it from the store, the model ran once.
+    # Tool calls are steps: the resumed run took the policy check from the store (the
+    # embedded model filed each reason once) and issued each refund once.
     assert refunds.drafts == {SMALL["reason"]: 1, BIG["reason"]: 1}
+    assert (refunds.paid(SMALL["order_id"]), refunds.paid(BIG["order_id"])) == (1, 1)
     assert await pending_approvals(refunds.bus) == []
 
     # A follow-up each, 24 hours after its answer, kept in the store until due.
@@ -165,6 +179,7 @@ async def test_a_rejected_refund_is_answered_too(refunds: Refunds) -> None:
     assert (answered["status"], answered["decided_by"]) == ("rejected", "carol")
     assert answered["reply"] == refund_agent.REJECTED.format(amount="480.00 EUR")
     assert "fraud" not in answered["reply"]  # the approver's comment stays internal
+    assert refunds.paid(BIG["order_id"]) == 0  # rejected: the tool never ran
     [(follow_up, _due)] = await refunds.bus.scheduled()
     assert follow_up.payload == {
         "refund_id": BIG["id"],
@@ -197,7 +212,24 @@ async def test_a_withdrawn_request_ends_the_wait(refunds: Refunds) -> None:
     assert await refunds.bus.scheduled() == []
 
 
-async def test_with_an_endpoint_the_chat_model_writes_the_reply(
+async def test_the_policy_refuses_a_late_change_of_mind(refunds: Refunds) -> None:
+    late = {
+        "id": "R-1003",
+        "order_id": "O-8120",  # delivered 64 days ago
+        "customer": "cy@example.com",
+        "amount": 89.0,
+        "reason": "I changed my mind, I don't want the jacket any more.",
+    }
+    await refunds.request(late)
+    await eventually(lambda: refunds.answer("R-1003"), timeout=DEADLINE)
+    answered = refunds.answer("R-1003")
+    assert answered is not None
+    assert (answered["status"], answered["decided_by"]) == ("refused", "policy")
+    assert "within 30 days of delivery" in answered["reply"]
+    assert refunds.paid("O-8120") == 0  # issue_refund was never called
+
+
+async def test_with_an_endpoint_the_model_makes_the_tool_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = OpenAIServer()
@@ -205,7 +237,23 @@ async def test_with_an_endpoint_the_chat_model_writes_the_reply(
     monkeypatch.setenv("NERVE_LLM_BASE_URL", server.url)
     monkeypatch.setenv("NERVE_LLM_MODEL", "test-model")
     reply = "Your 24.90 EUR are on their way back to your card."
-    server.then(completion(json.dumps({"reply": reply})))
+    order = SMALL["order_id"]
+    server.then(
+        completion(tool_calls=[tool_call("lookup_order", {"order_id": order}, "c1")]),
+        completion(
+            tool_calls=[
+                tool_call(
+                    "check_refund_policy",
+                    {"order_id": order, "amount": 24.9, "reason": SMALL["reason"]},
+                    "c2",
+                )
+            ]
+        ),
+        completion(
+            tool_calls=[tool_call("issue_refund", {"order_id": order, "amount": 24.9}, "c3")]
+        ),
+        completion(json.dumps({"reply": reply})),
+    )
     try:
         agent = Refunds(monkeypatch)
         async with agent.bus:
@@ -215,14 +263,25 @@ async def test_with_an_endpoint_the_chat_model_writes_the_reply(
         await server.stop()
     answered = agent.answer(SMALL["id"])
     assert answered is not None
-    assert answered["reply"] == reply
-    (chat,) = server.chat_requests
-    messages = chat.body["messages"]
+    assert (answered["status"], answered["decided_by"], answered["reply"]) == (
+        "approved",
+        "policy",
+        reply,
+    )
+    assert agent.paid(order) == 1
+    first, *rest = server.chat_requests
+    assert len(rest) == 3  # one model call per turn, four turns
+    names = {t["function"]["name"] for t in first.body["tools"]}
+    assert names == {"lookup_order", "check_refund_policy", "issue_refund"}
+    messages = first.body["messages"]
     system = " ".join(m["content"] for m in messages if m["role"] == "system")
     user = " ".join(m["content"] for m in messages if m["role"] == "user")
     assert "broken into pieces" not in system  # the request is data, never instructions
     assert "broken into pieces" in user
     assert "<<<DATA" in user
+    results = [m for m in rest[-1].body["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in results] == ["c1", "c2", "c3"]
+    assert json.loads(results[1]["content"])["eligible"] is True
 
 
 def script_env() -> dict[str, str]:
@@ -244,10 +303,12 @@ def test_the_script_with_auto_approve_ends_by_itself() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.count("? approval ") == 1  # only the big one asked
-    assert f"requested: refund {BIG['id']} of 480.00 EUR" in out
+    assert out.startswith("path: offline: the tool policy")
+    assert "calls issue_refund(order_id='O-7702', amount=480.0)" in out
     assert f"refund {SMALL['id']} approved (by policy)" in out
     approved = out.index("[auto-approver] approved ")
-    assert out.index(f"refund {BIG['id']} approved (by auto-approver)") > approved
+    assert out.index(f"refund {BIG['id']} approved (by a person)") > approved
+    assert "refunds paid: 2 " in out
     for refund_id in (SMALL["id"], BIG["id"]):
         assert f"follow-up refund.follow_up for {refund_id} due " in out
     assert out.count("(console.follow_ups: scheduled)") == 2

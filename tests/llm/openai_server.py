@@ -4,6 +4,9 @@ Plain asyncio HTTP/1.1 (keep-alive, Content-Length bodies): ``/v1/chat/completio
 ``/v1/embeddings``. Each chat request takes the next scripted :class:`Reply`, or the
 ``default`` one when the script is empty; every request is recorded with its arrival time.
 Embeddings are a deterministic fake: a unit vector made from the text's SHA-256.
+A ``responder`` (a function of the request body) answers chat requests instead of the
+script, for a model whose answer depends on the conversation (tool-calling loops run in
+other processes).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +82,16 @@ def tool_call(name: str, arguments: dict[str, Any], call_id: str = "call_1") -> 
     }
 
 
+def raw_tool_call(name: str, arguments: str, call_id: str = "call_1") -> dict[str, Any]:
+    """A tool call whose arguments are ``arguments`` as sent (malformed JSON, say)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def calling(*calls: dict[str, Any]) -> Reply:
+    """A completion that calls ``calls`` (several: parallel tool calls in one turn)."""
+    return completion(tool_calls=list(calls))
+
+
 def error(status: int, message: str = "scripted error", **headers: str) -> Reply:
     """An OpenAI-style error answer (``retry_after="1"`` sets ``Retry-After: 1``)."""
     return Reply(
@@ -100,6 +114,7 @@ class OpenAIServer:
     def __init__(self) -> None:
         self.script: deque[Reply] = deque()
         self.default = completion("ok")
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[Request] = []
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -177,5 +192,7 @@ class OpenAIServer:
                 }
             )
         if path == "/v1/chat/completions":
-            return self.script.popleft() if self.script else self.default
+            if self.script:
+                return self.script.popleft()
+            return self.responder(body) if self.responder is not None else self.default
         return error(404, f"no route {path}")
