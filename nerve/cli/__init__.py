@@ -7,8 +7,9 @@ as uvicorn names apps); ``nerve doctor [APP]`` checks that its transport and sto
 The operator commands (``publish``, ``dlq``, ``status``, ``trace``, ``tail``, ``waits``,
 ``approvals``) need a transport and a store, not handlers: they act on ``--url`` (default
 ``NERVE_URL``), or on the bus of ``--app module:bus`` when the app configures its store in
-code. Exit codes: 0 done, 1 not found / failed, 2 usage or configuration error. An error
-a user can cause is one line on stderr, never a traceback.
+code. ``nerve mcp APP`` serves the bus to MCP clients (:mod:`nerve.mcp`). Exit codes: 0
+done, 1 not found / failed, 2 usage or configuration error. An error a user can cause is
+one line on stderr, never a traceback.
 
 Importing the package or its modules registers nothing: :func:`build_app` makes the Typer
 app and adds each command to it.
@@ -27,6 +28,7 @@ from nerve.cli.commands import Command, Group
 from nerve.cli.dlq import build_dlq_app
 from nerve.cli.errors import describe
 from nerve.cli.events import publish, status, tail, trace
+from nerve.cli.mcp_server import mcp
 from nerve.cli.output import error
 from nerve.cli.waiting import build_approvals_app, waits
 from nerve.exceptions import ConfigurationError
@@ -67,6 +69,8 @@ def build_app() -> typer.Typer:
     app.command(cls=Command)(tail)
     app.command(cls=Command)(waits)
     app.add_typer(build_approvals_app(), name="approvals")
+    # for assistants
+    app.command(cls=Command)(mcp)
     return app
 
 

@@ -30,6 +30,7 @@ USAGES = {
     ("approvals", "list"): "nerve approvals list [OPTIONS]",
     ("approvals", "approve"): "nerve approvals approve [OPTIONS] APPROVAL_ID",
     ("approvals", "reject"): "nerve approvals reject [OPTIONS] APPROVAL_ID",
+    ("mcp",): "nerve mcp [OPTIONS] APP",
 }
 
 
