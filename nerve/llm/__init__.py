@@ -2,8 +2,9 @@
 
 ``classify`` judges text by embeddings: the embedded all-MiniLM-L6-v2 by default (offline,
 ``nerve[local]``), the endpoint's embeddings when one is configured. ``chat`` and ``embed``
-make one call each, charged to the running handler's event (its
-budget, its ``usage``); ``agent_output`` returns a validated pydantic object; ``run_agent``
+make one call each, charged to the running handler's event (its budget, its ``usage``),
+within the model's ``LLMLimits`` (shared by every process);
+``agent_output`` returns a validated pydantic object; ``run_agent``
 lets the model call the tools on an allow-list; ``untrusted`` puts event data into
 messages as delimited data. Wrap a model call in ``nerve.step`` so a retry or replay does
 not pay for it twice. See ``docs/llm.md``.
@@ -31,6 +32,7 @@ from nerve.llm.classify import (
 )
 from nerve.llm.client import openai_client
 from nerve.llm.embedded import EmbeddedModel, load_model
+from nerve.llm.limits import LLMLimits
 from nerve.llm.metrics import LLMMetrics
 from nerve.llm.settings import LLMSettings
 from nerve.llm.structured import OutputMode, agent_output
@@ -46,6 +48,7 @@ __all__ = [
     "EmbeddedModel",
     "Embedder",
     "EndpointEmbedder",
+    "LLMLimits",
     "LLMMetrics",
     "LLMSettings",
     "LLMUsage",
