@@ -16,7 +16,14 @@ from nerve.context import current
 from nerve.dlq import DeadLetterQueue
 from nerve.events import Event
 from nerve.exceptions import BusClosed, ChainTooDeep, SubscriptionError
-from nerve.flow.controls import Concurrency, Debounce, RateLimit, Throttle
+from nerve.flow.controls import (
+    Batch,
+    Concurrency,
+    Debounce,
+    PrioritySpec,
+    RateLimit,
+    Throttle,
+)
 from nerve.history import History, HistoryRecorder
 from nerve.later import Later, due_time
 from nerve.observe import default_observers
@@ -149,7 +156,7 @@ class EventBus:
             )
             self._observers.add(self._recorder)
         elif recent is not None:
-            self._observers.add(RecentMatcher(self._waits))
+            self._observers.add(RecentMatcher(self._waits, recent))
         self._later = Later(self._ready_store, self.publish, self.publish_many)
         self._timers: TimerService | None = None
         self._host: EventBus | None = None  # the bus that took this one's subscriptions
@@ -178,6 +185,8 @@ class EventBus:
         throttle: Throttle | None = None,
         rate_limit: RateLimit | None = None,
         debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: PrioritySpec | bool = False,
     ) -> Callable[[H], H]:
         """Decorate an async handler to subscribe it to ``pattern``.
 
@@ -207,6 +216,10 @@ class EventBus:
             throttle, rate_limit, debounce: flow controls shared by every process on
                 the store (:class:`nerve.flow.Throttle`, :class:`~nerve.flow.RateLimit`,
                 :class:`~nerve.flow.Debounce`).
+            batch: a :class:`nerve.flow.Batch`: the handler takes ``list[Event]``.
+            priority: run received deliveries highest priority first: True reads the
+                ``nerve-priority`` metadata; a path or a function of the event gives it
+                (see :mod:`nerve.flow.controls` for how far the order reaches).
         """
 
         def register(handler: H) -> H:
@@ -226,6 +239,8 @@ class EventBus:
                 throttle=throttle,
                 rate_limit=rate_limit,
                 debounce=debounce,
+                batch=batch,
+                priority=priority,
             )
             return handler
 
@@ -249,6 +264,8 @@ class EventBus:
         throttle: Throttle | None = None,
         rate_limit: RateLimit | None = None,
         debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: PrioritySpec | bool = False,
     ) -> Subscription:
         """Subscribe ``handler`` to an event type or pattern (the seed's form).
 
@@ -295,6 +312,8 @@ class EventBus:
             throttle=throttle,
             rate_limit=rate_limit,
             debounce=debounce,
+            batch=batch,
+            priority=None if priority is False else priority,
             backoff=backoff or Backoff(),
             ordered_by=key_func(ordered_by),
             start_from=start_from,
@@ -586,6 +605,7 @@ class EventBus:
             for name, sub in self._subscriptions.items()
         }
         await self._later.install()
+        await self._waits.prime()
         self._timers = TimerService(
             self._store,
             {

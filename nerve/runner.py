@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar, cast
 
 from nerve import clock, constants
+from nerve.batching import Batcher
 from nerve.context import HandlerContext, handling
 from nerve.events import Event
 from nerve.exceptions import (
@@ -31,9 +32,10 @@ from nerve.exceptions import (
     Retry,
     RunCancelled,
 )
-from nerve.flow.controls import RateLimited
+from nerve.flow.controls import RateLimited, RejectItems
 from nerve.flow.gate import FlowGate, Verdict
 from nerve.observe.observer import Observers
+from nerve.priority import PriorityBuffer
 from nerve.records import AttemptError, DeadLetter, Timer
 from nerve.settler import Settler, acknowledge
 from nerve.stores.base import Store
@@ -86,6 +88,11 @@ class SubscriptionRunner:
             if subscription.controlled
             else None
         )
+        self._batcher = (
+            Batcher(subscription.batch, self._run_batch, subscription.concurrency)
+            if subscription.batch is not None
+            else None
+        )
         self._observers = observers or Observers()
         self._transport = transport
         self._store = store
@@ -98,7 +105,14 @@ class SubscriptionRunner:
         )
         # The handler as an async one, typed once here (a cast per event costs a call).
         self._handler = cast(Callable[[Event[Any]], Awaitable[object]], subscription.handler)
-        self._buffer: deque[Delivery] = deque()
+        self._batch_handler = cast(
+            Callable[[list[Event[Any]]], Awaitable[object]], subscription.handler
+        )
+        self._buffer: deque[Delivery] | PriorityBuffer = (
+            deque()
+            if subscription.priority is None
+            else PriorityBuffer(None if subscription.priority is True else subscription.priority)
+        )
         self._keyed: dict[Hashable, deque[Delivery]] = {}
         self._held = 0  # deliveries waiting behind their ordering key
         self._workers: set[asyncio.Task[None]] = set()
@@ -163,14 +177,17 @@ class SubscriptionRunner:
             fut.cancel()
         unstarted = list(self._buffer)
         self._buffer.clear()
+        if self._batcher is not None:
+            unstarted.extend(self._batcher.take_all())
         for queue in self._keyed.values():
             unstarted.extend(queue)
             queue.clear()
         for delivery in unstarted:
             await delivery.release()
-        if not self._workers:
+        running = self._workers | (self._batcher.running if self._batcher else set())
+        if not running:
             return
-        _, late = await asyncio.wait(self._workers, timeout=grace)
+        _, late = await asyncio.wait(running, timeout=grace)
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
@@ -221,6 +238,10 @@ class SubscriptionRunner:
                     # that will. (A handler that never suspends lets this worker receive
                     # the next batch itself, and the check then finds it receiving.)
                     loop.call_soon(self._ensure_receiver)
+                if self._batcher is not None:
+                    self._held += 1  # gathered: counts against the prefetch until run
+                    self._batcher.add(delivery)
+                    continue
                 try:
                     if key_of is not None:
                         await self._handle_in_order(delivery, key_of(delivery.event))
@@ -412,6 +433,63 @@ class SubscriptionRunner:
             # Ordered: retry in place, so later events of the same key keep waiting.
             await clock.sleep(delay)
             attempt += 1
+
+    async def _run_batch(self, group: Sequence[Delivery]) -> None:
+        """Run the handler on a batch and settle each of its deliveries on its own."""
+        sub = self.subscription
+        observers = self._observers
+        events = [d.event for d in group]
+        started = time.perf_counter()
+        try:
+            try:
+                if sub.timeout is None:
+                    await self._batch_handler(events)
+                else:
+                    async with asyncio.timeout(sub.timeout):
+                        await self._batch_handler(events)
+            except RejectItems as exc:
+                await self._settle_batch(group, started, rejected=exc.items)
+            except Exception as exc:  # noqa: BLE001  # the batch failed: each is retried
+                seconds = time.perf_counter() - started
+                for delivery in group:
+                    event = delivery.event
+                    delay = await self._failed(event, exc, delivery.attempt)
+                    if observers:
+                        ctx = HandlerContext(event, sub.name, delivery.attempt, self._store)
+                        observers.failed(sub.name, event, exc, seconds, ctx, retry_in=delay)
+                    if delay is None:
+                        await delivery.reject()
+                    else:
+                        await delivery.nack(delay)
+            else:
+                await self._settle_batch(group, started, rejected={})
+        except Exception:  # the store or transport failed, not the handler
+            log.exception("%s: could not settle a batch; leaving it for redelivery", sub.name)
+            for delivery in group:
+                await self._release(delivery)
+        finally:
+            self._held -= len(group)
+
+    async def _settle_batch(
+        self, group: Sequence[Delivery], started: float, *, rejected: dict[str, str]
+    ) -> None:
+        sub = self.subscription
+        observers = self._observers
+        seconds = time.perf_counter() - started
+        for delivery in group:
+            event = delivery.event
+            ctx = HandlerContext(event, sub.name, delivery.attempt, self._store)
+            why = rejected.get(event.event_id)
+            if why is None:
+                if observers:
+                    observers.handled(sub.name, event, seconds, ctx)
+                await self._settler.done(delivery)
+                continue
+            error = Reject(why)
+            await self._failed(event, error, delivery.attempt)
+            if observers:
+                observers.failed(sub.name, event, error, seconds, ctx, retry_in=None)
+            await delivery.reject()
 
     async def _held_back(self, delivery: Delivery, verdict: Verdict) -> None:
         """Settle a delivery its flow controls hold back (see :mod:`nerve.flow.gate`)."""

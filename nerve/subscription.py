@@ -17,7 +17,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from nerve.events import Event
 from nerve.exceptions import PayloadInvalid, SubscriptionError
-from nerve.flow.controls import Concurrency, Debounce, RateLimit, Throttle
+from nerve.flow.controls import (
+    Batch,
+    Concurrency,
+    Debounce,
+    PrioritySpec,
+    RateLimit,
+    Throttle,
+)
 from nerve.matching import check_paths
 from nerve.routing import validate_pattern
 
@@ -72,6 +79,11 @@ class Subscription:
     throttle: Throttle | None = None
     rate_limit: RateLimit | None = None
     debounce: Debounce | None = None
+    #: Deliveries run highest priority first: True (the ``nerve-priority`` metadata), a
+    #: path, or a function of the event; None: in the order received.
+    priority: PrioritySpec | Literal[True] | None = None
+    #: The handler takes ``list[Event]`` batches (:class:`nerve.flow.Batch`).
+    batch: Batch | None = None
     _event_class: type[Event[Any]] | None = field(default=None, repr=False)
     _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -93,6 +105,21 @@ class Subscription:
                 check_paths({path: None})
             except ValueError as exc:
                 raise SubscriptionError(f"cancel_on: {exc}") from None
+        if self.batch is not None:
+            clash = [
+                name
+                for name, on in (
+                    ("ordered_by", self.ordered_by),
+                    ("blocking", self.blocking),
+                    ("cancel_on", self.cancel_on),
+                    ("flow controls", self.controlled),
+                    ("payload_model", self.payload_model),
+                )
+                if on
+            ]
+            if clash:
+                raise SubscriptionError(f"a batch subscription takes no {', '.join(clash)}")
+            return
         if self.payload_model is None:
             self._event_class, self.payload_model = _declared_event_class(self.handler)
         elif self._event_class is None:

@@ -40,7 +40,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -130,23 +130,23 @@ def timeout_timer_id(wait_id: str) -> str:
 
 class RecentEvents:
     """The events this process published lately, by type, for a bus with no event log
-    (the in-process transport: every publish goes through this process)."""
+    (the in-process transport: every publish goes through this process).
+
+    Adding is a dict lookup and a deque append per event (every publish pays it); the
+    times are the events' own timestamps, read only when a wait looks back.
+    """
 
     def __init__(self, size: int = RING_SIZE, age: float = RING_AGE) -> None:
-        self._by_type: dict[str, deque[tuple[float, Event[Any]]]] = {}
-        self._size = size
+        self._by_type: defaultdict[str, deque[Event[Any]]] = defaultdict(lambda: deque(maxlen=size))
+        self._types = size
         self._age = age
 
     def add(self, events: Sequence[Event[Any]]) -> None:
-        now = clock.time()
         by_type = self._by_type
         for event in events:
-            ring = by_type.get(event.event_type)
-            if ring is None:
-                if len(by_type) >= self._size:  # a flood of types: start afresh
-                    by_type.clear()
-                ring = by_type[event.event_type] = deque(maxlen=self._size)
-            ring.append((now, event))
+            by_type[event.event_type].append(event)
+        if len(by_type) > self._types:  # a flood of types: start afresh
+            by_type.clear()
 
     def since(self, event_type: str, since: float) -> list[Event[Any]]:
         ring = self._by_type.get(event_type)
@@ -154,8 +154,8 @@ class RecentEvents:
             return []
         horizon = max(since, clock.time() - self._age)
         found: list[Event[Any]] = []
-        for at, event in reversed(ring):  # newest first: stop at the horizon
-            if at < horizon:
+        for event in reversed(ring):  # newest first: stop at the horizon
+            if published_at(event) < horizon:
                 break
             found.append(event)
         found.reverse()
@@ -164,15 +164,19 @@ class RecentEvents:
 
 class RecentMatcher(Observer):
     """An in-process bus's stand-in for the event log's writer: keeps what is published
-    in the ring and matches it to waits, one task per burst of publishes."""
+    in the ring and, once this bus's store may hold waits, matches it to them (one task
+    per burst of publishes)."""
 
-    def __init__(self, waits: WaitService) -> None:
+    def __init__(self, waits: WaitService, recent: RecentEvents) -> None:
         self._waits = waits
+        self._recent = recent
         self._pending: list[Event[Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def published(self, events: Sequence[Event[Any]]) -> None:
-        self._waits.remember(events)  # at once: a wait registered next looks back here
+        self._recent.add(events)  # at once: a wait registered next looks back here
+        if not self._waits.may_have_waits:
+            return
         if not self._pending:
             task = asyncio.get_running_loop().create_task(self._match(), name="nerve-waits")
             self._tasks.add(task)
@@ -219,6 +223,15 @@ class WaitService:
         self._recent = recent
         self._lookback = lookback
         self.wake_timers: Callable[[], None] = lambda: None
+        #: False while this process knows its store holds no wait (an in-process bus
+        #: then matches nothing: see :class:`RecentMatcher`); True once one may exist.
+        self.may_have_waits = recent is None
+
+    async def prime(self) -> None:
+        """Find out whether the store holds waits already (made by an earlier run)."""
+        if not self.may_have_waits:
+            store = await self._store()
+            self.may_have_waits = bool(await store.waits(limit=1))
 
     # in the handler
 
@@ -267,6 +280,7 @@ class WaitService:
             created_at=now,
         )
         # Index first, then look back: see the module docstring (3.).
+        self.may_have_waits = True
         await store.add_wait(wait)
         await store.add_timer(
             Timer(timer_id=timeout_timer_id(wait.wait_id), due=now + seconds, body="{}")
@@ -421,6 +435,7 @@ class WaitService:
                 kind="cancel",
                 created_at=now,
             )
+            self.may_have_waits = True
             await store.add_wait(wait)
             if not self._lookback:
                 continue

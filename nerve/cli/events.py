@@ -149,6 +149,7 @@ async def _status(bus: EventBus, event_id: str, as_json: bool) -> int:
                 "event_type": found.event_type,
                 "settled": found.settled,
                 "subscriptions": {k: str(v) for k, v in found.subscriptions.items()},
+                "reasons": found.reasons,
             }
         )
     elif found.event_type is None:
@@ -156,9 +157,18 @@ async def _status(bus: EventBus, event_id: str, as_json: bool) -> int:
     else:
         out = stdout()
         out.print(f"{found.event_type} {event_id}")  # a line of its own: never cropped
-        table = Table(Column("subscription", overflow="fold"), "state")
+        columns = [Column("subscription", overflow="fold"), Column("state")]
+        if found.reasons:  # why a deferred run waits (throttled, debounced, a busy key)
+            columns.append(Column("why", overflow="fold"))
+        table = Table(*columns)
         for name, state in sorted(found.subscriptions.items()):
-            table.add_row(name, Text(str(state), style=_COLOURS.get(str(state), "white")))
+            cells: list[str | Text] = [
+                name,
+                Text(str(state), style=_COLOURS.get(str(state), "white")),
+            ]
+            if found.reasons:
+                cells.append(Text(printable(found.reasons.get(name, ""))))
+            table.add_row(*cells)
         show(table)
     return 0 if found.event_type is not None else 1
 
@@ -169,6 +179,7 @@ _COLOURS = {
     "failed": "yellow",
     "retrying": "yellow",
     "dead_lettered": "red",
+    "deferred": "cyan",
 }
 
 

@@ -6,6 +6,22 @@ throttle=Throttle(10, per=timedelta(minutes=1)), debounce=Debounce(...))``. See
 goes through them.
 """
 
-from nerve.flow.controls import Concurrency, Debounce, RateLimit, Throttle
+from nerve.flow.controls import (
+    Batch,
+    Concurrency,
+    Debounce,
+    RateLimit,
+    RateLimited,
+    RejectItems,
+    Throttle,
+)
 
-__all__ = ["Concurrency", "Debounce", "RateLimit", "Throttle"]
+__all__ = [
+    "Batch",
+    "Concurrency",
+    "Debounce",
+    "RateLimit",
+    "RateLimited",
+    "RejectItems",
+    "Throttle",
+]

@@ -16,11 +16,22 @@ without one, the subscription has one limit.
 - :class:`Debounce`: one handler call per burst per key: events are absorbed until the key
   was quiet for ``period`` (never longer than ``max_wait`` after the burst's first); then
   the last event is handled.
+- Priority (``priority=`` on ``bus.on``): a process hands its subscription's received
+  deliveries to the handler highest priority first (an event's priority: the
+  ``nerve-priority`` metadata, or the subscription's function of the event; default 0).
+  It orders what the process has received (its prefetch, at least 128 deliveries), not
+  the broker's whole backlog: an approximation on every transport, exact for a backlog
+  that fits in the prefetch.
+- :class:`Batch`: the handler takes a ``list[Event]``: up to ``max_size`` events of one key,
+  gathered for at most ``max_wait`` (per process: each batches what it received). Each
+  event keeps its own done mark, status and dead letter; a failing batch is retried event
+  by event (they come back together and batch again); :class:`RejectItems` dead-letters
+  some events of a batch and settles the rest as done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -30,6 +41,18 @@ from nerve.exceptions import Reject
 from nerve.matching import value_at
 
 KeySpec = str | Callable[[Event[Any]], Hashable] | None
+PrioritySpec = str | Callable[[Event[Any]], int]
+#: Metadata an event's priority may be given in (an int, higher first; default 0).
+PRIORITY_KEY = "nerve-priority"
+
+
+class RejectItems(Exception):  # an outcome, like Reject
+    """Raised by a batch handler: these events of the batch (event id -> why) are
+    dead-lettered, never retried; the others are done."""
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        super().__init__(f"{len(items)} event(s) of the batch rejected")
+        self.items = dict(items)
 
 
 class RateLimited(Reject):
@@ -54,6 +77,18 @@ def key_of(spec: KeySpec, event: Event[Any]) -> str:
     path = spec if spec.split(".", 1)[0] in _ROOTS else f"payload.{spec}"
     value = value_at(event, path)
     return "" if value is None or not isinstance(value, str | int | float | bool) else str(value)
+
+
+def priority_of(spec: PrioritySpec | None, event: Event[Any]) -> int:
+    """An event's priority: ``spec`` (a function, or a path read as :func:`key_of` does),
+    else its ``nerve-priority`` metadata, else 0. Not a number: 0."""
+    if callable(spec):
+        return int(spec(event))
+    found = key_of(spec, event) if spec is not None else event.metadata.get(PRIORITY_KEY, "")
+    try:
+        return int(found)
+    except ValueError:
+        return 0
 
 
 _ROOTS = frozenset({"payload", "metadata", "event_type", "source", "correlation_id"})
@@ -127,3 +162,21 @@ class Debounce:
     @property
     def longest(self) -> float | None:
         return None if self.max_wait is None else _seconds(self.max_wait)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The handler takes ``list[Event]``: up to ``max_size`` events of one key at once,
+    gathered for at most ``max_wait`` after the first."""
+
+    max_size: int = 100
+    max_wait: timedelta | float = 1.0
+    key: KeySpec = None
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1:
+            raise ValueError(f"Batch max_size must be >= 1, got {self.max_size}")
+
+    @property
+    def seconds(self) -> float:
+        return _seconds(self.max_wait)

@@ -288,6 +288,7 @@ def routes(intake: Intake) -> APIRouter:
                 "event_type": status.event_type,
                 "settled": status.settled,
                 "subscriptions": {k: v.value for k, v in status.subscriptions.items()},
+                "reasons": status.reasons,
             }
         )
 

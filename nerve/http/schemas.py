@@ -139,6 +139,11 @@ class EventStatusOut(BaseModel):
     event_type: str
     settled: bool = Field(description="Every subscription is done or dead-lettered.")
     subscriptions: dict[str, DeliveryState]
+    reasons: dict[str, str] = Field(
+        default_factory=dict,
+        description="Why a deferred subscription waits (throttled until T, debounced, "
+        "waiting for a slot of its key), by subscription.",
+    )
 
 
 class DeadLetters(BaseModel):

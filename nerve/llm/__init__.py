@@ -36,7 +36,7 @@ from nerve.llm.limits import LLMLimits
 from nerve.llm.metrics import LLMMetrics
 from nerve.llm.settings import LLMSettings
 from nerve.llm.structured import OutputMode, agent_output
-from nerve.llm.tools import Tools, run_agent
+from nerve.llm.tools import Tool, Tools, run_agent, tool
 from nerve.llm.untrusted import untrusted
 from nerve.llm.usage import LLMUsage, usage
 
@@ -57,6 +57,7 @@ __all__ = [
     "ModelUnavailable",
     "OutputInvalid",
     "OutputMode",
+    "Tool",
     "ToolNotAllowed",
     "Tools",
     "agent_output",
@@ -67,6 +68,7 @@ __all__ = [
     "load_model",
     "openai_client",
     "run_agent",
+    "tool",
     "untrusted",
     "usage",
 ]

@@ -3,6 +3,7 @@ and Redis, against the chain app (tests/apps/chain.py) run by a real ``nerve wor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,11 +11,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nerve import DeliveryState, Event, EventBus, Settings
+from nerve.flow import Throttle
 from tests.cli.test_commands import ROOT, environment, nerve, wait_for
-from tests.conftest import drop_redis_keys
+from tests.conftest import drop_redis_keys, eventually
 
 APP = "tests.apps.chain:bus"
 
@@ -88,6 +92,7 @@ def test_publish_with_no_worker_then_a_worker_handles_it(url: str, tmp_path: Pat
         "event_type": "chain.c",
         "settled": True,
         "subscriptions": {"c": "done"},
+        "reasons": {},
     }
     result = nerve("status", event_id, env=env)
     assert result.returncode == 0
@@ -96,6 +101,41 @@ def test_publish_with_no_worker_then_a_worker_handles_it(url: str, tmp_path: Pat
     result = nerve("publish", "chain.c", "--json", env=env)
     second = json.loads(result.stdout)["event_id"]
     assert status_of(second, env)["subscriptions"] == {"c": "pending"}
+
+
+async def test_status_shows_a_deferred_run_and_why(url: str) -> None:
+    bus = EventBus(url, settings=Settings(timer_poll=0.02))
+    ran: list[str] = []
+
+    @bus.on("paced.job", name="paced", throttle=Throttle(1, per=3600))
+    async def paced(event: Event[Any]) -> None:
+        ran.append(event.event_id)
+
+    async with bus:
+        first, second = await bus.publish_many([Event(event_type="paced.job") for _ in range(2)])
+        await eventually(lambda: len(ran) == 1, timeout=30)
+        held = second if ran == [first.event_id] else first
+
+        async def deferred() -> bool:
+            return (await bus.status(held.event_id)).subscriptions == {
+                "paced": DeliveryState.DEFERRED
+            }
+
+        deadline = time.monotonic() + 30
+        while not await deferred():
+            assert time.monotonic() < deadline, await bus.status(held.event_id)
+            await asyncio.sleep(0.02)
+        env = environment(url)
+        found = await asyncio.to_thread(status_of, held.event_id, env)
+        assert found["subscriptions"] == {"paced": "deferred"}
+        assert found["settled"] is False
+        reasons = found["reasons"]
+        assert isinstance(reasons, dict)
+        assert str(reasons["paced"]).startswith("throttled"), reasons
+        table = await asyncio.to_thread(nerve, "status", held.event_id, env=env)
+        assert table.returncode == 0, table.stderr
+        assert "deferred" in table.stdout
+        assert "throttled" in table.stdout
 
 
 def test_publish_many_from_stdin(url: str, worker: Worker) -> None:

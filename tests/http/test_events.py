@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from nerve import Event, EventBus, Reject, Settings
+from nerve.flow import Throttle
 from nerve.http import HTTPSettings
 from tests.conftest import eventually
 from tests.http.conftest import ADMIN, AUTH, KEY, serve
@@ -391,6 +392,7 @@ async def test_status_of_an_event(app: Client) -> None:
         "event_type": "a.b",
         "settled": True,
         "subscriptions": {"record": "done"},
+        "reasons": {},
     }
     unknown = await client.get("/events/never-sent", headers=AUTH)
     assert (unknown.status_code, unknown.json()["error"]) == (404, "not_found")
@@ -416,6 +418,37 @@ async def test_status_shows_pending_then_dead_lettered() -> None:
         dead = (await client.get("/events/p-1", headers=AUTH)).json()
         assert dead["subscriptions"] == {"picky": "dead_lettered"}
         assert dead["settled"] is True
+
+
+async def test_status_shows_a_deferred_run_and_why() -> None:
+    bus = EventBus("memory://")
+    ran: list[str] = []
+
+    @bus.on("a.b", name="paced", throttle=Throttle(1, per=3600))
+    async def paced(event: Event[Any]) -> None:
+        ran.append(event.event_id)
+
+    async with serve(bus) as client:
+        for event_id in ("t-1", "t-2"):
+            await client.post(
+                "/events", json={"event_type": "a.b", "event_id": event_id}, headers=AUTH
+            )
+        await eventually(lambda: ran == ["t-1"])
+        found: dict[str, Any] = {}
+
+        async def deferred() -> bool:
+            found.update((await client.get("/events/t-2", headers=AUTH)).json())
+            return bool(found["subscriptions"] == {"paced": "deferred"})
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await deferred():
+            assert asyncio.get_running_loop().time() < deadline, found
+            await asyncio.sleep(0.01)
+        assert found["settled"] is False
+        assert found["reasons"]["paced"].startswith("throttled"), found
+        first = (await client.get("/events/t-1", headers=AUTH)).json()
+        assert first["subscriptions"]["paced"] != "deferred"
+        assert first["reasons"] == {}
 
 
 # malformed CloudEvents: a 4xx with a problem body, never a 500

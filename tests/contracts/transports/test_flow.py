@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from nerve import DeliveryState, Event, EventBus
-from nerve.flow import Concurrency, Debounce, RateLimit, Throttle
+from nerve.flow import Batch, Concurrency, Debounce, RateLimit, RejectItems, Throttle
 from tests.conftest import BusFactory, eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -165,3 +165,86 @@ async def eventually_status(bus: EventBus, event_id: str, state: DeliveryState) 
         if time.monotonic() > deadline:
             pytest.fail(f"{event_id} is {found.subscriptions} ({found.reasons}), not {state}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_batch_handler_gets_batches_and_each_event_settles_alone(
+    make_bus: BusFactory,
+) -> None:
+    buses = workers(make_bus)
+    sizes: list[int] = []
+    seen: Counter[str] = Counter()
+    for bus in buses:
+
+        @bus.on("row.imported", name="load", batch=Batch(max_size=100, max_wait=0.2))
+        async def load(events: list[Event]) -> None:
+            sizes.append(len(events))
+            bad = {e.event_id: "row 13 is malformed" for e in events if e.payload["n"] == 13}
+            seen.update(e.event_id for e in events if e.event_id not in bad)
+            if bad:
+                raise RejectItems(bad)
+
+    for bus in buses:
+        await bus.start()
+    events = [Event(event_type="row.imported", payload={"n": n}) for n in range(1000)]
+    for start in range(0, 1000, 250):
+        await buses[0].publish_many(events[start : start + 250])
+    await eventually(lambda: len(seen) == 999, timeout=60)
+    assert max(sizes) <= 100
+    assert sum(sizes) == 1000  # each event in one batch once
+    assert set(seen.values()) == {1}
+    [dead] = await buses[0].dlq.list()
+    assert dead.event.payload == {"n": 13}
+    assert dead.errors[-1].message == "row 13 is malformed"
+    await eventually_status(buses[0], events[0].event_id, DeliveryState.DONE)
+
+
+async def test_a_failing_batch_is_retried_event_by_event(make_bus: BusFactory) -> None:
+    [bus] = workers(make_bus, 1)
+    calls: list[list[int]] = []
+
+    @bus.on("row.imported", name="load", batch=Batch(max_size=10, max_wait=0.1), retries=2)
+    async def load(events: list[Event]) -> None:
+        calls.append(sorted(e.payload["n"] for e in events))
+        if len(calls) == 1:
+            raise RuntimeError("the warehouse is down")
+
+    await bus.start()
+    await bus.publish_many([Event(event_type="row.imported", payload={"n": n}) for n in range(5)])
+    await eventually(lambda: sum(len(c) for c in calls) >= 10, timeout=30)
+    assert calls[0] == [0, 1, 2, 3, 4]
+    assert sorted(n for c in calls[1:] for n in c) == [0, 1, 2, 3, 4]
+
+
+async def test_priority_runs_a_backlog_highest_first(make_bus: BusFactory) -> None:
+    publisher = make_bus(**QUICK)
+    worker = make_bus(**QUICK) if publisher.transport.durable else publisher
+    order: list[str] = []
+
+    @worker.on("ticket.created", name="triage", priority="payload.tier", concurrency=1)
+    async def triage(event: Event) -> None:
+        order.append(event.payload["who"])
+
+    low = [
+        Event(event_type="ticket.created", payload={"who": "free", "tier": 0}) for _ in range(60)
+    ]
+    high = [
+        Event(event_type="ticket.created", payload={"who": "paid", "tier": 9}) for _ in range(3)
+    ]
+    if publisher is worker:  # in process: the backlog builds while the bus is not running
+        await worker.publish_many(low + high)
+        await worker.start()
+    else:
+        await worker.start()
+        await worker.stop()  # declared: the backlog waits on the broker
+        worker = make_bus(**QUICK)
+
+        @worker.on("ticket.created", name="triage", priority="payload.tier", concurrency=1)
+        async def triage_again(event: Event) -> None:
+            order.append(event.payload["who"])
+
+        await publisher.publish_many(low + high)
+        await worker.start()
+    await eventually(lambda: len(order) == 63, timeout=60)
+    # in order received they would run last (61st to 63rd); highest first they run as soon
+    # as they are received (a push broker hands a backlog over in a few deliveries)
+    assert order[:10].count("paid") == 3, order[:10]
