@@ -2,12 +2,12 @@
 
 ``classify`` judges text by embeddings: the embedded all-MiniLM-L6-v2 by default (offline,
 ``nerve[local]``), the endpoint's embeddings when one is configured. ``chat`` and ``embed``
-make one call each, charged to the running handler's event (its
-budget, its ``usage``); ``agent_output`` returns a validated pydantic object; ``Agent``
-runs the durable tool-calling loop (``run_agent`` is its one-call form; see
-``nerve.llm.agent``); ``untrusted`` puts event data into messages as delimited data.
-Wrap a model call in ``nerve.step`` so a retry or replay does not pay for it twice.
-See ``docs/llm.md``.
+make one call each, charged to the running handler's event (its budget, its ``usage``),
+within the model's ``LLMLimits`` (shared by every process); ``agent_output`` returns a
+validated pydantic object; ``Agent`` runs the durable tool-calling loop (``run_agent`` is
+its one-call form; see ``nerve.llm.agent``); ``untrusted`` puts event data into messages
+as delimited data. Wrap a model call in ``nerve.step`` so a retry or replay does not pay
+for it twice. See ``docs/llm.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from nerve.llm.client import openai_client
 from nerve.llm.embedded import EmbeddedModel, load_model
 from nerve.llm.guardrails import Guardrail
 from nerve.llm.handoffs import handoff
+from nerve.llm.limits import LLMLimits
 from nerve.llm.metrics import LLMMetrics
 from nerve.llm.settings import LLMSettings
 from nerve.llm.structured import OutputMode, agent_output
@@ -61,6 +62,7 @@ __all__ = [
     "EndpointEmbedder",
     "Guardrail",
     "GuardrailTripped",
+    "LLMLimits",
     "LLMMetrics",
     "LLMSettings",
     "LLMUsage",

@@ -8,6 +8,8 @@ Retries of one call (connection errors, 408, 409, 429, 5xx) are the openai SDK's
 ``max_retries`` times, honouring ``Retry-After`` / ``retry-after-ms`` up to two minutes;
 past that the error becomes :class:`~nerve.ModelUnavailable`, a :class:`~nerve.Retry`
 that retries the event later (after the endpoint's ``Retry-After`` when it gave one).
+A model with :class:`~nerve.llm.LLMLimits` in the settings is called within them
+(:mod:`nerve.llm.limits`): there nerve retries itself, so a pause is shared.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nerve.context import current
 from nerve.exceptions import ConfigurationError, ModelRequestRejected, ModelUnavailable
 from nerve.llm.budget import Budget, charge, ran_out, seconds_left
 from nerve.llm.client import openai_client
+from nerve.llm.limits import estimate_tokens, limited
 from nerve.llm.settings import LLMSettings
 from nerve.llm.usage import usage
 from nerve.observe.tracing import model_call, record_usage
@@ -67,16 +70,30 @@ async def chat(
     settings = settings or LLMSettings()
     model = model or settings.model
     budget = budget or Budget.from_settings(settings)
+    messages = list(messages)
     async with _client(client, settings) as endpoint:
-        with model_call("chat", model, endpoint.base_url.host) as span:
-            async with _metered(endpoint, model, budget) as meter:
-                response: ChatCompletion = await endpoint.chat.completions.create(
-                    model=model, messages=messages, **options
-                )
-                if response.usage is not None:
-                    meter.tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
-            record_usage(span, response.model, meter.prompt, meter.completion)
-    return response
+
+        async def once(endpoint: AsyncOpenAI) -> tuple[ChatCompletion, int]:
+            with model_call("chat", model, endpoint.base_url.host) as span:
+                async with _metered(endpoint, model, budget) as meter:
+                    response: ChatCompletion = await endpoint.chat.completions.create(
+                        model=model, messages=messages, **options
+                    )
+                    if response.usage is not None:
+                        meter.tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+                record_usage(span, response.model, meter.prompt, meter.completion)
+            return response, meter.prompt + meter.completion
+
+        limits = settings.limits_of(model)
+        if limits is None:
+            return (await once(endpoint))[0]
+        most = options.get("max_completion_tokens") or options.get("max_tokens")
+        tokens = estimate_tokens(
+            messages,
+            most if isinstance(most, int) else limits.completion_tokens,
+        )
+        unretried = endpoint.with_options(max_retries=0)
+        return await limited(limits, tokens, lambda: once(unretried), retries=settings.max_retries)
 
 
 async def embed(
@@ -92,13 +109,26 @@ async def embed(
     model = model or settings.embedding_model
     budget = budget or Budget.from_settings(settings)
     async with _client(client, settings) as endpoint:
-        with model_call("embeddings", model, endpoint.base_url.host) as span:
-            async with _metered(endpoint, model, budget) as meter:
-                response: CreateEmbeddingResponse = await endpoint.embeddings.create(
-                    model=model, input=list(texts)
-                )
-                meter.tokens(response.usage.prompt_tokens, 0)
-            record_usage(span, response.model, meter.prompt, 0)
+
+        async def once(endpoint: AsyncOpenAI) -> tuple[CreateEmbeddingResponse, int]:
+            with model_call("embeddings", model, endpoint.base_url.host) as span:
+                async with _metered(endpoint, model, budget) as meter:
+                    response: CreateEmbeddingResponse = await endpoint.embeddings.create(
+                        model=model, input=list(texts)
+                    )
+                    meter.tokens(response.usage.prompt_tokens, 0)
+                record_usage(span, response.model, meter.prompt, 0)
+            return response, meter.prompt
+
+        limits = settings.limits_of(model)
+        if limits is None:
+            response = (await once(endpoint))[0]
+        else:
+            tokens = math.ceil(sum(len(text) for text in texts) / 4)
+            unretried = endpoint.with_options(max_retries=0)
+            response = await limited(
+                limits, tokens, lambda: once(unretried), retries=settings.max_retries
+            )
     return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 

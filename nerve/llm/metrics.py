@@ -14,13 +14,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from nerve.context import HandlerContext
 from nerve.events import Event
+from nerve.llm.limits import limited_seconds, reserved_ahead
 from nerve.llm.settings import LLMSettings, ModelPrice
 from nerve.llm.usage import usage_if_any
 from nerve.observe.observer import Observer
@@ -30,7 +33,11 @@ __all__ = ["LLMMetrics"]
 
 class LLMMetrics(Observer):
     """``nerve_llm_tokens_total`` and ``nerve_llm_cost_dollars_total``, per subscription
-    and model, counted when an attempt ends (handled or failed).
+    and model, counted when an attempt ends (handled or failed); and the model limits
+    (:mod:`nerve.llm.limits`) of this process: ``nerve_llm_limited_seconds_total`` (time
+    calls waited for limits and pauses, per model) and ``nerve_llm_limit_ahead_seconds``
+    (how far ahead a model's request or token rate was reserved at its last call: 0 is a
+    bucket with room).
 
     Args:
         registry: the registry to add them to (the core :class:`Metrics`' registry, so
@@ -59,6 +66,7 @@ class LLMMetrics(Observer):
             ["subscription", "model"],
             registry=registry,
         )
+        registry.register(_LimitsCollector())
 
     def handled(
         self, subscription: str, event: Event[Any], seconds: float, context: HandlerContext
@@ -98,3 +106,25 @@ class LLMMetrics(Observer):
                 dollars = price.cost(spent.prompt_tokens, spent.completion_tokens)
                 if dollars:
                     self.llm_cost.labels(subscription, model).inc(dollars)
+
+
+class _LimitsCollector(Collector):
+    """The model limits' figures of this process, read at scrape time."""
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        waited = CounterMetricFamily(
+            "nerve_llm_limited_seconds",
+            "Seconds model calls waited for the model's limits and pauses.",
+            labels=["model"],
+        )
+        for model, seconds in sorted(limited_seconds().items()):
+            waited.add_metric([model], seconds)
+        ahead = GaugeMetricFamily(
+            "nerve_llm_limit_ahead_seconds",
+            "How far ahead the model's rate was reserved at its last call (0: room left).",
+            labels=["model", "limit"],
+        )
+        for (model, limit), seconds in sorted(reserved_ahead().items()):
+            ahead.add_metric([model, limit], seconds)
+        yield waited
+        yield ahead

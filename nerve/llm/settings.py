@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nerve.llm.limits import LLMLimits
+
 
 class ModelPrice(BaseModel):
     """What a model's tokens cost, in US dollars per million tokens.
@@ -83,6 +85,18 @@ class LLMSettings(BaseSettings):
         'metric; NERVE_LLM_PRICES=\'{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}\' (USD '
         "per million tokens). Empty by default: prices change, so set your own.",
     )
+
+    limits: list[LLMLimits] = Field(
+        default_factory=list,
+        description="Limits per model shared by every process on the store (requests and "
+        "tokens per minute, pauses on Retry-After, a circuit); "
+        'NERVE_LLM_LIMITS=\'[{"model": "gpt-4o-mini", "tokens_per_minute": 200000}]\'. '
+        "See nerve.llm.limits.",
+    )
+
+    def limits_of(self, model: str) -> LLMLimits | None:
+        """The limits of ``model``, or None when it has none."""
+        return next((limits for limits in self.limits if limits.model == model), None)
 
     @property
     def configured(self) -> bool:

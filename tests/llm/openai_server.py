@@ -2,7 +2,9 @@
 
 Plain asyncio HTTP/1.1 (keep-alive, Content-Length bodies): ``/v1/chat/completions`` and
 ``/v1/embeddings``. Each chat request takes the next scripted :class:`Reply`, or the
-``default`` one when the script is empty; every request is recorded with its arrival time.
+``default`` one when the script is empty; with ``refuse_every = n`` every n-th chat request
+gets the ``refusal`` instead (a 429 with ``Retry-After``, say). Every request is recorded
+with its arrival time and the status it got.
 Embeddings are a deterministic fake: a unit vector made from the text's SHA-256.
 A ``responder`` (a function of the request body) answers chat requests instead of the
 script, for a model whose answer depends on the conversation (tool-calling loops run in
@@ -38,6 +40,9 @@ class Request:
     body: dict[str, Any]
     headers: dict[str, str]
     at: float  # time.monotonic() on arrival
+    wall: float = 0.0  # time.time() on arrival
+    status: int = 200  # the status it was answered
+    tokens: int = 0  # the usage it was answered (total tokens)
 
 
 def completion(
@@ -116,6 +121,9 @@ class OpenAIServer:
         self.default = completion("ok")
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[Request] = []
+        self.refuse_every = 0
+        self.refusal = error(429, "rate limited", retry_after="2")
+        self._chats = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.url = ""
@@ -157,8 +165,11 @@ class OpenAIServer:
                         headers[key.strip().lower()] = value.strip()
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 body = json.loads(raw) if raw else {}
-                self.requests.append(Request(path, body, headers, time.monotonic()))
+                request = Request(path, body, headers, time.monotonic(), time.time())
+                self.requests.append(request)
                 reply = self._answer(path, body)
+                request.status = reply.status
+                request.tokens = int(reply.body.get("usage", {}).get("total_tokens", 0))
                 if reply.delay:
                     await asyncio.sleep(reply.delay)  # a slow model, scripted
                 payload = json.dumps(reply.body).encode()
@@ -192,6 +203,9 @@ class OpenAIServer:
                 }
             )
         if path == "/v1/chat/completions":
+            self._chats += 1
+            if self.refuse_every and self._chats % self.refuse_every == 0:
+                return self.refusal
             if self.script:
                 return self.script.popleft()
             return self.responder(body) if self.responder is not None else self.default

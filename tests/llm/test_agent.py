@@ -111,7 +111,8 @@ async def test_parallel_tool_calls_run_concurrently(
         calling(tool_call("slow", {"name": "a"}, "c1"), tool_call("slow", {"name": "b"}, "c2")),
         completion("both done"),
     )
-    result = await Agent(tools=[slow], client=client).run("go")
+    agent: Agent[str] = Agent(tools=[slow], client=client)
+    result = await agent.run("go")
     assert result.output == "both done"
     assert tool_results(server, 1) == ["done a", "done b"]
 
@@ -140,7 +141,8 @@ async def test_malformed_arguments_go_back_to_the_model_then_stop_the_run(
     assert len(server.chat_requests) == 2  # the second invalid call stopped the run
     message = await dead_error(bus, event.event_id)
     assert message.startswith("nerve.exceptions.ToolArgumentsInvalid: agent agent: 2 tool")
-    assert "conversation so far" in message and "{not json" in message
+    assert "conversation so far" in message
+    assert "{not json" in message
     assert outputs == []
 
 
@@ -282,7 +284,8 @@ async def test_the_budget_stops_the_run_with_the_conversation(
         await bus.join(timeout=10)
     message = await dead_error(bus, event.event_id)
     assert message.startswith("nerve.exceptions.AgentBudgetExceeded: agent agent:")
-    assert "45 of 40 tokens" in message and "lookup" in message
+    assert "45 of 40 tokens" in message
+    assert "lookup" in message
     assert len(server.chat_requests) == 3
     assert issubclass(AgentBudgetExceeded, Reject)
 
@@ -400,7 +403,8 @@ async def test_a_risky_tool_waits_for_a_person(
             "tool": "refund",
             "arguments": {"order_id": "A2", "amount": 500},
         }
-        assert ran == [] and len(server.chat_requests) == 1
+        assert ran == []
+        assert len(server.chat_requests) == 1
         await decide(bus, asked.approval_id, approved=approved, by="alice", comment="too much")
         for _ in range(200):
             if outputs:
@@ -417,6 +421,7 @@ async def test_a_risky_tool_waits_for_a_person(
 
 
 async def test_errors_are_typed() -> None:
-    assert issubclass(TurnsExceeded, Reject) and issubclass(ToolArgumentsInvalid, Reject)
+    assert issubclass(TurnsExceeded, Reject)
+    assert issubclass(ToolArgumentsInvalid, Reject)
     with pytest.raises(ValueError, match="max_turns"):
         Agent(max_turns=0)
