@@ -30,8 +30,11 @@ constants below)::
     {prefix}:waits:shapes:{type}     hash  shape (JSON list of paths) -> its waits on type
     {prefix}:waits:key:{type}:{key}  set of the ids of the waits on (type, match key)
     {prefix}:waits:run:{event_id}    set of the ids of the waits of a suspended run
+    {prefix}:slots:{limiter}NUL{key} sorted set of a key's slot holders, by lease end
+    {prefix}:rate:{limiter}NUL{key}  string, a rated key's TAT (unix time)
 
-Timers and waits are :mod:`nerve.stores.redis_waits`'s (its ``*_KEY`` constants).
+Timers and waits are :mod:`nerve.stores.redis_waits`'s (its ``*_KEY`` constants), slots
+and rates :mod:`nerve.stores.redis_limits`'s.
 
 One hash per event keeps :meth:`RedisStore.states` one lookup per kind. Done marks and
 publish records expire ``window`` seconds after they were written, and a done mark older
@@ -43,8 +46,9 @@ per-type indexes are trimmed to that age by :meth:`RedisStore.trim_history`. Dea
 letters, timers and waits never expire: they are kept until taken, deleted or removed.
 Step results and counters expire ``window`` seconds after the event's last step or
 counter write, except while the event has a dead letter or a wait in any subscription:
-then they are kept until the last of them is taken or removed. Writes survive what
-Redis's persistence settings make survive (``appendonly`` for every write).
+then they are kept until the last of them is taken or removed. Slot holders and rate
+states expire a minute after their last lease ends or their TAT is past. Writes survive
+what Redis's persistence settings make survive (``appendonly`` for every write).
 
 The Lua scripts are in ``lua/`` next to this module, read once when it is imported.
 """
@@ -75,6 +79,7 @@ from nerve.records import (
 )
 from nerve.settings import Settings
 from nerve.stores.base import DEFAULT_HISTORY_RETENTION, DEFAULT_WINDOW, Store
+from nerve.stores.redis_limits import RedisLimits
 from nerve.stores.redis_waits import WAIT_RUN_KEY, RedisTimersAndWaits
 from nerve.transports.base import raise_if_cancelled
 
@@ -125,9 +130,9 @@ def _load_scripts() -> dict[str, str]:
 _SCRIPTS: Final = _load_scripts()
 
 
-class RedisStore(RedisTimersAndWaits, Store):
+class RedisStore(RedisTimersAndWaits, RedisLimits, Store):
     """Idempotency marks, failures, dead letters, publish records, step results and
-    counters, the event log, timers and waits in Redis.
+    counters, the event log, timers, waits and flow control in Redis.
 
     Args:
         url: ``redis://host:port/db?prefix=nerve`` (the transport's URL works as is).
@@ -186,6 +191,7 @@ class RedisStore(RedisTimersAndWaits, Store):
         self._record_history = client.register_script(_SCRIPTS["record_history"])
         self._trim_history = client.register_script(_SCRIPTS["trim_history"])
         self._open_timers_and_waits(client)
+        self._open_limits(client)
 
     async def close(self) -> None:
         client, self._redis = self._redis, None

@@ -1,5 +1,5 @@
-"""The Redis store's keys for timers, waits and the log by type: what the contracts
-cannot see (TTLs, indexes emptied), read straight from Redis."""
+"""The Redis store's keys for timers, waits, the log by type, slots and rates: what the
+contracts cannot see (TTLs, indexes emptied), read straight from Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from nerve import Event
 from nerve.records import DeadLetter, Timer
 from nerve.stores.redis import LOG_TYPE_KEY, STEPS_KEY, RedisStore
+from nerve.stores.redis_limits import RATE_KEY, SLOTS_KEY
 from nerve.stores.redis_waits import TIMERS_KEY, WAIT_SHAPES_KEY
 from tests.conftest import drop_redis_keys
 from tests.contracts.stores import error
@@ -113,3 +114,36 @@ async def test_a_replaced_claimed_or_deleted_timer_leaves_one_entry_or_none(
     assert await client.zrange(key, 0, -1, withscores=True) == [("0000000000000003:t:a", 15.0)]
     assert await store.delete_timer("t:a")
     assert await client.exists(key) == 0
+
+
+async def test_slot_holders_expire_a_minute_after_the_last_lease(store: RedisStore) -> None:
+    client = store._client()
+    key = SLOTS_KEY.format(prefix=store.prefix, limiter="llm", key="acme")
+    now = time.time()
+    assert await store.take_slot("llm", "acme", "old", limit=2, lease=5, now=now - 10)
+    assert await store.take_slot("llm", "acme", "new", limit=2, lease=30, now=now)
+    assert await client.zrange(key, 0, -1) == ["new"]  # the ended lease was dropped
+    assert 89_000 < await client.pttl(key) <= 90_000
+    await store.free_slot("llm", "acme", "new")
+    assert await client.exists(key) == 0
+
+
+async def test_a_rate_state_expires_a_minute_after_its_tat(store: RedisStore) -> None:
+    client = store._client()
+    key = RATE_KEY.format(prefix=store.prefix, limiter="tpm", key="m")
+    now = time.time()
+    assert await store.take_rate("tpm", "m", interval=0.01, burst=1000, cost=500, now=now) == 0
+    assert float(await client.get(key)) == pytest.approx(now + 5.0, abs=1e-6)
+    assert 64_000 < await client.pttl(key) <= 65_000
+    assert await store.take_rate("tpm", "m", interval=0.01, burst=1000, cost=600, now=now) > 0
+    assert float(await client.get(key)) == pytest.approx(now + 5.0, abs=1e-6)  # refused
+    await store.block_rate("tpm", "m", until=now + 100, burst=1000, interval=0.01)
+    assert 169_000 < await client.pttl(key) <= 170_000
+
+
+async def test_limiters_and_keys_with_colons_stay_apart(store: RedisStore) -> None:
+    now = time.time()
+    assert await store.take_slot("a:b", "c", "h1", limit=1, lease=30, now=now)
+    assert await store.take_slot("a", "b:c", "h2", limit=1, lease=30, now=now)
+    assert await store.take_rate("a:b", "c", interval=1, burst=1, cost=1, now=now) == 0
+    assert await store.take_rate("a", "b:c", interval=1, burst=1, cost=1, now=now) == 0
