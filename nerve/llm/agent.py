@@ -369,17 +369,15 @@ def _arguments(text: str) -> dict[str, Any] | None:
 
 
 async def _all(runs: list[Callable[[], Awaitable[dict[str, str]]]]) -> list[dict[str, str]]:
-    """Run ``runs`` concurrently; on a failure cancel the rest, then raise it as it is."""
+    """Run ``runs`` concurrently, each to its end (so every tool that finishes has its
+    step recorded, and a retry does not run it again); then raise the first failure."""
     if len(runs) == 1:
         return [await runs[0]()]
-    tasks = [asyncio.ensure_future(run()) for run in runs]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    results = await asyncio.gather(*(run() for run in runs), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast("list[dict[str, str]]", results)
 
 
 def _parse(output: type[OutputT], text: str) -> OutputT:
