@@ -83,6 +83,7 @@ def test_build_app_makes_a_new_app_with_every_command() -> None:
         "trace",
         "tail",
         "waits",
+        "mcp",
         "dlq",
         "approvals",
     ]
