@@ -29,6 +29,7 @@ from nerve.exceptions import CrashLoop
 from nerve.observe.observer import Observers
 from nerve.records import AttemptError, DeadLetter
 from nerve.stores.base import Store
+from nerve.tasks import stop_task
 from nerve.transports.base import Parked, Transport, each_then_raise
 
 __all__ = ["PARKED_BATCH", "PARKED_POLL", "ParkedFiler", "file_parked"]
@@ -98,8 +99,7 @@ class ParkedFiler:
         """Stop filing (what is taken and not filed goes back with the connection)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)  # aio-pika may swallow the first cancellation
 
     async def _run(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from nerve import clock
 from nerve.records import Timer
 from nerve.stores.base import Timers
+from nerve.tasks import stop_task
 
 log = logging.getLogger("nerve")
 
@@ -28,10 +29,6 @@ CLAIM_BATCH = 100
 LEASE = 30.0
 #: Longest pause between looks after the store failed, in seconds.
 RETRY_MAX = 5.0
-
-#: How often, and how many times, stop() repeats the cancellation of the loop.
-STOP_POLL = 0.05
-STOP_TRIES = 100
 
 TimerHandler = Callable[[Timer], Awaitable[None]]
 
@@ -73,16 +70,8 @@ class TimerService:
     async def stop(self) -> None:
         """Stop looking; a timer being handled is left to its lease."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        # A client library may swallow a cancellation that lands mid-command (redis-py,
-        # nats-py under Python 3.11): insist until the loop has ended.
-        for _ in range(STOP_TRIES):
-            task.cancel()
-            done, _pending = await asyncio.wait({task}, timeout=STOP_POLL)
-            if done:
-                break
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:
+            await stop_task(task)
 
     async def run_due(self) -> int:
         """Handle every timer due now, batch after batch; return how many were handled."""
