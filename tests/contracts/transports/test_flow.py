@@ -130,7 +130,10 @@ async def test_a_debounce_calls_once_per_burst_per_key(make_bus: BusFactory) -> 
             )
     await eventually(lambda: len(calls) == 2, timeout=30)
     await asyncio.sleep(1.5)  # a second call would come within a period: none does
-    assert dict(calls) == {"t1": [29], "t2": [29]}
+    # one call per key, with the burst's last event as this process saw the burst (three
+    # processes may see its last few events in different orders)
+    assert sorted(calls) == ["t1", "t2"]
+    assert all(len(ns) == 1 and ns[0] >= 25 for ns in calls.values()), dict(calls)
 
 
 async def test_debounce_max_wait_runs_a_key_that_never_goes_quiet(make_bus: BusFactory) -> None:
