@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pydantic_core
 from openai.types.chat import ChatCompletion
 
@@ -144,10 +143,20 @@ class _Chat:
         self.completions = _Completions(policy)
 
 
+class _URL(str):
+    """The endpoint's address as the calls read it (``str()`` and ``.host``), without
+    importing the openai SDK's HTTP client (``httpx`` or ``httpx2``, by SDK version)."""
+
+    host = "offline-policy.invalid"
+
+    def __new__(cls) -> _URL:
+        return super().__new__(cls, "http://offline-policy.invalid/v1")
+
+
 class OfflineClient:
     """The part of ``AsyncOpenAI`` an agent's model calls use, answered by a policy."""
 
-    base_url = httpx.URL("http://offline-policy.invalid/v1")
+    base_url = _URL()
 
     def __init__(self, policy: Policy) -> None:
         self.chat = _Chat(policy)
