@@ -220,6 +220,10 @@ async def test_a_failing_batch_is_retried_event_by_event(make_bus: BusFactory) -
 
 async def test_priority_runs_a_backlog_highest_first(make_bus: BusFactory) -> None:
     publisher = make_bus(**QUICK)
+    if publisher.url.startswith("amqp"):
+        # RabbitMQ pushes a backlog a few deliveries at a time: a busy worker handles each
+        # as it arrives, so nothing is left to reorder (docs/flow-control.md says so).
+        pytest.skip("priority orders what a process received; RabbitMQ pushes a few at a time")
     worker = make_bus(**QUICK) if publisher.transport.durable else publisher
     order: list[str] = []
 
